@@ -1,0 +1,57 @@
+# omics-risk: two commands set everything up on a fresh machine.
+#   make demo   install (once), then run the pipeline on the bundled synthetic demo cohort
+#   make test   install (once), then run the test suite
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.omics-risk-installed
+DEMO_DIR ?= data/demo
+DEMO_N ?= 300
+DEMO_SEED ?= 7
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint lock clean-demo help
+
+help:
+	@echo "make demo   - install, then generate, validate and model the synthetic demo cohort"
+	@echo "make test   - install, then run the tests (slow ones included)"
+	@echo "make lint   - ruff"
+
+# Installing is idempotent: the stamp is newer than pyproject.toml and the lock file after one run.
+$(STAMP): pyproject.toml requirements/lock.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q pip==26.3 setuptools==84.2.1 wheel==0.48.0
+	@# CPU torch first, pinned, so nothing pulls the CUDA wheels; numpy before pyradiomics (sdist, no build isolation).
+	$(PIP) install -q torch==2.13.0 numpy==2.4.6
+	$(PIP) install -q --no-build-isolation pyradiomics==3.0.1
+	$(PIP) install -q -r requirements/lock.txt
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@touch $(STAMP)
+	@echo "installed omics-risk into $(VENV)"
+
+install: $(STAMP)
+
+demo: install
+	@if [ ! -f $(DEMO_DIR)/cohort.yaml ]; then \
+	  $(VENV)/bin/omics-risk synth --kind nsclc-postop --n $(DEMO_N) --seed $(DEMO_SEED) --out $(DEMO_DIR); \
+	else echo "demo cohort already at $(DEMO_DIR) (delete it to regenerate)"; fi
+	$(VENV)/bin/omics-risk validate $(DEMO_DIR)
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check src tests bench train.py evaluate.py
+	$(VENV)/bin/ruff format --check src tests bench train.py evaluate.py
+
+# Re-resolve the pinned set after changing dependencies in pyproject.toml.
+lock: install
+	$(PIP) freeze --exclude-editable | grep -viE '^(torch|numpy|pyradiomics)==' \
+	  | sed '1i # Pinned, resolved dependency set for omics-risk (Python 3.11, CPU torch).\n# torch, numpy and pyradiomics are installed by the Makefile first. Regenerate: make lock' \
+	  > requirements/lock.txt
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

@@ -1,0 +1,111 @@
+"""The ``omics-risk`` command line: synth, validate, convert (and, as the pipeline grows, extract and score).
+
+Imports are lazy so that ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from omics_risk import __version__
+
+KINDS = ("nsclc-postop", "sclc", "nsclc-advanced")
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from omics_risk.data.synthetic import generate_cohort
+
+    kwargs = {}
+    if args.fragments is not None:
+        kwargs["fragments_per_sample"] = args.fragments
+    if args.metabolites is not None:
+        kwargs["n_metabolites"] = args.metabolites
+    if args.ct_shape is not None:
+        kwargs["ct_shape"] = tuple(args.ct_shape)
+    out = generate_cohort(args.kind, n=args.n, seed=args.seed, out=args.out, workers=args.workers,
+                          overwrite=args.overwrite, progress=not args.quiet, **kwargs)
+    truth = Path(out) / "truth" / "summary.json"
+    summary = json.loads(truth.read_text()) if truth.is_file() else {}
+    oracle = {k: v for k, v in summary.items() if k.startswith("oracle")}
+    print(f"wrote {args.kind} cohort of {args.n} patients (seed {args.seed}) to {out}")
+    if oracle:
+        print("truth (never read by training or scoring): " + json.dumps(oracle))
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from omics_risk.data.validate import validate_cohort
+
+    report = validate_cohort(args.cohort, deep=not args.quick, workers=args.workers, progress=not args.quiet)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2, default=str))
+    else:
+        print(report.to_text())
+    return 0 if report.ok else 1
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from omics_risk.data.convert import convert_tcga_lusc
+
+    out = convert_tcga_lusc(args.src, args.out, overwrite=args.overwrite)
+    print(f"wrote the TCGA LUSC cohort to {out}; check it with: omics-risk validate {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="omics-risk",
+        description="Multi-omics recurrence-risk modelling for lung cancer. See README.md and docs/data_format.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"omics-risk {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("synth", help="write a realistic synthetic cohort (with its truth) in the data contract")
+    p.add_argument("--kind", choices=KINDS, default="nsclc-postop",
+                   help="nsclc-postop (NCT07291921), sclc (NCT07026669) or nsclc-advanced (LUCAGEN, NCT03512847)")
+    p.add_argument("--n", type=int, default=300, help="number of patients (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same cohort")
+    p.add_argument("--out", required=True, type=Path, help="output cohort directory (must be empty or absent)")
+    p.add_argument("--fragments", type=int, default=None, help="cfDNA fragments per sample")
+    p.add_argument("--metabolites", type=int, default=None, help="metabolomics features")
+    p.add_argument("--ct-shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="CT voxels")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_synth)
+
+    p = sub.add_parser("validate", help="check a cohort against the data contract; exit 1 on errors")
+    p.add_argument("cohort", type=Path, help="cohort directory (with cohort.yaml, clinical.csv, samples.csv)")
+    p.add_argument("--quick", action="store_true", help="check tables and that files exist, without opening them")
+    p.add_argument("--json", action="store_true", help="machine-readable report")
+    p.add_argument("--workers", type=int, default=None, help="parallel readers (default: all cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("convert", help="convert a public data set into the data contract")
+    conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
+    c = conv.add_parser("tcga-lusc", help="TCGA lung squamous carcinoma: RPPA, miRNA, copy number; PFI and OS")
+    c.add_argument("--src", type=Path, default=Path("../shared/data/tcga_lusc"), help="folder of the TCGA files")
+    c.add_argument("--out", type=Path, default=Path("data/tcga_lusc"), help="output cohort directory")
+    c.add_argument("--overwrite", action="store_true")
+    c.set_defaults(func=_cmd_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``omics-risk`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        # Expected user errors (bad paths, contract violations) get one clear line, not a traceback.
+        print(f"omics-risk {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
