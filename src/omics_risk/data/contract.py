@@ -181,7 +181,8 @@ def parse_spec(path: Path) -> tuple[CohortSpec | None, list[Problem]]:
 
     known = {"contract_version", "name", "time_unit", "endpoints", "clinical", "modalities", "references"}
     for key in sorted(set(raw) - known):
-        problems.append(Problem("warning", fname, f"unknown key '{key}' is ignored (known: {', '.join(sorted(known))})"))
+        known_txt = ", ".join(sorted(known))
+        problems.append(Problem("warning", fname, f"unknown key '{key}' is ignored (known: {known_txt})"))
 
     version = raw.get("contract_version", CONTRACT_VERSION)
     if version != CONTRACT_VERSION:
@@ -226,7 +227,8 @@ def parse_spec(path: Path) -> tuple[CohortSpec | None, list[Problem]]:
     clinical: dict[str, ClinicalColumn] = {}
     raw_clinical = raw.get("clinical") or {}
     if not isinstance(raw_clinical, dict):
-        err("'clinical' must map column names to a type (numeric, categorical, binary or {type: ordinal, levels: [...]})")
+        err("'clinical' must map column names to a type "
+            "(numeric, categorical, binary or {type: ordinal, levels: [...]})")
         raw_clinical = {}
     for col, typ in raw_clinical.items():
         levels: tuple[str, ...] = ()
@@ -356,6 +358,10 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
             if ep.time in df.columns:
                 df[ep.time] = _numbers(df, ep.time, f, problems, what=f"{ep.name} time", minimum=0.0,
                                        hint=f" ({spec.time_unit} since the index date)")
+                median_days = float(df[ep.time].median()) * spec.days_per_unit if df[ep.time].notna().any() else None
+                if median_days is not None and not 7.0 <= median_days <= 100 * 365.25:
+                    problems.append(Problem("warning", f, f"median '{ep.time}' is {df[ep.time].median():g} "
+                                            f"{spec.time_unit}: is time_unit right?", None, ep.time))
             if ep.event in df.columns:
                 df[ep.event] = _numbers(df, ep.event, f, problems, what=f"{ep.name} event", allowed=(0.0, 1.0),
                                         hint=" (1 = event, 0 = censored)")
@@ -468,7 +474,8 @@ class Cohort:
             k = grp["patient_id"].nunique()
             rows.append({"modality": mod, "timepoint": "(any)", "patients": k, "percent": 100.0 * k / max(n, 1)})
         none = n - self.samples["patient_id"].nunique()
-        rows.append({"modality": "(no samples)", "timepoint": "", "patients": none, "percent": 100.0 * none / max(n, 1)})
+        rows.append({"modality": "(no samples)", "timepoint": "", "patients": none,
+                     "percent": 100.0 * none / max(n, 1)})
         return pd.DataFrame(rows, columns=["modality", "timepoint", "patients", "percent"])
 
 
