@@ -349,6 +349,8 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
     problems.extend(_duplicates(df.dropna(subset=["patient_id"]), ["patient_id"], f, "patient_id"))
     if spec is None:
         return df, problems
+    # Missing means an empty cell; an unparsable one is already an error and must not also count as missing.
+    given = df.notna()
     for ep in spec.endpoints.values():
         for col in ep.columns:
             if col not in df.columns:
@@ -366,8 +368,8 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
                 df[ep.event] = _numbers(df, ep.event, f, problems, what=f"{ep.name} event", allowed=(0.0, 1.0),
                                         hint=" (1 = event, 0 = censored)")
             if ep.time in df.columns and ep.event in df.columns:
-                incomplete = df[ep.time].isna() ^ df[ep.event].isna()
-                n_missing = int((df[ep.time].isna() | df[ep.event].isna()).sum())
+                incomplete = given[ep.time] ^ given[ep.event]
+                n_missing = int((~given[ep.time] | ~given[ep.event]).sum())
                 for idx in df.index[incomplete]:
                     problems.append(Problem("error", f, f"endpoint '{ep.name}' has only one of time/event; give "
                                             "both or leave both empty", _line(idx), ep.time))

@@ -1,0 +1,658 @@
+"""``omics-risk validate COHORT``: check a cohort directory against the data contract and report every problem.
+
+The tables (cohort.yaml, clinical.csv, samples.csv) are checked by :mod:`omics_risk.data.contract`; this module
+adds what needs the file system and the data files: every referenced file exists and has the modality's format,
+opens with its reader (:mod:`omics_risk.data.readers`), masks lie on their image's grid, shared tables hold the
+samples that samples.csv gives them, and the cohort-level reference files are usable. Nothing stops at the first
+problem; data files are opened in parallel threads because a real cohort has hundreds of them.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import pandas as pd
+
+from omics_risk.data import readers
+from omics_risk.data.contract import (
+    CLINICAL_FILE,
+    SAMPLES_FILE,
+    SHARED_FILE_FORMATS,
+    SPEC_FILE,
+    Cohort,
+    CohortSpec,
+    ModalitySpec,
+    Problem,
+    parse_spec,
+    read_clinical,
+    read_samples,
+)
+from omics_risk.data.readers import DataFileError, FileIssue
+
+__all__ = ["ValidationReport", "validate_cohort"]
+
+#: Fewer data files than this are opened one after the other: threads would not pay off.
+PARALLEL_MIN_JOBS = 4
+#: At most this many "sample in the file but not in samples.csv" warnings per shared file; the rest are counted.
+MAX_ORPHAN_WARNINGS = 10
+COVERAGE_COLUMNS = ["modality", "timepoint", "patients", "percent"]
+
+
+# --------------------------------------------------------------------------------------------------- report
+
+
+@dataclass
+class ValidationReport:
+    """Everything ``validate`` found: problems (errors and warnings) and the modality-coverage summary."""
+
+    root: str
+    problems: list[Problem]
+    coverage: pd.DataFrame
+    n_patients: int
+    n_samples: int
+    n_files_opened: int = 0
+    seconds: float = 0.0
+    name: str | None = None
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    @property
+    def ok(self) -> bool:
+        """True when the cohort has no errors (warnings do not block training or scoring)."""
+        return not self.errors
+
+    def _grouped(self, severity: str) -> list[Problem]:
+        """Problems of one severity grouped by file (in order of first appearance), then by line."""
+        probs = [p for p in self.problems if p.severity == severity]
+        order: dict[str, int] = {}
+        for p in probs:
+            order.setdefault(p.file, len(order))
+        return sorted(
+            probs, key=lambda p: (order[p.file], p.message.startswith("..."), p.line if p.line is not None else -1)
+        )
+
+    def to_text(self) -> str:
+        """The human-readable report: errors, warnings, the coverage table and a final count line."""
+        out = [
+            f"Cohort {self.name or '?'} at {self.root}: {self.n_patients} patient(s), {self.n_samples} sample(s), "
+            f"{self.n_files_opened} data file(s) opened in {self.seconds:.1f} s"
+        ]
+        for severity, title in (("error", "Errors"), ("warning", "Warnings")):
+            probs = self._grouped(severity)
+            if not probs:
+                continue
+            out += ["", f"{title} ({len(probs)}):"]
+            last_file = None
+            for p in probs:
+                if p.file != last_file and last_file is not None:
+                    out.append("")
+                last_file = p.file
+                out.append("  " + str(p).split(": ", 1)[1])
+        if len(self.coverage):
+            out += ["", f"Modality coverage (patients with at least one sample, of {self.n_patients}):"]
+            table = self.coverage.copy()
+            table["percent"] = table["percent"].map(lambda v: f"{v:.1f}%")
+            out += ["  " + line for line in table.to_string(index=False).splitlines()]
+        n_err, n_warn = len(self.errors), len(self.warnings)
+        out += ["", f"{n_err} error(s), {n_warn} warning(s)"]
+        return "\n".join(out)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (``omics-risk validate --json``)."""
+        return {
+            "root": self.root,
+            "name": self.name,
+            "ok": self.ok,
+            "n_patients": self.n_patients,
+            "n_samples": self.n_samples,
+            "n_files_opened": self.n_files_opened,
+            "n_errors": len(self.errors),
+            "n_warnings": len(self.warnings),
+            "problems": [
+                {"severity": p.severity, "file": p.file, "line": p.line, "column": p.column, "message": p.message}
+                for p in self.problems
+            ],
+            "coverage": [
+                {
+                    "modality": str(r.modality),
+                    "timepoint": str(r.timepoint),
+                    "patients": int(r.patients),
+                    "percent": round(float(r.percent), 2),
+                }
+                for r in self.coverage.itertuples(index=False)
+            ],
+        }
+
+
+# --------------------------------------------------------------------------------------------------- jobs
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One data file (or a shared file with its companions) to open in a worker thread."""
+
+    kind: str
+    path: str
+    extra: tuple[str | None, ...] = ()
+
+
+@dataclass
+class _Result:
+    issues: list[FileIssue] = field(default_factory=list)
+    warnings: list[FileIssue] = field(default_factory=list)
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _sample_lines(df: pd.DataFrame, col: str, line_of: Callable[[int], int | None]) -> dict[str, int | None]:
+    """First file line of each sample id in a shared table."""
+    sid = df[col].dropna().astype(str)
+    first = ~sid.duplicated(keep="first")
+    return {s: line_of(i) for i, s in zip(sid.index[first.to_numpy()], sid[first], strict=True)}
+
+
+def _csv_line(path: str) -> Callable[[int], int | None]:
+    parquet = readers.has_extension(path, (".parquet", ".pq"))
+    return (lambda i: None) if parquet else (lambda i: int(i) + 2)
+
+
+def _open_image(job: _Job) -> _Result:
+    res = _Result()
+    image = mask = None
+    try:
+        image = readers.read_image(job.path)
+    except DataFileError as exc:
+        res.issues += exc.issues
+    mask_path = job.extra[0] if job.extra else None
+    if mask_path is not None:
+        try:
+            mask = readers.read_image(mask_path)
+        except DataFileError as exc:
+            res.issues += exc.issues
+    if image is not None and mask is not None:
+        why = readers.check_mask_geometry(image, mask)
+        if why:
+            res.issues.append(
+                FileIssue(mask_path or "", f"is not a usable mask for its image {{image}}: {'; '.join(why)}")
+            )
+    return res
+
+
+def _open_fragments(job: _Job) -> _Result:
+    res = _Result()
+    frags = readers.read_fragments(job.path)
+    if not len(frags):
+        res.warnings.append(
+            FileIssue(
+                job.path, "holds no fragments (after the read filters); the sample's cfDNA features will be missing"
+            )
+        )
+    return res
+
+
+def _open_bismark(job: _Job) -> _Result:
+    res = _Result()
+    cov = readers.read_bismark_cov(job.path)
+    if not len(cov):
+        res.warnings.append(
+            FileIssue(job.path, "holds no CpG lines; the sample's methylation features will be missing")
+        )
+    return res
+
+
+def _open_variant_table(job: _Job) -> _Result:
+    df = readers.read_variant_table(job.path)
+    line_of = _csv_line(job.path)
+    per_sample: dict[str, tuple[int | None, str, dict[float, int | None]]] = {}
+    for i, sid, pid, day in zip(df.index, df["sample_id"], df["patient_id"], df["day"], strict=True):
+        entry = per_sample.setdefault(str(sid), (line_of(i), str(pid), {}))
+        entry[2].setdefault(float(day), line_of(i))
+    return _Result(info={"samples": {k: v[0] for k, v in per_sample.items()}, "variant_samples": per_sample})
+
+
+def _open_table(job: _Job) -> _Result:
+    df = readers.read_table(job.path).reset_index()
+    return _Result(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))})
+
+
+def _open_cn_segments(job: _Job) -> _Result:
+    df = readers.read_cn_segments(job.path)
+    return _Result(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))})
+
+
+def _open_metabolomics(job: _Job) -> _Result:
+    sheet_path, features_path = job.extra
+    data = readers.read_metabolomics(job.path, cast(str, sheet_path), features_path)
+    header_line = None if readers.has_extension(job.path, (".parquet", ".pq")) else 1
+    return _Result(
+        info={
+            "samples": dict.fromkeys(map(str, data.intensities.columns), header_line),
+            "sample_type": data.sheet["sample_type"].astype(str).to_dict(),
+        }
+    )
+
+
+def _open_fasta(job: _Job) -> _Result:
+    path = Path(job.path)
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    opener = gzip.open if magic == b"\x1f\x8b" else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(1)
+    except (OSError, EOFError) as exc:
+        raise DataFileError(path, f"cannot be read ({exc}); use a plain or bgzip-compressed FASTA") from exc
+    if head != b">":
+        raise DataFileError(path, "is not a FASTA file: it does not start with '>'", 1)
+    return _Result()
+
+
+def _open_chrom_sizes(job: _Job) -> _Result:
+    readers.read_chrom_sizes(job.path)
+    return _Result()
+
+
+def _open_bed(job: _Job) -> _Result:
+    readers.read_bed(job.path)
+    return _Result()
+
+
+_OPENERS: dict[str, Callable[[_Job], _Result]] = {
+    "image": _open_image,
+    "fragments": _open_fragments,
+    "bismark_cov": _open_bismark,
+    "variant_table": _open_variant_table,
+    "table": _open_table,
+    "cn_segments": _open_cn_segments,
+    "metabolomics_matrix": _open_metabolomics,
+    "genome_fasta": _open_fasta,
+    "chrom_sizes": _open_chrom_sizes,
+    "bed": _open_bed,
+}
+
+
+def _run_job(job: _Job) -> _Result:
+    """Open one data file; never raises: every failure, expected or not, becomes an issue naming the file."""
+    try:
+        return _OPENERS[job.kind](job)
+    except DataFileError as exc:
+        return _Result(issues=list(exc.issues))
+    except MemoryError:
+        return _Result(issues=[FileIssue(job.path, "too large to open in memory")])
+    except Exception as exc:  # a reader bug or an exotic corruption must not abort the whole report
+        return _Result(issues=[FileIssue(job.path, f"cannot be opened: unexpected {type(exc).__name__}: {exc}")])
+
+
+def _run_jobs(jobs: Sequence[_Job], workers: int, progress: bool) -> list[_Result]:
+    """Run the jobs on ``workers`` threads (in order of submission for the results).
+
+    Threads, not processes: the readers spend their time in pyarrow, zlib, ITK and numpy, which release the GIL
+    (2 threads validate a 900-file cohort about as fast as 2 processes), and threads need no pickling and no
+    ``if __name__ == "__main__"`` guard in the caller's script.
+    """
+    from tqdm import tqdm
+
+    results: list[_Result | None] = [None] * len(jobs)
+    with tqdm(total=len(jobs), desc="opening data files", unit="file", disable=not progress, leave=False) as bar:
+        if workers <= 1 or len(jobs) < PARALLEL_MIN_JOBS:
+            for i, job in enumerate(jobs):
+                results[i] = _run_job(job)
+                bar.update()
+        else:
+            with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="omics-risk-validate") as pool:
+                futures = {pool.submit(_run_job, job): i for i, job in enumerate(jobs)}
+                for fut in as_completed(futures):
+                    results[futures[fut]] = fut.result()
+                    bar.update()
+    return cast(list[_Result], results)
+
+
+# --------------------------------------------------------------------------------------------------- checks
+
+
+class _Checker:
+    """Collects problems with file names relative to the cohort root."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.problems: list[Problem] = []
+
+    def rel(self, path: str | Path) -> str:
+        p = Path(path)
+        try:
+            return p.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def add(self, severity: str, file: str, message: str, line: int | None = None, column: str | None = None) -> None:
+        self.problems.append(Problem(cast(Any, severity), file, message, line, column))
+
+    def error(self, file: str, message: str, line: int | None = None, column: str | None = None) -> None:
+        self.add("error", file, message, line, column)
+
+    def warning(self, file: str, message: str, line: int | None = None, column: str | None = None) -> None:
+        self.add("warning", file, message, line, column)
+
+
+def _line(idx: int) -> int:
+    return int(idx) + 2
+
+
+def _used_by(lines: Sequence[int]) -> str:
+    if len(lines) == 1:
+        return f"samples.csv line {lines[0]}"
+    return f"{len(lines)} samples.csv rows, first on line {lines[0]}"
+
+
+@dataclass
+class _Planned:
+    """A job plus what to do with its result."""
+
+    job: _Job
+    lines: list[int]
+    modality: str | None = None
+    sample_rows: list[tuple[int, str, str, float]] = field(default_factory=list)  # (line, sample_id, patient, day)
+    what: str = "samples.csv"
+
+
+def _check_patients(chk: _Checker, clinical: pd.DataFrame, samples: pd.DataFrame | None) -> None:
+    if samples is None:
+        return
+    with_samples = set(samples["patient_id"].dropna())
+    ids = clinical["patient_id"]
+    for idx in ids.index[ids.notna() & ~ids.isin(with_samples) & ~ids.duplicated(keep="first")]:
+        chk.warning(
+            CLINICAL_FILE,
+            f"patient '{ids[idx]}' has no samples in samples.csv; it is kept, with every modality missing",
+            _line(idx),
+            "patient_id",
+        )
+
+
+def _exists(path: Path) -> bool:
+    """``Path.exists`` that treats unusable names (NUL bytes, over-long paths) as missing instead of raising."""
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
+
+
+def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) -> list[_Planned]:
+    """Existence and format of every path / mask_path; returns the data-file jobs for the deep check."""
+    root = chk.root
+    planned: dict[tuple[str, str, tuple[str | None, ...]], _Planned] = {}
+    shared_plans: dict[tuple[str, str], _Planned | None] = {}  # (modality, path) -> its job, None if unusable
+    rows = samples[samples["path"].notna() & samples["modality"].notna()]
+    for idx, row in rows.iterrows():
+        line = _line(cast(int, idx))
+        ms: ModalitySpec | None = spec.modality(row["modality"])
+        if ms is None:
+            continue  # unknown modality: reported by the contract
+        rel = str(row["path"])
+        path = root / rel
+        shared = ms.format in SHARED_FILE_FORMATS
+        sample_row = (line, str(row["sample_id"]), str(row["patient_id"]), row["day"])
+        if Path(rel).is_absolute():
+            chk.warning(
+                SAMPLES_FILE,
+                f"absolute path {rel}: give paths relative to the cohort folder so the cohort can be moved",
+                line,
+                "path",
+            )
+        if shared and (ms.name, rel) in shared_plans:
+            plan = shared_plans[(ms.name, rel)]
+            if plan is not None:
+                plan.lines.append(line)
+                plan.sample_rows.append(sample_row)
+            continue
+        ok = True
+        if not _exists(path):
+            n_uses = int(((rows["path"] == rel) & (rows["modality"] == ms.name)).sum()) if shared else 1
+            also = f" (used by {n_uses} samples.csv rows)" if n_uses > 1 else ""
+            chk.error(
+                SAMPLES_FILE,
+                f"file not found: {rel}{also}; fix the path (relative to the cohort folder) or add the file",
+                line,
+                "path",
+            )
+            ok = False
+        elif why := readers.format_extension_problem(path, ms.format):
+            chk.error(SAMPLES_FILE, f"{rel} {why} (modality '{ms.name}')", line, "path")
+            ok = False
+        mask_rel = row.get("mask_path")
+        mask_abs: str | None = None
+        if ms.format == "image" and isinstance(mask_rel, str):
+            mask = root / mask_rel
+            if not _exists(mask):
+                chk.error(
+                    SAMPLES_FILE,
+                    f"mask file not found: {mask_rel}; fix mask_path (relative to the cohort folder) or add the mask",
+                    line,
+                    "mask_path",
+                )
+            elif why := readers.format_extension_problem(mask, "image"):
+                chk.error(SAMPLES_FILE, f"mask {mask_rel} {why}", line, "mask_path")
+            else:
+                mask_abs = str(mask)
+        elif ms.format != "image" and isinstance(mask_rel, str):
+            chk.warning(
+                SAMPLES_FILE,
+                f"mask_path is only used by image modalities; it is ignored for '{ms.name}'",
+                line,
+                "mask_path",
+            )
+        extra = (mask_abs,) if ms.format == "image" else _companions(chk, ms)
+        if not ok or extra is None:
+            if shared:
+                shared_plans[(ms.name, rel)] = None
+            continue
+        key = (ms.format, str(path), extra)
+        if key not in planned:
+            planned[key] = _Planned(_Job(ms.format, str(path), extra), [], ms.name)
+        planned[key].lines.append(line)
+        if shared:
+            planned[key].sample_rows.append(sample_row)
+            shared_plans[(ms.name, rel)] = planned[key]
+    return list(planned.values())
+
+
+def _companions(chk: _Checker, ms: ModalitySpec) -> tuple[str | None, ...] | None:
+    """The sample sheet and feature file of a metabolomics modality (() for other formats); None when unusable.
+
+    Each problem is reported once per modality, not once per sample.
+    """
+    if ms.format != "metabolomics_matrix":
+        return ()
+    sheet = ms.options.get("sample_sheet")
+    if not isinstance(sheet, str):
+        if not any(p.file == SPEC_FILE and f"modality '{ms.name}'" in p.message for p in chk.problems):
+            chk.error(
+                SPEC_FILE,
+                f"metabolomics modality '{ms.name}' needs its sample sheet: declare it in cohort.yaml as modalities: "
+                f"{{{ms.name}: {{format: metabolomics_matrix, sample_sheet: PATH}}}}",
+                None,
+                f"modalities.{ms.name}.sample_sheet",
+            )
+        return None
+    features = ms.options.get("features")
+    ok = True
+    for key, rel in (("sample_sheet", sheet), ("features", features)):
+        if isinstance(rel, str) and not (chk.root / rel).is_file():
+            problem = Problem(
+                "error",
+                SPEC_FILE,
+                f"{key} file not found: {rel} (modality '{ms.name}')",
+                None,
+                f"modalities.{ms.name}.{key}",
+            )
+            if problem not in chk.problems:
+                chk.problems.append(problem)
+            ok = False
+    if not ok:
+        return None
+    return (str(chk.root / sheet), str(chk.root / features) if isinstance(features, str) else None)
+
+
+def _check_references(chk: _Checker, spec: CohortSpec, deep: bool) -> list[_Planned]:
+    kinds = {"genome_fasta": "genome_fasta", "chrom_sizes": "chrom_sizes", "methylation_regions": "bed"}
+    planned = []
+    for name, rel in spec.references.items():
+        path = chk.root / rel
+        if not _exists(path):
+            chk.error(
+                SPEC_FILE,
+                f"reference file not found: {rel}; fix the path (relative to the cohort folder) or add the file",
+                None,
+                f"references.{name}",
+            )
+        elif deep and name in kinds:
+            planned.append(_Planned(_Job(kinds[name], str(path)), [], None, what=f"references.{name} in cohort.yaml"))
+    return planned
+
+
+def _report_results(chk: _Checker, planned: Sequence[_Planned], results: Sequence[_Result]) -> None:
+    for plan, res in zip(planned, results, strict=True):
+        ref = _used_by(plan.lines) if plan.lines else plan.what
+        image_rel = chk.rel(plan.job.path)
+        for severity, issues in (("error", res.issues), ("warning", res.warnings)):
+            for issue in issues:
+                msg = issue.message.replace("{image}", image_rel)
+                chk.add(severity, chk.rel(issue.path), f"{msg} (referenced by {ref})", issue.line, issue.column)
+        if plan.sample_rows and "samples" in res.info:
+            _check_membership(chk, plan, res)
+
+
+def _check_membership(chk: _Checker, plan: _Planned, res: _Result) -> None:
+    """A shared file holds each samples.csv sample of its modality; its other samples are reported as unused."""
+    rel = chk.rel(plan.job.path)
+    in_file: dict[str, int | None] = res.info["samples"]
+    sample_type: dict[str, str] = res.info.get("sample_type", {})
+    variant: dict[str, tuple[int | None, str, dict[float, int | None]]] = res.info.get("variant_samples", {})
+    listed = set()
+    for line, sid, patient, day in plan.sample_rows:
+        listed.add(sid)
+        if sid not in in_file:
+            where = "has no column in" if plan.job.kind == "metabolomics_matrix" else "is not in"
+            chk.error(
+                SAMPLES_FILE, f"sample '{sid}' {where} {rel}; add its data there or remove this row", line, "sample_id"
+            )
+            continue
+        if sample_type.get(sid, "sample") != "sample":
+            chk.error(
+                SAMPLES_FILE,
+                f"sample '{sid}' is a '{sample_type[sid]}' injection in the sample sheet; QC and "
+                "blank injections do not belong in samples.csv",
+                line,
+                "sample_id",
+            )
+        if sid in variant:
+            vline, vpatient, vdays = variant[sid]
+            if vpatient != patient:
+                chk.error(
+                    rel,
+                    f"sample '{sid}' belongs to patient '{vpatient}' here but to '{patient}' in "
+                    f"samples.csv line {line}; make them agree",
+                    vline,
+                    "patient_id",
+                )
+            wrong = [d for d in vdays if pd.notna(day) and abs(d - float(day)) > 1e-9]
+            if wrong:
+                chk.error(
+                    rel,
+                    f"sample '{sid}' has day {wrong[0]:g} here but {float(day):g} in samples.csv line "
+                    f"{line}; make them agree",
+                    vdays[wrong[0]],
+                    "day",
+                )
+    orphans = [s for s in in_file if s not in listed and sample_type.get(s, "sample") == "sample"]
+    for sid in orphans[:MAX_ORPHAN_WARNINGS]:
+        chk.warning(
+            rel,
+            f"sample '{sid}' has no samples.csv row with modality '{plan.modality}'; its data are ignored",
+            in_file[sid],
+            "sample_id" if plan.job.kind != "metabolomics_matrix" else sid,
+        )
+    if len(orphans) > MAX_ORPHAN_WARNINGS:
+        chk.warning(rel, f"... and {len(orphans) - MAX_ORPHAN_WARNINGS} more sample(s) without a samples.csv row")
+
+
+def _coverage(
+    spec: CohortSpec | None, clinical: pd.DataFrame | None, samples: pd.DataFrame | None, root: Path
+) -> pd.DataFrame:
+    if clinical is None or samples is None:
+        return pd.DataFrame(columns=COVERAGE_COLUMNS)
+    patients = clinical.dropna(subset=["patient_id"]).drop_duplicates("patient_id")
+    usable = samples.dropna(subset=["patient_id", "modality", "timepoint"])
+    usable = usable[usable["patient_id"].isin(set(patients["patient_id"]))]
+    # Cohort.coverage() reads only the two tables, so a broken cohort.yaml need not hide the summary.
+    return Cohort(root, cast(CohortSpec, spec), patients, usable).coverage()
+
+
+def validate_cohort(
+    root: str | Path, *, deep: bool = True, workers: int | None = None, progress: bool = False
+) -> ValidationReport:
+    """Check a cohort directory against the data contract and report every problem found, never just the first.
+
+    ``deep=False`` checks only the tables and that referenced files exist (no data file is opened). ``workers``
+    is the number of threads that open data files (default: the CPU count, at most 8); ``progress`` shows a
+    progress bar on stderr.
+    """
+    t0 = time.perf_counter()
+    root = Path(root)
+    chk = _Checker(root)
+    if not root.is_dir():
+        chk.error(str(root), "not a directory: a cohort is a folder with cohort.yaml, clinical.csv and samples.csv")
+        return ValidationReport(
+            str(root), chk.problems, pd.DataFrame(columns=COVERAGE_COLUMNS), 0, 0, seconds=time.perf_counter() - t0
+        )
+    spec, problems = parse_spec(root / SPEC_FILE)
+    chk.problems += problems
+    clinical, problems = read_clinical(root, spec)
+    chk.problems += problems
+    patients = clinical["patient_id"].dropna() if clinical is not None else None
+    samples, problems = read_samples(root, spec, patients)
+    chk.problems += problems
+    n_opened = 0
+    coverage = pd.DataFrame(columns=COVERAGE_COLUMNS)
+    try:
+        if clinical is not None:
+            _check_patients(chk, clinical, samples)
+        planned: list[_Planned] = []
+        if spec is not None and samples is not None:
+            planned += _check_sample_files(chk, spec, samples)
+        if spec is not None:
+            planned += _check_references(chk, spec, deep)
+        if deep and planned:
+            n_workers = workers if workers is not None else min(8, os.cpu_count() or 1)
+            results = _run_jobs([p.job for p in planned], n_workers, progress)
+            _report_results(chk, planned, results)
+            n_opened = len(planned)
+        coverage = _coverage(spec, clinical, samples, root)
+    except Exception as exc:  # a validator bug must still leave the user with the problems found so far
+        chk.error(
+            SAMPLES_FILE,
+            f"validation stopped early on an internal error ({type(exc).__name__}: {exc}); the problems listed are "
+            "real but the list may be incomplete: please report this to the omics-risk developers",
+        )
+    return ValidationReport(
+        root=str(root),
+        problems=chk.problems,
+        coverage=coverage,
+        n_patients=int(patients.nunique()) if patients is not None else 0,
+        n_samples=len(samples) if samples is not None else 0,
+        n_files_opened=n_opened,
+        seconds=time.perf_counter() - t0,
+        name=spec.name if spec is not None else None,
+    )
