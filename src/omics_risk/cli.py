@@ -1,4 +1,4 @@
-"""The ``omics-risk`` command line: synth, validate, convert (and, as the pipeline grows, extract and score).
+"""The ``omics-risk`` command line: synth, validate, extract, convert (and, as the pipeline grows, score).
 
 Imports are lazy so that ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses.
 """
@@ -48,6 +48,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _cmd_extract(args: argparse.Namespace) -> int:
+    import yaml
+
+    from omics_risk.features.extract import extract_cohort
+
+    config = yaml.safe_load(args.config.read_text()) if args.config else None
+    summary = extract_cohort(args.cohort, args.out, config=config, modalities=args.modality or None,
+                             workers=args.workers, force=args.force, progress=not args.quiet)
+    print(summary.to_text())
+    return 0
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from omics_risk.data.convert import convert_tcga_lusc
 
@@ -85,6 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel readers (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_validate)
+
+    p = sub.add_parser("extract", help="turn every modality of a cohort into cached per-patient feature tables")
+    p.add_argument("cohort", type=Path, help="cohort directory")
+    p.add_argument("--out", type=Path, default=None, help="feature store directory (default COHORT/features)")
+    p.add_argument("--modality", action="append", help="only this modality (repeatable; default all)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML {format: [{_target_: Extractor, setting: value}]} (default: the shipped set)")
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    p.add_argument("--force", action="store_true", help="recompute even what is up to date")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_extract)
 
     p = sub.add_parser("convert", help="convert a public data set into the data contract")
     conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")

@@ -1,0 +1,63 @@
+"""Small but real extractors for testing the feature-store orchestrator independently of the heavy ones."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import SimpleITK as sitk
+
+from omics_risk.data.contract import Cohort
+from omics_risk.data.readers import read_fragments, read_image, read_table
+from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure
+
+
+class MaskStats(Extractor):
+    """Mean intensity and volume inside the mask."""
+
+    name = "mask_stats"
+    formats = ("image",)
+
+    def __init__(self, label: int = 1):
+        self.label = label
+
+    def extract_sample(self, cohort: Cohort, sample: pd.Series) -> dict[str, float]:
+        img = sitk.GetArrayFromImage(read_image(cohort.path(sample["path"])))
+        mask = sitk.GetArrayFromImage(read_image(cohort.path(sample["mask_path"])))
+        inside = mask == self.label
+        if not inside.any():
+            raise SampleFailure(f"mask has no voxel with label {self.label}")
+        return {"mean": float(img[inside].mean()), "voxels": float(inside.sum())}
+
+
+class FragmentLengths(Extractor):
+    """Fragment count and mean length."""
+
+    name = "fragment_lengths"
+    formats = ("fragments",)
+
+    def extract_sample(self, cohort: Cohort, sample: pd.Series) -> dict[str, float]:
+        frags = read_fragments(cohort.path(sample["path"]))
+        length = frags.end - frags.start
+        return {"n": float(len(length)), "mean_length": float(np.mean(length))}
+
+
+class TablePassThrough(Extractor):
+    """The precomputed table as it is."""
+
+    name = "table_pass"
+    formats = ("table",)
+    per_sample = False
+
+    def extract_shared(self, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
+        frames = [read_table(cohort.path(p)) for p in sorted(set(samples["path"]))]
+        table = pd.concat(frames)
+        missing = sorted(set(samples["sample_id"]) - set(table.index))
+        return ExtractionResult(table.loc[table.index.isin(samples["sample_id"])].astype(float),
+                                dict.fromkeys(missing, "not in the table"))
+
+
+TOY_CONFIG = {
+    "image": [{"_target_": "toy_extractors.MaskStats"}],
+    "fragments": [{"_target_": "toy_extractors.FragmentLengths"}],
+    "table": [{"_target_": "toy_extractors.TablePassThrough"}],
+}
