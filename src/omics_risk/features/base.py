@@ -69,6 +69,10 @@ class Extractor(ABC):
         """Cohort-level reference files this extractor reads (hashed into provenance)."""
         return {}
 
+    def side_tables(self, cohort: Cohort, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        """Per-modality tables written next to the features (e.g. metabolomics QC statistics); default none."""
+        return {}
+
     def extract_sample(self, cohort: Cohort, sample: pd.Series) -> dict[str, float]:
         """Features of one sample (a row of samples.csv). Raise :class:`SampleFailure` with a reason."""
         raise NotImplementedError(f"{type(self).__name__} reads shared files; use extract_shared")

@@ -6,6 +6,7 @@ Output (default ``COHORT/features/``):
   ``<timepoint>__<feature>``;
 - ``status.csv``: one row per sample of samples.csv (``ok`` or ``failed`` with the reason) and per patient
   without any sample of a modality the cohort has (``missing``): nothing is dropped silently;
+- ``<modality>.<name>.csv``: side tables an extractor provides (e.g. ``metabolomics.qc.csv``, the QC report);
 - ``manifest.json``: per modality the extractors, their versions and settings hashes, the feature columns,
   and a content hash of every input file, so a model can check that scoring sees what training saw;
 - ``cache/``: per-sample results keyed by (extractor, version, settings, input content); a re-run recomputes
@@ -174,6 +175,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
         cached = 0
         ext_info = []
         inputs: dict[str, str] = {}
+        side_files: list[str] = []
         for ext in exts:
             shash = settings_hash({"name": ext.name, "version": ext.version, **ext.settings()})
             refs = {k: fps(p) for k, p in ext.references(cohort).items()}
@@ -204,6 +206,10 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                 for p in shared_paths:
                     inputs[str(p.relative_to(cohort.root))] = fps(p)
                 result = _shared(ext, cohort, samples)
+                for tname, tdf in _side_tables(ext, cohort, samples).items():
+                    fname = f"{mod}.{tname}.csv"
+                    tdf.to_csv(out / fname)
+                    side_files.append(fname)
                 for sid in samples["sample_id"]:
                     if sid in result.failures:
                         errors.setdefault(sid, []).append(f"{ext.name}: {result.failures[sid]}")
@@ -222,7 +228,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
             status_rows.append({"patient_id": pid, "modality": mod, "timepoint": "", "sample_id": "",
                                 "status": "missing", "reason": "no sample of this modality"})
         manifest["modalities"][mod] = {"format": ms.format, "extractors": ext_info, "columns": list(table.columns),
-                                       "patients": len(table), "inputs": inputs}
+                                       "patients": len(table), "inputs": inputs, "side_tables": side_files}
         summary.modalities[mod] = {"patients": len(table), "n_features": table.shape[1], "ok": n_ok,
                                    "failed": len(errors), "cached": cached}
     fps.save()
@@ -271,6 +277,13 @@ def _shared(ext: Extractor, cohort: Cohort, samples: pd.DataFrame) -> Extraction
         reason = f"{type(exc).__name__}: {exc}"
         return ExtractionResult(pd.DataFrame(index=pd.Index([], name="sample_id")),
                                 dict.fromkeys(samples["sample_id"], reason))
+
+
+def _side_tables(ext: Extractor, cohort: Cohort, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    try:
+        return ext.side_tables(cohort, samples)
+    except Exception:  # the features' own failure is reported through extract_shared; side tables are extras
+        return {}
 
 
 def _wide_table(samples: pd.DataFrame, feats: dict[str, dict[str, float]],

@@ -1,0 +1,217 @@
+"""Consensus k-means (Monti et al. 2003) for unsupervised patient subgroups, e.g. metabolic phenotypes.
+
+k-means alone always returns k groups, stable or not. Consensus clustering measures stability: run k-means on
+many subsamples of the patients (and optionally of the features), count how often two patients that were
+sampled together land in the same cluster (the consensus matrix), and prefer the k whose consensus values are
+close to 0 or 1. Two summaries per k:
+
+- the CDF of the consensus values and the area under it, with its relative increase delta(k) (Monti's elbow);
+- PAC, the proportion of ambiguous clustering = CDF(0.9) - CDF(0.1) (Senbabaoglu et al. 2014), which chooses k
+  more reliably: ``best_k_`` is the k with the lowest PAC (the smallest such k on ties).
+
+Final labels come from average-linkage hierarchical clustering of 1 - consensus (scipy), and ``predict``
+assigns new patients to the nearest cluster centroid in the training feature space, so a fitted model
+scores new patients without refitting. Fit it on training folds (it is an estimator like any other).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
+from scipy.spatial.distance import squareform
+from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.cluster import KMeans
+from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
+
+__all__ = ["ConsensusKMeans", "consensus_cdf", "plot_consensus"]
+
+
+def consensus_cdf(
+    consensus: np.ndarray, pac_bounds: tuple[float, float] = (0.1, 0.9)
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """(sorted upper-triangle consensus values, their empirical CDF, area under the CDF, PAC)."""
+    vals = np.sort(consensus[np.triu_indices_from(consensus, k=1)])
+    cdf = np.arange(1, len(vals) + 1) / len(vals)
+    area = float(np.sum(np.diff(vals) * cdf[:-1])) if len(vals) > 1 else 0.0
+    lo, hi = pac_bounds
+    pac = float(np.searchsorted(vals, hi, side="right") - np.searchsorted(vals, lo, side="right")) / max(len(vals), 1)
+    return vals, cdf, area, pac
+
+
+class ConsensusKMeans(ClusterMixin, BaseEstimator):
+    """Consensus k-means over ``ks`` with ``n_resamples`` subsamples of ``item_fraction`` of the rows (and
+    ``feature_fraction`` of the columns).
+
+    Fitted: ``best_k_``, ``labels_`` (0..best_k-1, ordered by cluster size, largest first), ``consensus_`` (the
+    best k's matrix), ``consensus_by_k_``, ``labels_by_k_``, ``pac_`` / ``area_`` / ``delta_area_`` (dicts k ->
+    value), ``cluster_centers_`` (per final cluster, in the input feature space). ``n_clusters`` fixes k instead
+    of choosing it by PAC (the diagnostics are still computed for every k in ``ks``).
+    """
+
+    def __init__(
+        self,
+        ks: Sequence[int] = (2, 3, 4, 5, 6),
+        *,
+        n_clusters: int | None = None,
+        n_resamples: int = 50,
+        item_fraction: float = 0.8,
+        feature_fraction: float = 1.0,
+        pac_bounds: tuple[float, float] = (0.1, 0.9),
+        linkage_method: str = "average",
+        n_init: int = 3,
+        random_state: int | None = None,
+        progress: bool = False,
+    ):
+        self.ks = ks
+        self.n_clusters = n_clusters
+        self.n_resamples = n_resamples
+        self.item_fraction = item_fraction
+        self.feature_fraction = feature_fraction
+        self.pac_bounds = pac_bounds
+        self.linkage_method = linkage_method
+        self.n_init = n_init
+        self.random_state = random_state
+        self.progress = progress
+
+    def _validate(self, n: int, p: int) -> list[int]:
+        if self.n_clusters is not None and int(self.n_clusters) < 2:
+            raise ValueError(f"n_clusters must be >= 2 (or None to choose k by PAC), got {self.n_clusters!r}")
+        ks = sorted({int(k) for k in self.ks} | ({int(self.n_clusters)} if self.n_clusters else set()))
+        if not ks or ks[0] < 2:
+            raise ValueError(f"ks must hold integers >= 2, got {self.ks!r}")
+        n_sub = round(self.item_fraction * n)
+        if not 0 < self.item_fraction <= 1 or n_sub <= ks[-1]:
+            raise ValueError(
+                f"item_fraction {self.item_fraction} of {n} rows gives {n_sub} rows per resample; "
+                f"need more than the largest k ({ks[-1]})"
+            )
+        if not 0 < self.feature_fraction <= 1:
+            raise ValueError(f"feature_fraction must be in (0, 1], got {self.feature_fraction!r}")
+        if self.n_resamples < 2:
+            raise ValueError(f"n_resamples must be >= 2, got {self.n_resamples!r}")
+        return ks
+
+    def fit(self, X: Any, y: Any = None) -> ConsensusKMeans:
+        Xv = validate_data(self, X, dtype=np.float64)  # k-means needs complete data: impute first
+        n, p = Xv.shape
+        ks = self._validate(n, p)
+        rng = np.random.default_rng(self.random_state)
+        together = {k: np.zeros((n, n)) for k in ks}
+        sampled = np.zeros((n, n))
+        with threadpool_limits(1):  # many tiny k-means fits: OpenMP threads cost far more than they save
+            self._resample(Xv, ks, rng, together, sampled)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.consensus_by_k_ = {k: np.where(sampled > 0, together[k] / sampled, 0.0) for k in ks}
+        for m in self.consensus_by_k_.values():
+            np.fill_diagonal(m, 1.0)
+        self.cdf_, self.area_, self.pac_, self.delta_area_ = {}, {}, {}, {}
+        for i, k in enumerate(ks):
+            vals, cdf, area, pac = consensus_cdf(self.consensus_by_k_[k], self.pac_bounds)
+            self.cdf_[k], self.area_[k], self.pac_[k] = (vals, cdf), area, pac
+            prev = max(self.area_[j] for j in ks[:i]) if i else None  # relative gain over the best smaller k
+            self.delta_area_[k] = area if prev is None else (area - prev) / prev if prev > 0 else 0.0
+        self.labels_by_k_ = {k: self._cut(self.consensus_by_k_[k], k) for k in ks}
+        self.best_k_ = int(self.n_clusters) if self.n_clusters else min(ks, key=lambda k: (round(self.pac_[k], 12), k))
+        self.consensus_ = self.consensus_by_k_[self.best_k_]
+        self.labels_ = self.labels_by_k_[self.best_k_]
+        self.cluster_centers_ = np.vstack([Xv[self.labels_ == c].mean(axis=0) for c in range(self.best_k_)])
+        self.order_ = self._order(self.consensus_, self.labels_)
+        return self
+
+    def _resample(
+        self,
+        Xv: np.ndarray,
+        ks: list[int],
+        rng: np.random.Generator,
+        together: dict[int, np.ndarray],
+        sampled: np.ndarray,
+    ) -> None:
+        """Accumulate co-clustering counts per k and co-sampling counts over ``n_resamples`` subsamples."""
+        n, p = Xv.shape
+        n_items = round(self.item_fraction * n)
+        n_feats = max(1, round(self.feature_fraction * p))
+        for _ in tqdm(range(self.n_resamples), desc="consensus k-means", disable=not self.progress):
+            rows = np.sort(rng.choice(n, n_items, replace=False))
+            cols = np.sort(rng.choice(p, n_feats, replace=False)) if n_feats < p else np.arange(p)
+            sub = Xv[np.ix_(rows, cols)]
+            ind = np.zeros(n)
+            ind[rows] = 1.0
+            sampled += np.outer(ind, ind)
+            for k in ks:
+                km = KMeans(n_clusters=k, n_init=self.n_init, random_state=int(rng.integers(2**31 - 1)))
+                lab = km.fit_predict(sub)
+                onehot = np.zeros((n, k))
+                onehot[rows, lab] = 1.0
+                together[k] += onehot @ onehot.T
+
+    def _cut(self, consensus: np.ndarray, k: int) -> np.ndarray:
+        """Hierarchical clustering of 1 - consensus into k clusters, relabelled by size (largest = 0)."""
+        dist = squareform(1.0 - consensus, checks=False)
+        raw = fcluster(linkage(dist, method=self.linkage_method), t=k, criterion="maxclust") - 1
+        ids, first, counts = np.unique(raw, return_index=True, return_counts=True)
+        rank = np.lexsort((first, -counts))  # by size, then by first appearance: deterministic
+        relabel = np.empty(raw.max() + 1, dtype=np.int64)
+        relabel[ids[rank]] = np.arange(len(ids))
+        return relabel[raw]
+
+    def _order(self, consensus: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Row order for a heatmap: by cluster, and by the dendrogram within each cluster."""
+        leaves = leaves_list(linkage(squareform(1.0 - consensus, checks=False), method=self.linkage_method))
+        pos = np.empty(len(leaves), dtype=np.int64)
+        pos[leaves] = np.arange(len(leaves))
+        return np.lexsort((pos, labels))
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Nearest training-cluster centroid (Euclidean, in the input feature space)."""
+        check_is_fitted(self, "cluster_centers_")
+        Xv = validate_data(self, X, reset=False, dtype=np.float64)
+        d = ((Xv[:, None, :] - self.cluster_centers_[None, :, :]) ** 2).sum(axis=2)
+        return d.argmin(axis=1)
+
+    def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
+        return self.fit(X).labels_
+
+
+def plot_consensus(model: ConsensusKMeans, path: str | Path) -> Path:
+    """Save a figure: the consensus matrix of the chosen k ordered by cluster, the CDF per k and PAC per k."""
+    from matplotlib.figure import Figure  # no pyplot: no global backend or figure state (Agg canvas)
+
+    check_is_fitted(model, "consensus_")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(15, 4.6), layout="tight")
+    axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1.15, 1, 1]})
+    order = model.order_
+    im = axes[0].imshow(model.consensus_[np.ix_(order, order)], cmap="Blues", vmin=0, vmax=1, interpolation="none")
+    bounds = np.flatnonzero(np.diff(model.labels_[order])) + 0.5
+    for b in bounds:
+        axes[0].axhline(b, color="darkred", lw=0.8)
+        axes[0].axvline(b, color="darkred", lw=0.8)
+    axes[0].set_title(f"consensus matrix, k = {model.best_k_}")
+    axes[0].set_xticks([])
+    axes[0].set_yticks([])
+    fig.colorbar(im, ax=axes[0], fraction=0.046, pad=0.04)
+    ks = sorted(model.pac_)
+    for k in ks:
+        vals, cdf = model.cdf_[k]
+        axes[1].step(vals, cdf, where="post", label=f"k = {k}")
+    lo, hi = model.pac_bounds
+    axes[1].axvspan(lo, hi, color="grey", alpha=0.15, lw=0)
+    axes[1].set_xlabel("consensus value")
+    axes[1].set_ylabel("CDF")
+    axes[1].set_title("consensus CDF (shaded: PAC window)")
+    axes[1].legend(fontsize=8)
+    axes[2].plot(ks, [model.pac_[k] for k in ks], "o-", color="black")
+    axes[2].plot([model.best_k_], [model.pac_[model.best_k_]], "o", color="darkred", ms=10, mfc="none")
+    axes[2].set_xticks(ks)
+    axes[2].set_xlabel("k")
+    axes[2].set_ylabel(f"PAC ({lo:g}-{hi:g})")
+    axes[2].set_title("proportion of ambiguous clustering")
+    fig.savefig(path, dpi=120)
+    return path
