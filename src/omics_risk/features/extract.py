@@ -89,6 +89,18 @@ def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _extractors_for(config: Mapping[str, Any], modality: str, fmt: str,
+                    overrides: Mapping[str, Any] | None) -> list[Extractor]:
+    """Extractors of one modality: a config entry named after the modality wins over the format's entry, and the
+    cohort's own ``modalities: {name: {extract: {...}}}`` settings in cohort.yaml override both."""
+    from hydra.utils import instantiate
+
+    specs = config.get(modality, config.get(fmt, []))
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise ValueError(f"cohort.yaml: modalities.{modality}.extract must map extractor settings to values")
+    return [instantiate({**dict(spec), **dict(overrides or {})}) for spec in specs]
+
+
 def build_extractors(config: Mapping[str, Any] | None = None) -> dict[str, list[Extractor]]:
     """Extractors per contract format, from a ``{format: [{_target_: ..., **kwargs}, ...]}`` mapping.
 
@@ -155,7 +167,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     fps = _Fingerprints(cache / "fingerprints.json")
-    extractors = build_extractors(config)
+    config = dict(config) if config is not None else default_extract_config()
     workers = workers or os.cpu_count() or 1
     wanted = list(modalities) if modalities else cohort.modalities
     status_rows: list[dict[str, Any]] = []
@@ -167,7 +179,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
         if ms is None or mod not in cohort.modalities:
             raise ValueError(f"modality '{mod}' is not in cohort {cohort.root} (has: {', '.join(cohort.modalities)})")
         samples = cohort.samples_of(mod)
-        exts = extractors.get(ms.format, [])
+        exts = _extractors_for(config, mod, ms.format, ms.options.get("extract"))
         if not exts:
             raise ValueError(f"no extractor configured for format '{ms.format}' (modality '{mod}')")
         per_sample_feats: dict[str, dict[str, float]] = {sid: {} for sid in samples["sample_id"]}

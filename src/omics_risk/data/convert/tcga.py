@@ -72,6 +72,9 @@ MIRNA_MEASURE = "reads_per_million_miRNA_mapped"
 
 MODALITY_PATHS = {"rppa": "omics/rppa.csv", "mirna": "omics/mirna.csv", "cnv": "omics/cnv_segments.csv.gz"}
 MODALITY_FORMATS = {"rppa": "table", "mirna": "table", "cnv": "cn_segments"}
+#: Per-modality extractor settings written into cohort.yaml: miRNA reads per million are log2(x+1)-transformed at
+#: extraction (RPPA is already on a log scale); the SNP6 segments are on hg19, summarised per chromosome arm.
+EXTRACT_SETTINGS = {"mirna": {"log2": True}, "cnv": {"genome": "hg19", "arms": True}}
 #: Firehose SNP6 segments number the sex chromosomes; GDC and most tools name them.
 _CHROM_NAMES = {"23": "X", "24": "Y"}
 _CHROM_ORDER = {**{str(i): i for i in range(1, 23)}, "X": 23, "Y": 24}
@@ -490,7 +493,10 @@ def _cohort_yaml(typed: dict[str, Any]) -> str:
         "time_unit": "days",
         "endpoints": {n: {"type": "survival", "time": t, "event": e} for n, (t, e) in _endpoint_columns().items()},
         "clinical": typed,
-        "modalities": {name: {"format": fmt} for name, fmt in MODALITY_FORMATS.items()},
+        "modalities": {
+            name: {"format": fmt, **({"extract": EXTRACT_SETTINGS[name]} if name in EXTRACT_SETTINGS else {})}
+            for name, fmt in MODALITY_FORMATS.items()
+        },
     }
     header = (
         "# TCGA lung squamous cell carcinoma (LUSC), written by omics_risk.data.convert.tcga (docs/tcga_lusc.md).\n"

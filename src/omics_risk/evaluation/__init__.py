@@ -1,0 +1,1 @@
+"""Evaluation: metrics with confidence intervals, model comparison, plots and reports."""
