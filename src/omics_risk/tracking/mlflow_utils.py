@@ -1,0 +1,515 @@
+"""MLflow tracking for training jobs: where runs go, the run tree of a job, and logging that cannot leak patient ids.
+
+Run tree of one Hydra job (one CV experiment)::
+
+    sweep parent (hydra_callbacks.MlflowSweepCallback, multirun only)
+    └── job run            start_run_tree(...)      config, params, CV summary metrics
+        └── model run      start_model_run("fused")  model hyper-parameters, per-model CV metrics
+            └── fold run   start_fold_run(k)         per-epoch curves (train/loss, val/cindex), fold metrics
+
+Every name and tag that goes through these helpers (run names, param names and values, metric names, tag names and
+values) is checked against the patient identifiers registered with :func:`protect_identifiers` (or passed to
+:func:`start_run_tree`), so a per-patient metric such as ``risk/PO0001`` raises :class:`IdentifierLeakError`
+instead of reaching the tracking server. Runs opened by the helpers end ``FAILED`` when the block raises (``KILLED``
+on Ctrl-C), so a failed sweep job never leaves an active run behind for the next one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+__all__ = [
+    "AUTO",
+    "LEVEL_TAG",
+    "IdentifierGuard",
+    "IdentifierLeakError",
+    "assert_no_identifiers",
+    "check_identifiers",
+    "clear_protected_identifiers",
+    "end_run_on_failure",
+    "fit_length",
+    "flatten_params",
+    "hydra_tags",
+    "log_config",
+    "protect_identifiers",
+    "safe_log_metrics",
+    "safe_log_params",
+    "safe_set_tags",
+    "setup_experiment",
+    "start_fold_run",
+    "start_model_run",
+    "start_run_tree",
+    "tracking_uri",
+]
+
+log = logging.getLogger(__name__)
+
+DB_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlartifacts"
+#: Tag marking a run's place in the tree: ``sweep``, ``job``, ``model`` or ``fold``.
+LEVEL_TAG = "omics_risk.level"
+#: Sentinel of :func:`start_run_tree`: find the sweep parent run of this Hydra job, if any.
+AUTO = "auto"
+
+
+# --- where runs go ------------------------------------------------------------------------------------------------
+def tracking_uri(cfg_uri: str | None, root: str | Path) -> str:
+    """The tracking URI: ``cfg_uri`` if set, else ``$MLFLOW_TRACKING_URI``, else ``sqlite:///<root>/mlflow.db``.
+
+    A path to a ``.db`` file is turned into a SQLite URI; server URIs (``http(s)://host:5000``) pass through.
+    The model registry needs a database or server backend, so the default is SQLite, never ``./mlruns``.
+    """
+    for candidate in (cfg_uri, os.environ.get("MLFLOW_TRACKING_URI")):
+        if candidate is not None and str(candidate).strip():
+            uri = str(candidate).strip()
+            if "://" not in uri and uri.endswith(".db"):
+                return f"sqlite:///{Path(uri).expanduser().resolve()}"
+            return uri
+    return f"sqlite:///{(Path(root).expanduser().resolve() / DB_FILE)}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :]).expanduser().resolve()
+
+
+def _artifact_location(uri: str, experiment: str) -> str | None:
+    """Artifacts of a SQLite-backed experiment live next to the database, not in ``./mlruns`` of whatever cwd."""
+    db = _sqlite_path(uri)
+    if db is None:
+        return None  # a server decides (--artifacts-destination / --default-artifact-root)
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", experiment).strip("_") or "experiment"
+    return (db.parent / ARTIFACT_DIR / slug).as_uri()
+
+
+def setup_experiment(name: str, uri: str) -> str:
+    """Point MLflow at ``uri`` and make ``name`` the active experiment (created, or restored if deleted).
+
+    Returns the experiment id.
+    """
+    db = _sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        try:
+            exp_id = client.create_experiment(name, artifact_location=_artifact_location(uri, name))
+        except MlflowException:  # created concurrently by another job of the sweep
+            exp = client.get_experiment_by_name(name)
+            if exp is None:
+                raise
+            exp_id = exp.experiment_id
+    else:
+        exp_id = exp.experiment_id
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp_id)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id
+
+
+# --- the patient-identifier guard ---------------------------------------------------------------------------------
+class IdentifierLeakError(ValueError):
+    """A name or tag about to be logged contains a patient identifier."""
+
+
+class IdentifierGuard:
+    """Finds patient identifiers inside names and values, as whole tokens.
+
+    An id matches where it is not glued to further letters or digits: with id ``PO0001``, ``risk/PO0001``,
+    ``PO0001_fold0`` and ``["PO0001"]`` match, ``PO00012`` does not. Matching is case-insensitive and costs a
+    few set look-ups per character, independent of the number of patients.
+
+    Purely numeric ids (``"1042"``) are only looked for in names, not in values (values are numbers all the
+    time: seeds, epochs), and numeric ids shorter than ``min_digits`` cannot be told from fold or epoch numbers
+    at all, so they are not guarded (with a warning): give such cohorts pseudonymous ids with a letter prefix.
+    """
+
+    def __init__(self, patient_ids: Iterable[Any], *, min_digits: int = 4):
+        ids = {str(i).strip().casefold() for i in patient_ids if i is not None and str(i).strip()}
+        short = {i for i in ids if i.isdigit() and len(i) < min_digits}
+        if short:
+            warnings.warn(
+                f"{len(short)} patient id(s) are numbers shorter than {min_digits} digits (e.g. {sorted(short)[0]!r}); "
+                "they cannot be told apart from fold or epoch numbers and are not guarded in MLflow names",
+                stacklevel=2,
+            )
+        self.min_digits = min_digits
+        self.ids = frozenset(ids - short)
+        self._alpha = frozenset(i for i in self.ids if not i.isdigit())
+        self._max_len = max((len(i) for i in self.ids), default=0)
+        self._clean: set[tuple[str, bool]] = set()
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def find(self, text: str, *, value: bool = False) -> str | None:
+        """The first patient id in ``text`` (case-folded), or None."""
+        if not self.ids or not text or (text, value) in self._clean:
+            return None
+        ids = self._alpha if value else self.ids
+        t = text.casefold()
+        n = len(t)
+        alnum = [c.isalnum() for c in t]
+        cuts = [i for i in range(n + 1) if i in (0, n) or not (alnum[i - 1] and alnum[i])]
+        for a, start in enumerate(cuts[:-1]):
+            for end in cuts[a + 1 :]:
+                if end - start > self._max_len:
+                    break
+                if t[start:end] in ids:
+                    return t[start:end]
+        if len(self._clean) > 100_000:  # a cache of checked names, not a log of every value ever seen
+            self._clean.clear()
+        self._clean.add((text, value))
+        return None
+
+    def check(self, names: Iterable[Any] = (), values: Iterable[Any] = (), *, what: str = "name") -> None:
+        """Raise :class:`IdentifierLeakError` if any name or value holds a patient id (the id itself is masked)."""
+        for texts, is_value in ((names, False), (values, True)):
+            for text in texts:
+                if text is None:
+                    continue
+                s = str(text)
+                hit = self.find(s, value=is_value)
+                if hit is not None:
+                    masked = re.sub(re.escape(hit), "<patient-id>", s, flags=re.IGNORECASE)[:200]
+                    kind = f"{what} value" if is_value else what
+                    raise IdentifierLeakError(
+                        f"refusing to log {kind} '{masked}': it contains a patient identifier. Log per-patient "
+                        "results as a table artifact of the run, never in names, tags or params."
+                    )
+
+
+_GUARD = IdentifierGuard(())
+
+
+def protect_identifiers(patient_ids: Iterable[Any]) -> IdentifierGuard:
+    """Register patient ids (added to those already registered) that no helper of this module may ever log."""
+    global _GUARD
+    _GUARD = IdentifierGuard([*_GUARD.ids, *patient_ids], min_digits=_GUARD.min_digits)
+    return _GUARD
+
+
+def clear_protected_identifiers() -> None:
+    """Forget the registered ids (tests; a process scoring several cohorts one after the other)."""
+    global _GUARD
+    _GUARD = IdentifierGuard(())
+
+
+def assert_no_identifiers(names: Iterable[Any], patient_ids: Iterable[Any], *, values: Iterable[Any] = ()) -> None:
+    """Raise :class:`IdentifierLeakError` if any of ``names`` (or ``values``) contains one of ``patient_ids``."""
+    IdentifierGuard(patient_ids).check(names, values)
+
+
+def check_identifiers(names: Iterable[Any] = (), values: Iterable[Any] = (), *, what: str = "name") -> None:
+    """Check ``names`` / ``values`` against the registered ids (:func:`protect_identifiers`); raise on a hit."""
+    _GUARD.check(names, values, what=what)
+
+
+# --- params -------------------------------------------------------------------------------------------------------
+def fit_length(text: str, limit: int) -> str:
+    """Cut ``text`` to ``limit`` characters, ending in a hash of the whole so distinct long values stay distinct."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    suffix = f"...[sha1:{digest}]"
+    return text[: limit - len(suffix)] + suffix
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, list | tuple | dict):
+        return json.dumps(value, default=str, separators=(",", ":"))
+    return str(value)
+
+
+def flatten_params(cfg: Any, sep: str = ".") -> dict[str, str]:
+    """Leaf values of a (nested) config as MLflow params: ``{"model.fusion.dim": "64", "data.modalities": '["ct"]'}``.
+
+    Accepts a dict or an OmegaConf ``DictConfig`` (resolved first). Lists are JSON, empty dicts ``{}``; values
+    longer than MLflow's param limit are cut and end with a hash of the full value.
+    """
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(cfg, DictConfig | ListConfig):
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core, a dependency
+        pass
+    out: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping) and node:
+            for k, v in node.items():
+                walk(v, f"{prefix}{sep}{k}" if prefix else str(k))
+        else:
+            out[fit_length(prefix, MAX_ENTITY_KEY_LENGTH)] = fit_length(_scalar_text(node), MAX_PARAM_VAL_LENGTH)
+
+    if not isinstance(cfg, Mapping):
+        raise TypeError(f"flatten_params takes a mapping or DictConfig, got {type(cfg).__name__}")
+    walk(cfg, "")
+    return out
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- guarded logging ----------------------------------------------------------------------------------------------
+def _require_run(run_id: str | None) -> None:
+    if run_id is None and mlflow.active_run() is None:
+        raise RuntimeError("no active MLflow run: open one with start_run_tree(...) or pass run_id=")
+
+
+def safe_log_params(params: Mapping[str, Any], *, run_id: str | None = None) -> None:
+    """Log params after the identifier check (names, and values that are not plain numbers)."""
+    _require_run(run_id)
+    clean = {
+        fit_length(str(k), MAX_ENTITY_KEY_LENGTH): fit_length(_scalar_text(v), MAX_PARAM_VAL_LENGTH)
+        for k, v in params.items()
+    }
+    check_identifiers(clean, [v for v in clean.values() if not _is_number(v)], what="param")
+    if clean:
+        mlflow.log_params(clean, run_id=run_id)
+
+
+def safe_set_tags(tags: Mapping[str, Any], *, run_id: str | None = None) -> None:
+    """Set tags after the identifier check (names and values)."""
+    _require_run(run_id)
+    clean = {str(k): fit_length(str(v), MAX_TAG_VAL_LENGTH) for k, v in tags.items()}
+    check_identifiers(clean, clean.values(), what="tag")
+    if not clean:
+        return
+    if run_id is None:
+        mlflow.set_tags(clean)
+    else:
+        MlflowClient().log_batch(run_id, tags=[RunTag(k, v) for k, v in clean.items()])
+
+
+def _as_float(name: str, value: Any) -> float:
+    if hasattr(value, "item") and callable(value.item):  # numpy / torch scalars and 1-element arrays
+        value = value.item()
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"metric '{name}' must be a number, got {type(value).__name__}: {value!r}") from None
+
+
+def safe_log_metrics(metrics: Mapping[str, Any], step: int | None = None, *, run_id: str | None = None) -> None:
+    """Log metrics (numbers, numpy or torch scalars) at ``step`` after the identifier check on their names.
+
+    Names follow ``<split>/<metric>``: ``train/loss``, ``val/cindex``, ``test/ibs``. Non-finite values are logged
+    as they are (a diverged loss should be visible), with a debug message.
+    """
+    _require_run(run_id)
+    clean = {str(k): _as_float(str(k), v) for k, v in metrics.items()}
+    check_identifiers(clean, what="metric")
+    bad = [k for k, v in clean.items() if not math.isfinite(v)]
+    if bad:
+        log.debug("non-finite metric value(s) at step %s: %s", step, bad)
+    if clean:
+        mlflow.log_metrics(clean, step=step, run_id=run_id)
+
+
+# --- config -------------------------------------------------------------------------------------------------------
+def _hydra_config() -> Any | None:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+    except ImportError:  # pragma: no cover
+        return None
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def hydra_tags() -> dict[str, str]:
+    """Tags describing the current Hydra job (empty outside Hydra): name, override dirname, job number, output dir."""
+    from omegaconf import OmegaConf
+
+    hc = _hydra_config()
+    if hc is None:
+        return {}
+    tags = {
+        "hydra.job.name": OmegaConf.select(hc, "job.name", default=None),
+        "hydra.job.override_dirname": OmegaConf.select(hc, "job.override_dirname", default=None),
+        "hydra.job.num": OmegaConf.select(hc, "job.num", default=None),
+        "hydra.mode": getattr(hc.get("mode"), "name", hc.get("mode")),
+        "hydra.runtime.output_dir": OmegaConf.select(hc, "runtime.output_dir", default=None),
+    }
+    return {k: str(v) for k, v in tags.items() if v not in (None, "")}
+
+
+def log_config(cfg: Any, hydra_output_dir: str | Path | None = None, *, params: bool = True) -> None:
+    """Log the resolved config (``config/config_resolved.yaml``), the job's ``.hydra`` folder and flat params.
+
+    ``hydra_output_dir`` defaults to the running Hydra job's output directory. The config's keys and values
+    pass the identifier check first, so a config listing patient ids is refused as a whole.
+    """
+    from omegaconf import DictConfig, OmegaConf
+
+    _require_run(None)
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    flat = flatten_params(container)
+    check_identifiers(flat, [v for v in flat.values() if not _is_number(v)], what="config key")
+    mlflow.log_dict(container, "config/config_resolved.yaml")
+    if hydra_output_dir is None:
+        hc = _hydra_config()
+        hydra_output_dir = hc.runtime.output_dir if hc is not None else None
+    if hydra_output_dir is not None and (Path(hydra_output_dir) / ".hydra").is_dir():
+        mlflow.log_artifacts(str(Path(hydra_output_dir) / ".hydra"), "hydra")
+    if params:
+        safe_log_params(flat)
+
+
+# --- the run tree -------------------------------------------------------------------------------------------------
+@contextmanager
+def end_run_on_failure() -> Iterator[None]:
+    """End every run opened inside the block: ``FAILED`` on an exception, ``KILLED`` on Ctrl-C, else ``FINISHED``.
+
+    Runs that were already active when the block started are left alone.
+    """
+    outer = mlflow.active_run()
+    outer_id = outer.info.run_id if outer is not None else None
+
+    def close(status: str) -> None:
+        while (run := mlflow.active_run()) is not None and run.info.run_id != outer_id:
+            mlflow.end_run(status=status)
+
+    try:
+        yield
+    except KeyboardInterrupt:
+        close("KILLED")
+        raise
+    except BaseException:
+        close("FAILED")
+        raise
+    close("FINISHED")
+
+
+@contextmanager
+def start_run_tree(
+    experiment: str,
+    *,
+    uri: str | None = None,
+    run_name: str | None = None,
+    cfg: Any = None,
+    hydra_output_dir: str | Path | None = None,
+    parent_run_id: str | None = AUTO,
+    tags: Mapping[str, Any] | None = None,
+    patient_ids: Iterable[Any] | None = None,
+    log_params: bool = True,
+) -> Iterator[mlflow.ActiveRun]:
+    """Open the job run, the root of this job's run tree (see the module docstring), and close it on exit.
+
+    Args:
+        experiment: MLflow experiment name (ignored under a sweep: jobs join the sweep parent's experiment).
+        uri: tracking URI (default :func:`tracking_uri` with the current directory as root).
+        run_name: e.g. ``fused-cv``; defaults to the Hydra override dirname in a sweep.
+        cfg: the job's config; logged with :func:`log_config` when given.
+        parent_run_id: ``"auto"`` nests under the Hydra sweep parent run when this is a multirun job
+            (:func:`omics_risk.tracking.hydra_callbacks.parent_run_id_for_job`); ``None`` for a top-level run;
+            or an explicit run id.
+        patient_ids: identifiers to protect (:func:`protect_identifiers`) before anything is logged.
+    """
+    if patient_ids is not None:
+        protect_identifiers(patient_ids)
+    uri = uri or tracking_uri(None, Path.cwd())
+    if parent_run_id == AUTO:
+        from omics_risk.tracking.hydra_callbacks import sweep_parent_for_job
+
+        sweep = sweep_parent_for_job()
+        parent_run_id = sweep.run_id if sweep is not None else None
+        if sweep is not None and sweep.tracking_uri and sweep.tracking_uri != uri:
+            log.warning(
+                "job tracking URI %s differs from the sweep's %s: logging to the sweep's", uri, sweep.tracking_uri
+            )
+            uri = sweep.tracking_uri
+    active = mlflow.active_run()
+    if parent_run_id and active is not None and active.info.run_id != parent_run_id:
+        raise RuntimeError(
+            f"run {active.info.run_id} is still active, so this job cannot nest under its sweep parent "
+            f"{parent_run_id}: a previous job did not end its run (wrap it in end_run_on_failure())"
+        )
+    if parent_run_id:
+        mlflow.set_tracking_uri(uri)
+        parent = MlflowClient(uri).get_run(parent_run_id)
+        exp_id = parent.info.experiment_id
+        if parent.info.status != "RUNNING":
+            raise RuntimeError(f"sweep parent run {parent_run_id} is {parent.info.status}, not RUNNING")
+        mlflow.set_experiment(experiment_id=exp_id)
+    else:
+        exp_id = setup_experiment(experiment, uri)
+    all_tags = {**hydra_tags(), LEVEL_TAG: "job", **{str(k): str(v) for k, v in (tags or {}).items()}}
+    if run_name is None and all_tags.get("hydra.job.override_dirname"):
+        run_name = all_tags["hydra.job.override_dirname"]
+    check_identifiers([run_name] if run_name else [], what="run name")
+    check_identifiers(all_tags, all_tags.values(), what="tag")
+    with end_run_on_failure():
+        run = mlflow.start_run(
+            run_name=fit_length(run_name, MAX_TAG_VAL_LENGTH) if run_name else None,
+            experiment_id=exp_id,
+            parent_run_id=parent_run_id or None,
+            nested=active is not None,
+            tags=all_tags,
+        )
+        if cfg is not None:
+            log_config(cfg, hydra_output_dir, params=log_params)
+        yield run
+
+
+def _nested(run_name: str, level: str, tags: Mapping[str, Any], params: Mapping[str, Any] | None) -> Iterator[Any]:
+    if mlflow.active_run() is None:
+        raise RuntimeError(f"a {level} run nests under the job run: open start_run_tree(...) first")
+    all_tags = {LEVEL_TAG: level, **{str(k): str(v) for k, v in tags.items()}}
+    check_identifiers([run_name], what="run name")
+    check_identifiers(all_tags, all_tags.values(), what="tag")
+    with end_run_on_failure():
+        run = mlflow.start_run(run_name=run_name, nested=True, tags=all_tags)
+        if params:
+            safe_log_params(params)
+        yield run
+
+
+@contextmanager
+def start_model_run(
+    model_name: str, *, params: Mapping[str, Any] | None = None, tags: Mapping[str, Any] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A nested run for one model of the job (``fused``, ``clinical_cox``, ...), tagged ``model=<name>``.
+
+    ``params`` (e.g. ``model.describe()``) are logged on it.
+    """
+    yield from _nested(model_name, "model", {"model": model_name, **(tags or {})}, params)
+
+
+@contextmanager
+def start_fold_run(
+    fold: int | str, *, tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A nested run for one cross-validation fold, under the active model run (inherits its ``model`` tag).
+
+    Log the per-epoch curves here: ``safe_log_metrics({"train/loss": l, "val/cindex": c}, step=epoch)``.
+    """
+    active = mlflow.active_run()
+    model = active.data.tags.get("model") if active is not None else None
+    name = f"{model}/fold{fold}" if model else f"fold{fold}"
+    base = {"fold": str(fold), **({"model": model} if model else {})}
+    yield from _nested(name, "fold", {**base, **(tags or {})}, params)
