@@ -80,11 +80,12 @@ def _clinical_features(cohort: Cohort) -> pd.DataFrame:
 
 def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None = None, *,
                     modalities: Sequence[str] | None = None, endpoint: str | None = None,
-                    drop_unlabelled: bool = True) -> MultimodalData:
+                    response: str | None = None, drop_unlabelled: bool = True) -> MultimodalData:
     """Join the feature store of ``cohort`` with its clinical table and ``endpoint``.
 
     ``modalities`` defaults to every table in the store. Patients without the endpoint's outcome are left out
-    only when ``drop_unlabelled`` (training); scoring keeps them all.
+    only when ``drop_unlabelled`` (training); scoring keeps them all. ``response`` names a binary endpoint read
+    alongside a survival ``endpoint`` (e.g. SCLC response and PFS, trained jointly); its missing labels stay NaN.
     """
     cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
     store = Path(features_dir) if features_dir is not None else cohort.root / "features"
@@ -116,7 +117,15 @@ def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None
         patients = patients[keep.to_numpy()]
         label = lab.loc[patients].to_numpy()
 
+    extra: dict[str, np.ndarray] = {}
+    if response is not None:
+        rep = cohort.spec.endpoints.get(response)
+        if not isinstance(rep, BinaryEndpoint):
+            raise ValueError(f"response endpoint '{response}' must be a binary endpoint in cohort.yaml")
+        label = raw[rep.column].astype(float).loc[patients].to_numpy()
+        extra = {response: label}
+
     tables = {m: pd.read_parquet(store / f"{m}.parquet").reindex(patients) for m in wanted}
     present = pd.DataFrame({"clinical": True, **{m: tables[m].notna().any(axis=1) for m in wanted}}, index=patients)
     return MultimodalData(patients=patients, clinical=clinical.loc[patients], modalities=tables, present=present,
-                          time=time, event=event, label=label, endpoint=ep_name)
+                          time=time, event=event, label=label, endpoint=ep_name, extra_labels=extra)
