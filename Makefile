@@ -38,7 +38,13 @@ demo: install
 	@if [ ! -f $(DEMO_DIR)/cohort.yaml ]; then \
 	  $(VENV)/bin/omics-risk synth --kind nsclc-postop --n $(DEMO_N) --seed $(DEMO_SEED) --out $(DEMO_DIR); \
 	else echo "demo cohort already at $(DEMO_DIR) (delete it to regenerate)"; fi
-	$(VENV)/bin/omics-risk validate $(DEMO_DIR)
+	$(VENV)/bin/omics-risk validate --quiet $(DEMO_DIR) | tail -n 20
+	@# Extract (cached), then cross-validate the fused model and every baseline, log to MLflow, register the model.
+	$(PY) train.py experiment=demo data.root=$(abspath $(DEMO_DIR)) training.progress=false
+	@echo ""
+	@echo "MLflow runs are in sqlite:///$(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlartifacts)."
+	@echo "Open the MLflow UI with:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
