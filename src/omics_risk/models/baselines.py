@@ -147,23 +147,29 @@ class ClinicalCox(BaselineModel):
             X = X[self.columns_]
             if out.task == "survival":
                 df = X.assign(__time=out.time[rows], __event=out.event[rows])
-                self.cph_ = CoxPHFitter(penalizer=self.penalizer, l1_ratio=self.l1_ratio)
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ConvergenceWarning)
-                    try:
-                        self.cph_.fit(df, duration_col="__time", event_col="__event")
-                    except ConvergenceError as e:
-                        raise RuntimeError(
-                            f"ClinicalCox did not converge on {len(df)} patients x {len(self.columns_)} encoded "
-                            f"columns (penalizer={self.penalizer}): {str(e).splitlines()[0]}. Raise the penalizer "
-                            "or drop collinear clinical columns (clinical_cox.columns)."
-                        ) from e
-                failed = [w for w in caught if "failed to converge" in str(w.message)]
-                if failed:
+                # Flat likelihoods (no signal) or near-separation can stall Newton-Raphson: retry with a 10x and
+                # 100x stronger ridge penalty before giving up, and record the penalty actually used.
+                for penalizer in (self.penalizer, self.penalizer * 10, self.penalizer * 100):
+                    self.penalizer_ = penalizer
+                    self.cph_ = CoxPHFitter(penalizer=penalizer, l1_ratio=self.l1_ratio)
+                    with warnings.catch_warnings(record=True) as caught:
+                        warnings.simplefilter("always", ConvergenceWarning)
+                        try:
+                            self.cph_.fit(df, duration_col="__time", event_col="__event")
+                            error = None
+                        except ConvergenceError as e:
+                            error = str(e).splitlines()[0]
+                    if error is None and not any("failed to converge" in str(w.message) for w in caught):
+                        break
+                else:
                     raise RuntimeError(
-                        f"ClinicalCox: Newton-Raphson failed to converge (penalizer={self.penalizer}); collinear or "
-                        "separated clinical columns. Raise the penalizer or restrict clinical_cox.columns."
+                        f"ClinicalCox did not converge on {len(df)} patients x {len(self.columns_)} encoded columns "
+                        f"even with penalizer={self.penalizer_} ({error or 'Newton-Raphson failed to converge'}); "
+                        "drop collinear or separating clinical columns (clinical_cox.columns)."
                     )
+                if self.penalizer_ != self.penalizer:
+                    warnings.warn(f"ClinicalCox: converged only with penalizer={self.penalizer_} "
+                                  f"(asked {self.penalizer})", ConvergenceWarning, stacklevel=2)
                 for w in caught:
                     warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
                 self.coef_ = self.cph_.params_.copy()

@@ -8,6 +8,7 @@ the final fused model, and writes ``summary.json``. It returns the metrics so sw
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -82,9 +83,9 @@ def _factories(cfg: DictConfig, data: MultimodalData, types: dict[str, Any]) -> 
 
 def _fit_predict(model: SurvivalModel, train: MultimodalData, test: MultimodalData,
                  on_epoch: Callable[[int, dict[str, float]], None] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    try:
+    if "on_epoch" in inspect.signature(model.fit).parameters:
         model.fit(train, on_epoch=on_epoch)  # type: ignore[call-arg]
-    except TypeError:
+    else:
         model.fit(train)
     risk = np.asarray(model.predict_risk(test), dtype=float)
     response = None
