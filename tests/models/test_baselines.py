@@ -373,3 +373,24 @@ def test_scoring_tables_are_aligned_to_training_columns_by_name(toy) -> None:  #
     np.testing.assert_array_equal(model.predict_risk(shuffled), model.predict_risk(test))
     shuffled.modalities["a"] = test.modalities["a"].drop(columns=cols[-1]).assign(unknown=1.0)
     assert np.isfinite(model.predict_risk(shuffled)).all()
+
+
+def test_clinical_cox_retries_with_a_stronger_penalty(toy, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A stalled Newton-Raphson (e.g. a flat likelihood on shuffled outcomes) is retried with 10x the ridge."""
+    from lifelines.exceptions import ConvergenceError
+
+    train, _ = toy
+    real_fit = CoxPHFitter.fit
+
+    def stalls_below_one(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if self.penalizer < 1.0:
+            raise ConvergenceError("Convergence halted due to matrix inversion problems.")
+        return real_fit(self, *args, **kwargs)
+
+    monkeypatch.setattr(CoxPHFitter, "fit", stalls_below_one)
+    with pytest.warns(Warning, match="converged only with penalizer=1"):
+        model = ClinicalCox(penalizer=0.1, clinical_types=TYPES).fit(train)
+    assert model.penalizer_ == pytest.approx(1.0) and np.isfinite(model.coef_).all()
+    monkeypatch.setattr(CoxPHFitter, "fit", lambda self, *a, **k: (_ for _ in ()).throw(ConvergenceError("stuck")))
+    with pytest.raises(RuntimeError, match="even with penalizer=10"):
+        ClinicalCox(penalizer=0.1, clinical_types=TYPES).fit(train)
