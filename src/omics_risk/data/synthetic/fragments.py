@@ -125,6 +125,17 @@ def bin_copy_numbers(genome: Genome, arm_cn: np.ndarray, focal: list[tuple[int, 
     return cn
 
 
+def tumour_copy_number(rng: np.random.Generator, genome: Genome, instability: float,
+                       priors: dict[str, tuple[float, float]],
+                       focal_rate: float, patient_id: str) -> tuple[np.ndarray, list[tuple[int, int]], pd.DataFrame]:
+    """A patient's tumour copy-number profile: arm-level states, focal amplifications and their truth segments."""
+    arm_cn = arm_copy_numbers(rng, genome, instability, priors)
+    focal = focal_amplifications(rng, genome, focal_rate)
+    seg = cna_segments(genome, arm_cn, focal)
+    seg.insert(0, "patient_id", patient_id)
+    return arm_cn, focal, seg
+
+
 def cna_segments(genome: Genome, arm_cn: np.ndarray, focal: list[tuple[int, int]]) -> pd.DataFrame:
     """Truth copy-number segments (arm level, with focal amplifications cut in)."""
     rows = []

@@ -195,10 +195,8 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                            "params": params})
             rows.append(row)
             tsamp.append({"sample_id": row["sample_id"], "true_radius_mm": round(float(residual_mm[i]), 3)})
-        arm_cn = frag.arm_copy_numbers(rcf, genome, float(instability[i]), frag.NSCLC_ARM_PRIORS)
-        focal = frag.focal_amplifications(rcf, genome, 0.8 * float(instability[i]))
-        seg = frag.cna_segments(genome, arm_cn, focal)
-        seg.insert(0, "patient_id", pid)
+        arm_cn, focal, seg = frag.tumour_copy_number(rcf, genome, float(instability[i]), frag.NSCLC_ARM_PRIORS,
+                                                     0.8 * float(instability[i]), pid)
         cna_rows.append(seg)
         if has_cfdna[i]:
             row = sample_row(pid, "cfdna", "postop1", day_draw[i], f"cfdna/{pid}_postop1.frag.gz")

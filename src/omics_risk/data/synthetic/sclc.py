@@ -174,10 +174,8 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                                           "heterogeneity": float(hh[i])}})
                 rows.append(row)
                 tsamp.append({"sample_id": row["sample_id"], "true_radius_mm": round(float(rad[i]), 3)})
-        arm_cn = frag.arm_copy_numbers(rcf, genome, float(instability[i]), frag.SCLC_ARM_PRIORS)
-        focal = frag.focal_amplifications(rcf, genome, 1.0)
-        seg = frag.cna_segments(genome, arm_cn, focal)
-        seg.insert(0, "patient_id", pid)
+        arm_cn, focal, seg = frag.tumour_copy_number(rcf, genome, float(instability[i]), frag.SCLC_ARM_PRIORS,
+                                                     1.0, pid)
         cna_rows.append(seg)
         job.arm_cn, job.focal = arm_cn, focal
         for k, (has, tp, day, tf) in enumerate(((has_bl, "baseline", day_bl, tf0), (has_c3, "c3d1", day_c3, tf42))):
