@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from omics_risk.data.readers import Fragments, read_chrom_sizes, read_fragments
+from omics_risk.data.readers import read_chrom_sizes, read_fragments
 from omics_risk.features import fragmentomics as fm
 
 HERE = Path(__file__).resolve().parent
@@ -126,20 +126,6 @@ def time_ours(fn: Callable[[], object], repeats: int) -> tuple[float, float, obj
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs), runs[-1][2]
 
 
-def ft_window_multiplicity(frags: Fragments, sizes: dict[str, int], window: int = 1_000_000) -> np.ndarray:
-    """How often FinaleToolkit 1.1.0's ``end-motifs`` counts each fragment: once per 1-Mb window it overlaps."""
-    mult = np.zeros(len(frags), dtype=np.int64)
-    for ci, chrom in enumerate(frags.chrom_names):
-        if chrom not in sizes:
-            continue
-        length = sizes[chrom]
-        wins = [(s, s + window) for s in range(0, length - window, window)] + [(length - length % window, length)]
-        sel = frags.chrom == ci
-        for a, b in wins:
-            mult[sel] += (frags.start[sel] < b) & (frags.end[sel] > a)
-    return mult
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--finaletoolkit", default="/tmp/finale-venv/bin/finaletoolkit", help="FinaleToolkit CLI")
@@ -205,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     ft_t, our_t, counts = time_pair(cmd, our_motifs, r)
     compute = time_ours(lambda: fm.end_motif_counts(frags20, fm.ReferenceGenome(p["fasta"]), 4), r)
     ref = pd.read_csv(out / "motifs.tsv", sep="\t", header=None, names=["kmer", "freq"])
-    mult = ft_window_multiplicity(frags20, sizes)
+    mult = fm.finaletoolkit_motif_multiplicity(frags20, sizes)
     replay = fm.end_motif_counts(
         frags20.select(np.repeat(np.arange(len(frags20)), mult)), fm.ReferenceGenome(p["fasta"])
     )

@@ -31,6 +31,7 @@ from omics_risk.features.fragmentomics import (
     delfi_merge,
     delfi_profile,
     end_motif_counts,
+    finaletoolkit_motif_multiplicity,
     fit_tumour_fraction,
     interval_counts,
     length_features,
@@ -140,23 +141,6 @@ def finaletoolkit_cli() -> Path | None:
 
 def run_ft(cli: Path, *args: str | Path) -> None:
     subprocess.run([str(cli), *map(str, args)], check=True, capture_output=True, text=True, timeout=300)
-
-
-def ft_window_multiplicity(frags: Fragments, sizes: dict[str, int], window: int = 1_000_000) -> np.ndarray:
-    """How often FinaleToolkit 1.1.0's ``end-motifs`` counts each fragment: once per 1-Mb window it overlaps.
-
-    Windows as ``_genome_window_args`` builds them: ``range(0, L - W, W)`` then ``[L - L % W, L)``.
-    """
-    mult = np.zeros(len(frags), dtype=np.int64)
-    for ci, chrom in enumerate(frags.chrom_names):
-        if chrom not in sizes:
-            continue
-        length = sizes[chrom]
-        wins = [(s, s + window) for s in range(0, length - window, window)] + [(length - length % window, length)]
-        sel = frags.chrom == ci
-        for a, b in wins:
-            mult[sel] += (frags.start[sel] < b) & (frags.end[sel] > a)
-    return mult
 
 
 @pytest.fixture
@@ -367,7 +351,7 @@ def test_matches_finaletoolkit(tmp_path: Path, hand_file: Path) -> None:
     assert ft["kmer"].tolist() == motif_names(4)
     frags = read_fragments(big, min_mapq=20)
     fasta = ReferenceGenome(fasta_path)
-    mult = ft_window_multiplicity(frags, sizes)
+    mult = finaletoolkit_motif_multiplicity(frags, sizes)
     assert (mult > 1).sum() > 0 and (mult == 0).sum() > 0  # chr2's only window is empty in FinaleToolkit
     replay = end_motif_counts(frags.select(np.repeat(np.arange(len(frags)), mult)), fasta)
     np.testing.assert_allclose(replay / replay.sum(), ft["freq"].to_numpy(), rtol=1e-12, atol=1e-15)

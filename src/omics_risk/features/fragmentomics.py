@@ -53,6 +53,7 @@ __all__ = [
     "delfi_merge",
     "delfi_profile",
     "end_motif_counts",
+    "finaletoolkit_motif_multiplicity",
     "fit_tumour_fraction",
     "gc_lowess_fit",
     "interval_counts",
@@ -1075,3 +1076,22 @@ class FragmentomicsExtractor(Extractor):
         if grid is None:
             raise ValueError("no samples given for the panel of normals")
         return PanelOfNormals.build(profiles, grid.with_bin_size(self.cna_bin_size))
+
+
+def finaletoolkit_motif_multiplicity(frags: Fragments, sizes: dict[str, int], window: int = 1_000_000) -> np.ndarray:
+    """How often FinaleToolkit 1.1.0's ``end-motifs`` counts each fragment: once per 1-Mb window it overlaps.
+
+    Its windows are ``range(0, L - W, W)`` then ``[L - L % W, L)`` (``_genome_window_args``), so a fragment crossing
+    a window edge is counted twice. Used to compare our (count-once) end motifs with FinaleToolkit's exactly, in the
+    tests and in bench/bench_fragments.py.
+    """
+    mult = np.zeros(len(frags), dtype=np.int64)
+    for ci, chrom in enumerate(frags.chrom_names):
+        if chrom not in sizes:
+            continue
+        length = sizes[chrom]
+        wins = [(s, s + window) for s in range(0, length - window, window)] + [(length - length % window, length)]
+        sel = frags.chrom == ci
+        for a, b in wins:
+            mult[sel] += (frags.start[sel] < b) & (frags.end[sel] > a)
+    return mult
