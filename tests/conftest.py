@@ -417,3 +417,15 @@ def data_writers() -> SimpleNamespace:
         bismark_lines=bismark_lines,
         chrom_sizes=CHROM_SIZES,
     )
+
+
+@pytest.fixture(scope="session")
+def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty MLflow database, created once (schema migrations take seconds) and copied per test."""
+    from mlflow.tracking import MlflowClient
+
+    db = tmp_path_factory.getbasetemp() / "mlflow_template" / "mlflow.db"
+    if not db.exists():
+        db.parent.mkdir(parents=True, exist_ok=True)
+        MlflowClient(f"sqlite:///{db}").search_experiments()
+    return db

@@ -212,16 +212,6 @@ def test_linear_model_scores_patients_without_inputs_at_the_training_median(data
 
 
 # --- pyfunc -------------------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow database, created once (schema migrations take seconds) and copied per test."""
-    db = tmp_path_factory.getbasetemp() / "mlflow_template" / "mlflow.db"
-    if not db.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
-        MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture(scope="module")
 def logged(
     tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path, model: LinearRiskModel, data: MultimodalData

@@ -75,16 +75,6 @@ hydra:
 """
 
 
-@pytest.fixture(scope="session")
-def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty MLflow database, created once (schema migrations take seconds) and copied per test."""
-    db = tmp_path_factory.getbasetemp() / "mlflow_template" / "mlflow.db"
-    if not db.exists():
-        db.parent.mkdir(parents=True, exist_ok=True)
-        MlflowClient(f"sqlite:///{db}").search_experiments()
-    return db
-
-
 @pytest.fixture
 def app(tmp_path: Path, mlflow_template_db: Path) -> tuple[Path, str]:
     shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")
