@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure, settings_hash
 
-__all__ = ["ExtractSummary", "build_extractors", "extract_cohort", "fingerprint"]
+__all__ = ["ExtractSummary", "default_extract_config", "extract_cohort", "fingerprint"]
 
 STORE_VERSION = 1
 
@@ -99,18 +99,6 @@ def _extractors_for(config: Mapping[str, Any], modality: str, fmt: str,
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ValueError(f"cohort.yaml: modalities.{modality}.extract must map extractor settings to values")
     return [instantiate({**dict(spec), **dict(overrides or {})}) for spec in specs]
-
-
-def build_extractors(config: Mapping[str, Any] | None = None) -> dict[str, list[Extractor]]:
-    """Extractors per contract format, from a ``{format: [{_target_: ..., **kwargs}, ...]}`` mapping.
-
-    ``None`` uses configs/features/extract.yaml shipped with the package defaults.
-    """
-    from hydra.utils import instantiate
-
-    if config is None:
-        config = default_extract_config()
-    return {fmt: [instantiate(dict(spec)) for spec in specs] for fmt, specs in config.items()}
 
 
 def default_extract_config() -> dict[str, Any]:
