@@ -58,26 +58,61 @@ def linked_signals(rng: np.random.Generator, drivers: pd.DataFrame) -> pd.DataFr
     return pd.DataFrame(out)
 
 
-def simulate_metabolomics(rng: np.random.Generator, sample_ids: list[str], linked: pd.DataFrame,
-                          confounders: pd.DataFrame, n_features: int) -> MetabolomicsData:
-    """Simulate one study run; ``linked`` (from :func:`linked_signals`) and ``confounders`` (age_z,
-    sex_male, bmi_z) have one row per sample."""
-    n_s = len(sample_ids)
+#: Seed of the measurement platform (the assay's feature list): fixed, so every synthetic cohort is measured
+#: on the same platform and a model trained on one cohort can score another, as with a validation cohort run on
+#: the trial's own LC-MS method. Cohort seeds only drive the patients and the run (batches, drift, dilution).
+PLATFORM_SEED = 20_240_611
+
+
+@dataclass(frozen=True)
+class Platform:
+    """One untargeted LC-MS method: its features and their fixed properties."""
+
+    fid: list[str]
+    fname: np.ndarray  # annotation ("" = unannotated)
+    block: np.ndarray  # correlated pathway block of each feature
+    load: np.ndarray  # loading on its block factor
+    mu: np.ndarray  # mean log intensity
+    sd: np.ndarray  # biological SD of the log intensity
+    lod: np.ndarray  # log detection limit
+    contaminant: np.ndarray  # also seen in blanks
+    mz: np.ndarray
+    rt: np.ndarray
+    n_blocks: int
+
+
+def platform(n_features: int) -> Platform:
+    """The feature panel of an ``n_features`` method, identical in every cohort (see :data:`PLATFORM_SEED`)."""
+    rng = np.random.default_rng([PLATFORM_SEED, n_features])
     names = list(LINKED) + [nm for nm in OTHER_NAMES if nm not in LINKED] + ["creatinine"]
     n_named = min(len(names), n_features)
-    n_features = max(n_features, len(LINKED) + 5)
-    fid = [f"FT{i + 1:04d}" for i in range(n_features)]
-    slot = rng.permutation(n_features)  # named features are scattered over the list
     fname = np.full(n_features, "", dtype=object)
-    fname[slot[:n_named]] = names[:n_named]
+    fname[rng.permutation(n_features)[:n_named]] = names[:n_named]  # named features are scattered over the list
+    n_blocks = max(n_features // 12, 1)
+    mu = rng.normal(np.log(2e5), 1.3, n_features)
+    sd = rng.uniform(0.25, 0.7, n_features)
+    lod = mu - sd * np.where(rng.random(n_features) < 0.12, rng.uniform(-0.3, 0.8, n_features),
+                             rng.uniform(1.5, 3.2, n_features))
+    return Platform(fid=[f"FT{i + 1:04d}" for i in range(n_features)], fname=fname,
+                    block=rng.integers(0, n_blocks, n_features), load=rng.uniform(0.4, 0.85, n_features),
+                    mu=mu, sd=sd, lod=lod, contaminant=rng.random(n_features) < 0.05,
+                    mz=np.round(rng.uniform(70, 1000, n_features), 4),
+                    rt=np.round(rng.uniform(0.5, 16.0, n_features), 2), n_blocks=n_blocks)
+
+
+def simulate_metabolomics(rng: np.random.Generator, sample_ids: list[str], linked: pd.DataFrame,
+                          confounders: pd.DataFrame, n_features: int) -> MetabolomicsData:
+    """Simulate one study run on the fixed :func:`platform`; ``linked`` (from :func:`linked_signals`) and
+    ``confounders`` (age_z, sex_male, bmi_z) have one row per sample."""
+    n_s = len(sample_ids)
+    n_features = max(n_features, len(LINKED) + 5)
+    pf = platform(n_features)
+    fid, fname, mu, sd = pf.fid, pf.fname, pf.mu, pf.sd
 
     # Biological signal per sample x feature (log scale, SD ~1 before scaling).
     sig = rng.normal(0, 1, (n_s, n_features))
-    n_blocks = max(n_features // 12, 1)
-    block = rng.integers(0, n_blocks, n_features)
-    factors = rng.normal(0, 1, (n_s, n_blocks))
-    load = rng.uniform(0.4, 0.85, n_features)
-    sig = np.sqrt(1 - load**2) * sig + load * factors[:, block]
+    factors = rng.normal(0, 1, (n_s, pf.n_blocks))
+    sig = np.sqrt(1 - pf.load**2) * sig + pf.load * factors[:, pf.block]
     linked_rows = []
     for j in range(n_features):
         if fname[j] in LINKED:
@@ -87,8 +122,6 @@ def simulate_metabolomics(rng: np.random.Generator, sample_ids: list[str], linke
             spec = CONFOUNDED[fname[j]]
             effect = sum(w * confounders[col].to_numpy() for col, w in spec.items())
             sig[:, j] = effect + np.sqrt(1 - sum(w**2 for w in spec.values())) * rng.normal(0, 1, n_s)
-    mu = rng.normal(np.log(2e5), 1.3, n_features)
-    sd = rng.uniform(0.25, 0.7, n_features)
     log_bio = mu + sd * sig
     log_pool = mu + sd * sig.mean(axis=0)
 
@@ -130,16 +163,12 @@ def simulate_metabolomics(rng: np.random.Generator, sample_ids: list[str], linke
     dilution = rng.normal(0, 0.18, n_s)
     logv[is_s] = log_bio[idx[is_s]] + dilution[idx[is_s], None]
     logv[types == "qc"] = log_pool
-    contaminant = rng.random(n_features) < 0.05
-    logv[types == "blank"] = np.where(contaminant, mu - 0.5, mu - 5.0)
+    logv[types == "blank"] = np.where(pf.contaminant, mu - 0.5, mu - 5.0)
     logv = logv + b_off[batch - 1] + drift + rng.normal(0, 0.07, (n_inj, n_features))
-    lod = mu - sd * np.where(rng.random(n_features) < 0.12, rng.uniform(-0.3, 0.8, n_features),
-                             rng.uniform(1.5, 3.2, n_features))
     values = np.exp(logv)
-    values[logv < lod] = np.nan
+    values[logv < pf.lod] = np.nan
     matrix = pd.DataFrame(values.T, columns=sheet["sample_id"].tolist())
     matrix.insert(0, "feature_id", fid)
-    features = pd.DataFrame({"feature_id": fid, "mz": np.round(rng.uniform(70, 1000, n_features), 4),
-                             "rt": np.round(rng.uniform(0.5, 16.0, n_features), 2), "name": fname})
+    features = pd.DataFrame({"feature_id": fid, "mz": pf.mz, "rt": pf.rt, "name": fname})
     linked = pd.DataFrame(linked_rows).fillna(0.0)
     return MetabolomicsData(matrix, sheet.drop(columns="idx"), features, linked)
