@@ -401,3 +401,31 @@ def test_ct_image_store_reads_the_cohort_scans(valid_cohort: Path):
     assert store["P01"] is store["P01"]  # kept in memory
     with pytest.raises(KeyError):
         store["P05"]
+
+
+# ------------------------------------------------------------------------------------------------ ensembles
+def test_ensemble_averages_independently_trained_members(small, tmp_path):
+    from omics_risk.models.multimodal import EnsembleNet
+
+    train, test = small.subset(np.arange(160)), small.subset(np.arange(160, 240))
+    settings = {**FAST, "refit": True, "epochs": 6}
+    ensemble = FusedSurvivalModel(seed=5, n_members=3, **settings).fit(train)
+    assert isinstance(ensemble.network_, EnsembleNet) and len(ensemble.network_.members) == 3
+    assert len(ensemble.member_best_epochs_) == 3
+    assert {k.split("/")[0] for h in ensemble.history_ for k in h if k != "epoch"} == {"member0", "member1",
+                                                                                       "member2"}
+    # Member i is exactly the single model trained with seed 5 + i, and the ensemble risk is their mean.
+    singles = [FusedSurvivalModel(seed=5 + i, **settings).fit(train).predict_risk(test) for i in range(3)]
+    np.testing.assert_allclose(ensemble.predict_risk(test), np.mean(singles, axis=0), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(singles[0], singles[1])
+    loaded = FusedSurvivalModel.load(ensemble.save(tmp_path / "ensemble"))
+    assert np.array_equal(loaded.predict_risk(test), ensemble.predict_risk(test))
+    torch.load(tmp_path / "ensemble" / "weights.pt", weights_only=True)
+
+
+def test_ensemble_needs_shared_preprocessing():
+    with pytest.raises(ValueError, match="refit=True or validation_fraction=0"):
+        FusedSurvivalModel(n_members=2, refit=False, validation_fraction=0.2)
+    with pytest.raises(ValueError, match="n_members must be >= 1"):
+        FusedSurvivalModel(n_members=0)
+    FusedSurvivalModel(n_members=2, refit=False, validation_fraction=0.0)

@@ -37,6 +37,7 @@ Saved layout (:meth:`FusedSurvivalModel.save`)::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import math
@@ -209,6 +210,10 @@ class FusedSurvivalModel(SurvivalModel):
             for ``epochs`` without early stopping.
         refit: after early stopping, retrain from scratch on the whole training fold (preprocessing included) for
             the best epoch count, so the validation patients are not lost to the final model.
+        n_members: train this many networks with seeds ``seed, seed + 1, ...`` (each with its own early-stopping
+            split and initialisation) and average their outputs (:class:`~omics_risk.models.multimodal.EnsembleNet`).
+            Members share the preprocessing fitted on the whole training fold, so ``n_members > 1`` needs
+            ``refit=True`` or ``validation_fraction=0``.
         cox_momentum_steps: when set, the Cox loss of a mini-batch uses a torchsurv Momentum memory bank of
             this many past batches (small CT batches); ``momentum_rate`` is its EMA rate.
         device, amp, seed: ``"auto"|"cpu"|"cuda"``; AMP on CUDA only unless ``"bf16"``; seed (bit-identical CPU
@@ -261,6 +266,7 @@ class FusedSurvivalModel(SurvivalModel):
         patience: int | None = 30,
         validation_fraction: float = 0.2,
         refit: bool = True,
+        n_members: int = 1,
         monitor: str = "auto",
         grad_clip: float | None = 5.0,
         cox_momentum_steps: int | None = None,
@@ -296,6 +302,11 @@ class FusedSurvivalModel(SurvivalModel):
             raise ValueError(f"fusion must be 'gated_attention' or 'concat', got {self.fusion!r}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction}")
+        if int(self.n_members) < 1:
+            raise ValueError(f"n_members must be >= 1, got {self.n_members}")
+        if int(self.n_members) > 1 and not self.refit and self.validation_fraction > 0:
+            raise ValueError("n_members > 1 needs refit=True or validation_fraction=0: the members must share the "
+                             "preprocessing fitted on the whole training fold")
         self.image_provider: ImageProvider | None = None
 
     # ------------------------------------------------------------------------------------------- settings
@@ -496,10 +507,10 @@ class FusedSurvivalModel(SurvivalModel):
                       provider: ImageProvider | None, epoch: int = 0) -> list[dict[str, Any]]:
         rows = np.asarray(rows)
         if train and batch_size is not None and batch_size < len(rows):
-            rng = np.random.default_rng([int(self.seed), int(epoch)])
+            rng = np.random.default_rng([self._seed(), int(epoch)])
             rows = rows[rng.permutation(len(rows))]
         n_chunks = 1 if batch_size is None else max(1, math.ceil(len(rows) / batch_size))
-        generator = torch.Generator().manual_seed(int(self.seed) * 1_000_003 + int(epoch))
+        generator = torch.Generator().manual_seed(self._seed() * 1_000_003 + int(epoch))
         batches = []
         for chunk in np.array_split(rows, n_chunks):
             if len(chunk) == 0:
@@ -558,9 +569,9 @@ class FusedSurvivalModel(SurvivalModel):
         if n - n_val < 4:
             raise ValueError(f"{n} training patients are too few for validation_fraction={self.validation_fraction}")
         try:
-            tr, va = train_test_split(idx, test_size=n_val, stratify=strata, random_state=int(self.seed))
+            tr, va = train_test_split(idx, test_size=n_val, stratify=strata, random_state=self._seed())
         except ValueError:  # a stratum with a single patient
-            tr, va = train_test_split(idx, test_size=n_val, random_state=int(self.seed))
+            tr, va = train_test_split(idx, test_size=n_val, random_state=self._seed())
         return np.sort(tr), np.sort(va)
 
     def fit(self, data: MultimodalData, images: ImageProvider | None = None,
@@ -579,18 +590,18 @@ class FusedSurvivalModel(SurvivalModel):
         with _torch_threads(self._threads()):
             return self._fit(data, self.image_provider, on_epoch)
 
-    def _fit(self, data: MultimodalData, provider: ImageProvider | None,
-             on_epoch: Callable[[int, dict[str, float]], None] | None) -> FusedSurvivalModel:
-        seed_everything(int(self.seed))
+    def _fit_member(self, data: MultimodalData, provider: ImageProvider | None,
+                    on_epoch: Callable[[int, dict[str, float]], None] | None) -> tuple[Any, ...]:
+        """One network: early stopping on an internal split, then (``refit``) retraining on the whole fold."""
+        seed_everything(self._seed())
         targets = self._targets(data)
         n = len(data)
         tr, va = self._split(targets, n)
         result, mats, mask, targets_t = self._train(data, targets, tr, va, provider, int(self.epochs),
                                                     self.patience, on_epoch)
-        self.history_ = result.history
-        self.best_epoch_ = int(result.best_epoch)
-        self.train_seconds_ = float(result.seconds)
-        self.refit_epochs_ = 0
+        history = list(result.history)
+        best_epoch = int(result.best_epoch)
+        refit_epochs = 0
         if self.refit and len(va):
             # The internal split chose the number of epochs; now use every training patient for that many.
             offset = len(result.history)
@@ -599,13 +610,50 @@ class FusedSurvivalModel(SurvivalModel):
                 if on_epoch is not None:
                     on_epoch(offset + epoch, {f"refit/{k}": v for k, v in metrics.items()})
 
-            self.refit_epochs_ = max(1, self.best_epoch_ + 1)
+            refit_epochs = max(1, best_epoch + 1)
             again, mats, mask, targets_t = self._train(data, targets, np.arange(n), np.arange(0), provider,
-                                                       self.refit_epochs_, None, refit_epoch)
-            self.history_ = [*self.history_, *({"epoch": offset + h["epoch"], **{f"refit/{k}": v for k, v in h.items()
-                                                                                  if k != "epoch"}}
-                                               for h in again.history)]
-            self.train_seconds_ += float(again.seconds)
+                                                       refit_epochs, None, refit_epoch)
+            history += [{"epoch": offset + h["epoch"], **{f"refit/{k}": v for k, v in h.items() if k != "epoch"}}
+                        for h in again.history]
+            result = dataclasses.replace(result, seconds=float(result.seconds) + float(again.seconds))
+        return result, mats, mask, targets_t, history, refit_epochs
+
+    def _seed(self) -> int:
+        """The seed of the ensemble member being trained (``seed`` itself outside training)."""
+        return int(getattr(self, "_member_seed", self.seed))
+
+    def _fit(self, data: MultimodalData, provider: ImageProvider | None,
+             on_epoch: Callable[[int, dict[str, float]], None] | None) -> FusedSurvivalModel:
+        n_members = int(self.n_members)
+        members, best_epochs, history, seconds = [], [], [], 0.0
+        try:
+            for i in range(n_members):
+                self._member_seed = int(self.seed) + i
+                prefix = f"member{i}/" if n_members > 1 else ""
+
+                def member_epoch(epoch: int, metrics: dict[str, float], prefix: str = prefix) -> None:
+                    if on_epoch is not None:
+                        on_epoch(epoch, {f"{prefix}{k}": v for k, v in metrics.items()})
+
+                result, mats, mask, targets_t, member_history, refit_epochs = self._fit_member(
+                    data, provider, member_epoch)
+                members.append(self.network_)
+                best_epochs.append(int(result.best_epoch))
+                history += [{"epoch": h["epoch"], **{f"{prefix}{k}": v for k, v in h.items() if k != "epoch"}}
+                            for h in member_history]
+                seconds += float(result.seconds)
+        finally:
+            del self._member_seed
+        self.history_ = history
+        self.member_best_epochs_ = best_epochs
+        self.best_epoch_ = int(np.median(best_epochs))
+        self.refit_epochs_ = refit_epochs
+        self.train_seconds_ = seconds
+        if n_members > 1:
+            from omics_risk.models.multimodal import EnsembleNet
+
+            self.network_spec_ = {**self.network_spec_, "members": n_members}
+            self.network_ = EnsembleNet(members).eval()
 
         # Baselines on the whole training fold.
         outputs, has_data = self._outputs_for(data, mats, mask, provider)
@@ -675,7 +723,7 @@ class FusedSurvivalModel(SurvivalModel):
         mats, mask = self._matrices(data)
         dims = {m: v.shape[1] for m, v in mats.items()}
         self.network_spec_ = self._network_spec(dims)
-        torch.manual_seed(int(self.seed))
+        torch.manual_seed(self._seed())
         network = build_network(self.network_spec_)
         self.network_ = network
 
@@ -716,7 +764,7 @@ class FusedSurvivalModel(SurvivalModel):
             monitor=self._monitor(),
             device=self.device,
             amp=self.amp,
-            seed=int(self.seed),
+            seed=self._seed(),
             grad_clip=self.grad_clip,
             on_epoch=on_epoch,
             progress=bool(self.progress),
