@@ -13,6 +13,18 @@ DEMO_N ?= 300
 DEMO_SEED ?= 7
 PYTEST_ARGS ?=
 
+# Exit 0 when DIR holds the synthetic cohort this generator would make for N and SEED.
+define DEMO_CURRENT
+import json, sys
+from omics_risk.data.synthetic.cohort import GENERATOR_VERSION
+try:
+    s = json.load(open(sys.argv[1] + "/truth/summary.json"))
+except (OSError, ValueError):
+    sys.exit(1)
+sys.exit(0 if (s.get("generator_version"), s.get("n"), s.get("seed")) == (GENERATOR_VERSION, int(sys.argv[2]), int(sys.argv[3])) else 1)
+endef
+export DEMO_CURRENT
+
 .PHONY: install demo test lint lock clean-demo help
 
 help:
@@ -35,9 +47,13 @@ $(STAMP): pyproject.toml requirements/lock.txt
 install: $(STAMP)
 
 demo: install
+	@# (Re)generate the cohort when it is missing or was made by another version of the synthetic generator.
 	@if [ ! -f $(DEMO_DIR)/cohort.yaml ]; then \
 	  $(VENV)/bin/omics-risk synth --kind nsclc-postop --n $(DEMO_N) --seed $(DEMO_SEED) --out $(DEMO_DIR); \
-	else echo "demo cohort already at $(DEMO_DIR) (delete it to regenerate)"; fi
+	elif ! $(PY) -c "$$DEMO_CURRENT" $(DEMO_DIR) $(DEMO_N) $(DEMO_SEED); then \
+	  echo "demo cohort at $(DEMO_DIR) is from another generator version or size: regenerating it"; \
+	  $(VENV)/bin/omics-risk synth --kind nsclc-postop --n $(DEMO_N) --seed $(DEMO_SEED) --out $(DEMO_DIR) --overwrite; \
+	else echo "demo cohort already at $(DEMO_DIR) (current generator version)"; fi
 	$(VENV)/bin/omics-risk validate --quiet $(DEMO_DIR) | tail -n 20
 	@# Extract (cached), then cross-validate the fused model and every baseline, log to MLflow, register the model.
 	$(PY) train.py experiment=demo data.root=$(abspath $(DEMO_DIR)) training.progress=false

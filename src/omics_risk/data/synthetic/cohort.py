@@ -34,7 +34,7 @@ DETECTION_LIMIT = {"cfdna": 1e-2, "methylation": 1e-3, "ctdna": 1e-4}
 SAMPLE_COLUMNS = ["patient_id", "sample_id", "modality", "timepoint", "day", "path", "mask_path"]
 #: Top-level entries a generator writes; ``overwrite=True`` removes only a directory that holds a cohort.
 GENERATED = ("cohort.yaml", "clinical.csv", "samples.csv", "truth", "reference", "ct", "cfdna", "methylation",
-             "ctdna", "metabolomics", "recist")
+             "ctdna", "metabolomics", "recist", "features")  # features/: the store extracted from a previous cohort
 
 
 @dataclass
