@@ -1,4 +1,4 @@
-"""The ``omics-risk`` command line: synth, validate, extract, convert (and, as the pipeline grows, score).
+"""The ``omics-risk`` command line: synth, validate, extract, score, convert.
 
 Imports are lazy so that ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses.
 """
@@ -68,6 +68,42 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_score(args: argparse.Namespace) -> int:
+    import warnings
+
+    import mlflow
+
+    from omics_risk.data.contract import CohortError
+    from omics_risk.scoring.batch import (
+        CohortMismatchError,
+        ModelLoadError,
+        ModelNotFoundError,
+        parse_horizons,
+        score_cohort,
+    )
+    from omics_risk.scoring.pyfunc import UntrustedModelClassError
+    from omics_risk.tracking.mlflow_utils import tracking_uri
+
+    horizons = parse_horizons(args.horizons)
+    mlflow.set_tracking_uri(tracking_uri(args.tracking_uri, Path.cwd()))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # everything worth saying is in the result, printed below
+            result = score_cohort(args.model, args.cohort, args.out, features_dir=args.features,
+                                  work_dir=args.work_dir, horizons=horizons, risk_groups=args.risk_groups,
+                                  chunk_size=args.chunk_size, workers=args.workers, resume=not args.no_resume,
+                                  keep_checkpoints=args.keep_checkpoints, shift_margin=args.shift_margin,
+                                  progress=not args.quiet)
+    except ModelNotFoundError:
+        raise  # a wrong URI is a usage error (exit 2)
+    except (CohortError, CohortMismatchError, ModelLoadError, UntrustedModelClassError) as exc:
+        print(f"omics-risk score: error: {exc}", file=sys.stderr)
+        return 1
+    print(result.to_text())
+    print(f"report: {result.report_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omics-risk",
@@ -108,6 +144,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute even what is up to date")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_extract)
+
+    p = sub.add_parser("score", help="score every patient of a cohort with a registered model (one row each)")
+    p.add_argument("--model", required=True,
+                   help="model URI: models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model or a local folder")
+    p.add_argument("--cohort", required=True, type=Path, help="cohort directory (data contract)")
+    p.add_argument("--out", required=True, type=Path, help="output file, .parquet or .csv (written atomically)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    p.add_argument("--features", type=Path, default=None,
+                   help="feature store for the extraction (default: in the work directory)")
+    p.add_argument("--work-dir", type=Path, default=None,
+                   help="checkpoints and caches (default .OUT_NAME.work next to --out); keep it to resume")
+    p.add_argument("--horizons", nargs="+", default=None, metavar="H",
+                   help="survival horizons: days (365) or with a unit: 52w, 12m, 3y (default: the model's)")
+    p.add_argument("--risk-groups", choices=("tertiles", "median"), default="tertiles",
+                   help="risk groups from the training risks: tertiles (low/intermediate/high) or median (low/high)")
+    p.add_argument("--chunk-size", type=int, default=256, help="patients per chunk (memory, checkpoints)")
+    p.add_argument("--shift-margin", type=float, default=0.5,
+                   help="warn for values beyond the training 1st-99th percentiles by more than this x their width")
+    p.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
+    p.add_argument("--no-resume", action="store_true", help="ignore checkpoints of an interrupted run")
+    p.add_argument("--keep-checkpoints", action="store_true", help="keep the per-chunk checkpoints after success")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_score)
 
     p = sub.add_parser("convert", help="convert a public data set into the data contract")
     conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")

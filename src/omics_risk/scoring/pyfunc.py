@@ -52,9 +52,13 @@ from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, from
 __all__ = [
     "ALLOWED_CLASS_PREFIXES",
     "DEFAULT_HORIZONS",
+    "RISK_GROUPS",
+    "SCORING_FORMAT",
     "SCORING_PACKAGES",
     "OmicsRiskPyfunc",
     "UntrustedModelClassError",
+    "cohort_profile",
+    "extraction_spec",
     "input_schema",
     "load_saved_model",
     "load_scoring_model",
@@ -63,7 +67,9 @@ __all__ = [
     "pinned_requirements",
     "privacy_safe_example",
     "resolve_model_class",
+    "risk_cutoffs",
     "score",
+    "scoring_settings",
 ]
 
 #: Only classes defined in modules under these prefixes are imported when a saved model is loaded.
@@ -84,6 +90,10 @@ SCORING_PACKAGES: tuple[str, ...] = (
     "pyyaml",
     "mlflow",
 )
+#: Risk-group schemes whose training cut-offs a logged model stores (see omics_risk.evaluation.riskgroups).
+RISK_GROUPS: tuple[str, ...] = ("median", "tertiles")
+#: Version of the ``scoring.json`` layout (1: horizons and chunk size only).
+SCORING_FORMAT = 2
 MODEL_DIR = "model_dir"
 SCORING_FILE = "scoring.json"
 CONFIG_FILE = "config.json"
@@ -198,13 +208,17 @@ def score(
     horizons: Sequence[float] | None = DEFAULT_HORIZONS,
     chunk_size: int = 1024,
     progress: bool = False,
+    images: Any = None,
 ) -> pd.DataFrame:
     """Score a flat frame in chunks under ``torch.inference_mode()``: the pyfunc's output, without MLflow.
 
     Columns: ``patient_id``, ``risk_score`` (higher = riskier), ``surv_<h>d`` per horizon (days) when the model
     predicts survival, ``response_prob`` when it has a response head, ``modalities_used`` (``clinical,cfdna,ct``).
+    ``images``: a CT image provider (``patient_id -> {timepoint: tensor}``) for models that encode CT images, which
+    a flat frame cannot carry (batch scoring from a cohort directory passes one; the MLflow pyfunc cannot).
     """
     manifest = manifest or model_manifest(model)
+    kw: dict[str, Any] = {"images": images} if images is not None else {}
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be positive, got {chunk_size}")
     data = from_frame(frame, manifest)
@@ -214,6 +228,11 @@ def score(
         raise ValueError(f"horizons must be positive days, got {hz.tolist()}")
     survival = _supports(model, "predict_survival", "has_survival_head") and hz.size > 0
     response = _supports(model, "predict_response", "has_response_head")
+    heads = getattr(model, "heads", None)
+    if isinstance(heads, list | tuple) and all(isinstance(h, str) for h in heads):
+        # the fused network declares its heads: no forward pass for an output it cannot give
+        survival = survival and bool({"cox", "discrete"} & set(heads))
+        response = response and "binary" in heads
     risk = np.empty(n)
     surv = np.empty((n, hz.size))
     resp = np.empty(n)
@@ -222,17 +241,18 @@ def score(
         for start in tqdm(starts, desc="scoring", unit="chunk", disable=not progress or len(starts) < 2):
             idx = np.arange(start, min(start + chunk_size, n))
             part = data.subset(idx)
-            risk[idx] = np.asarray(model.predict_risk(part), dtype=float)
+            risk[idx] = np.asarray(model.predict_risk(part, **kw), dtype=float)
             try:  # optional outputs: a model may implement the method yet lack the head (NotImplementedError)
                 if survival:
-                    surv[idx] = np.asarray(model.predict_survival(part, hz), dtype=float).reshape(len(idx), hz.size)
+                    curves = model.predict_survival(part, hz, **kw)
+                    surv[idx] = np.asarray(curves, dtype=float).reshape(len(idx), hz.size)
             except NotImplementedError:
                 if start:
                     raise
                 survival = False
             try:
                 if response:
-                    resp[idx] = np.asarray(model.predict_response(part), dtype=float)
+                    resp[idx] = np.asarray(model.predict_response(part, **kw), dtype=float)
             except NotImplementedError:
                 if start:
                     raise
@@ -249,16 +269,34 @@ def score(
         out["response_prob"] = resp
     used = [CLINICAL, *manifest.modalities]
     present = data.present.reindex(columns=used, fill_value=False).to_numpy(dtype=bool)
+    if images is not None and manifest.images:
+        used += list(manifest.images)
+        has_image = np.array([_has_image(images, p) for p in data.patients], dtype=bool)
+        present = np.column_stack([present, *([has_image] * len(manifest.images))])
     names = np.asarray(used, dtype=object)
     out["modalities_used"] = [",".join(names[row]) for row in present]
     return out
+
+
+def _has_image(images: Any, patient: Any) -> bool:
+    """Whether an image provider holds at least one tensor for ``patient``."""
+    try:
+        item = images[patient] if isinstance(images, Mapping) else images(patient)
+    except KeyError:
+        return False
+    if item is None:
+        return False
+    if isinstance(item, Mapping):
+        return any(v is not None for v in item.values())
+    return True
 
 
 class OmicsRiskPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow wrapper around a saved omics-risk model; stateless until :meth:`load_context`.
 
     Artifacts: ``model_dir`` (the model's ``save()`` output) and ``scoring`` (``scoring.json``: default horizons
-    and chunk size). ``predict`` params: ``horizons`` (list of days) and ``chunk_size``.
+    and chunk size, plus what batch scoring uses, see :func:`scoring_settings`). ``predict`` params: ``horizons``
+    (list of days) and ``chunk_size``.
     """
 
     def __getstate__(self) -> dict[str, Any]:
@@ -274,6 +312,7 @@ class OmicsRiskPyfunc(mlflow.pyfunc.PythonModel):
         self._manifest = model_manifest(self._model, model_dir)
         self._horizons = tuple(float(h) for h in settings.get("horizons", DEFAULT_HORIZONS))
         self._chunk_size = int(settings.get("chunk_size", 1024))
+        self._settings = settings
 
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
@@ -351,6 +390,120 @@ def privacy_safe_example(frame: pd.DataFrame, manifest: FeatureManifest, n: int 
     return pd.DataFrame(rows)
 
 
+def risk_cutoffs(risk: np.ndarray) -> dict[str, list[float]]:
+    """Training cut-offs of the risk score per scheme: ``{"median": [q50], "tertiles": [q33, q67]}``, fitted by
+    :class:`~omics_risk.evaluation.riskgroups.RiskGroups` (which assigns them at scoring time too)."""
+    from omics_risk.evaluation.riskgroups import RiskGroups
+
+    risk = np.asarray(risk, dtype=np.float64)
+    risk = risk[np.isfinite(risk)]
+    if risk.size == 0:
+        raise ValueError("no finite training risk to derive risk-group cut-offs from")
+    return {name: [float(v) for v in RiskGroups(name).fit(risk).cutoffs_] for name in RISK_GROUPS}
+
+
+def extraction_spec(store: str | Path, modalities: Sequence[str]) -> dict[str, Any]:
+    """The extractors (class, version, settings, settings hash) that made ``modalities`` of a feature store.
+
+    Read from the store's ``manifest.json`` (written by ``omics-risk extract``) so that scoring extracts a new cohort
+    exactly as the training cohort was. Input file hashes are left out: they belong to the training patients.
+    """
+    path = Path(store) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: feature_store must be the training cohort's feature store")
+    manifest = json.loads(path.read_text())
+    out: dict[str, Any] = {}
+    for m in modalities:
+        info = manifest.get("modalities", {}).get(m)
+        if info is None:
+            raise ValueError(f"modality '{m}' of the model is not in the feature store {path.parent}")
+        out[m] = {"format": info.get("format"),
+                  "extractors": [{k: e.get(k) for k in ("name", "class", "version", "settings", "settings_hash")}
+                                 for e in info.get("extractors", [])]}
+    return out
+
+
+def cohort_profile(cohort: Any, modalities: Sequence[str] = ()) -> dict[str, Any]:
+    """What scoring checks a new cohort against: time unit, declared clinical types, median sample day per timepoint.
+
+    ``cohort``: a :class:`~omics_risk.data.contract.Cohort` or its directory. Aggregates only (medians of days).
+    """
+    from omics_risk.data.contract import Cohort, load_cohort
+    from omics_risk.features.clinical import clinical_types
+
+    if not isinstance(cohort, Cohort):
+        cohort = load_cohort(cohort)
+    days: dict[str, dict[str, float]] = {}
+    for m in modalities or cohort.modalities:
+        rows = cohort.samples_of(m)
+        if rows.empty:
+            continue
+        med = pd.to_numeric(rows["day"], errors="coerce").groupby(rows["timepoint"].astype(str)).median()
+        days[m] = {str(tp): float(v) for tp, v in med.items() if np.isfinite(v)}
+    formats = {m: getattr(cohort.spec.modality(m), "format", None) for m in (modalities or cohort.modalities)}
+    return {"name": cohort.spec.name, "time_unit": cohort.spec.time_unit, "clinical": clinical_types(cohort.spec),
+            "formats": formats, "sample_days": days}
+
+
+def _plain_json(value: Any) -> Any:
+    """Dataclasses, tuples and numpy scalars as JSON-able values."""
+    import dataclasses
+
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
+    if isinstance(value, Mapping):
+        return {str(k): _plain_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain_json(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def scoring_settings(
+    model: SurvivalModel,
+    frame: pd.DataFrame,
+    *,
+    manifest: FeatureManifest | None = None,
+    horizons: Sequence[float] = DEFAULT_HORIZONS,
+    chunk_size: int = 1024,
+    training_risk: np.ndarray | None = None,
+    feature_store: str | Path | None = None,
+    training_cohort: Any = None,
+    ct_config: Any = None,
+) -> dict[str, Any]:
+    """The logged model's ``scoring.json``: everything batch scoring of a new cohort needs besides the model.
+
+    ``horizons`` / ``chunk_size`` (the pyfunc's params), ``risk_cutoffs`` of the training risks, ``feature_ranges``
+    of the training frame (:func:`omics_risk.scoring.shift.training_ranges`), and when given the ``extraction``
+    settings of the training feature store, the training ``cohort`` profile and the ``ct`` preprocessing of a
+    CT-image model. ``frame`` is the training patients' flat frame; only aggregates of it are stored.
+    """
+    from omics_risk.scoring.shift import training_ranges
+
+    manifest = manifest or model_manifest(model)
+    known = set(manifest.columns())
+    frame = frame[[c for c in frame.columns if c in known]]
+    out: dict[str, Any] = {"format_version": SCORING_FORMAT, "horizons": [float(h) for h in horizons],
+                           "chunk_size": int(chunk_size)}
+    if training_risk is None and manifest.images:
+        warnings.warn(f"{type(model).__name__} encodes {', '.join(manifest.images)} images, which the training "
+                      "frame does not carry: pass training_risk (the in-sample risks computed with the images) to "
+                      "store risk-group cut-offs; none are stored", stacklevel=3)
+    elif training_risk is None:
+        training_risk = score(model, frame, manifest=manifest, horizons=(), chunk_size=chunk_size)["risk_score"]
+    if training_risk is not None:
+        out["risk_cutoffs"] = risk_cutoffs(np.asarray(training_risk, dtype=float))
+    out["feature_ranges"] = training_ranges(frame, manifest)
+    if feature_store is not None:
+        out["extraction"] = extraction_spec(feature_store, list(manifest.modalities))
+    if training_cohort is not None:
+        out["cohort"] = cohort_profile(training_cohort, [*manifest.modalities, *manifest.images])
+    if ct_config is not None:
+        out["ct"] = _plain_json(ct_config)
+    return out
+
+
 def _package_copy(dest: Path) -> Path:
     """A clean copy of the installed ``omics_risk`` package (no caches) for ``code_paths``."""
     import omics_risk
@@ -373,6 +526,10 @@ def log_model(
     n_example_rows: int = 3,
     pip_requirements: Sequence[str] | None = None,
     extra_pip_requirements: Sequence[str] = (),
+    training_risk: np.ndarray | None = None,
+    feature_store: str | Path | None = None,
+    training_cohort: Any = None,
+    ct_config: Any = None,
 ) -> ModelInfo:
     """Log ``model`` as an MLflow pyfunc (to the active run if any), optionally registered under an alias.
 
@@ -385,6 +542,18 @@ def log_model(
         registered_model_name: register the logged model under this name (a new version).
         alias: point this registry alias (``challenger``, ``champion``) at the new version. Aliases, not stages.
         pip_requirements: defaults to :func:`pinned_requirements`.
+        training_risk: the in-sample risks of the training patients (default: scored from
+            ``input_example_frame``; required for CT-image models, whose frame lacks the images) for the risk-group
+            cut-offs.
+        feature_store: the training cohort's feature store; its extractor settings ship with the model so that
+            ``omics-risk score`` extracts a new cohort the same way (and refuses a cohort extracted otherwise).
+        training_cohort: the training cohort (directory or Cohort): time unit, clinical types and sample days,
+            against which a scored cohort is checked.
+        ct_config: CT preprocessing (:class:`~omics_risk.features.ct.CTConfig` or mapping) of a CT-image model.
+
+    ``input_example_frame`` should hold every training patient: the risk cut-offs (median, tertiles) and the training
+    feature ranges (1st / 99th percentiles, for distribution-shift warnings) are computed from it
+    (:func:`scoring_settings`); the MLflow input example keeps only a few synthetic rows.
 
     Returns:
         The ``ModelInfo``; ``registered_model_version`` is set when registered.
@@ -407,7 +576,10 @@ def log_model(
             raise ValueError(f"{type(model).__name__}.save() must write config.json with a 'class' key")
         resolve_model_class(json.loads(cfg_path.read_text())["class"])  # fail now, not at scoring time
         settings = {"horizons": [float(h) for h in horizons], "chunk_size": int(chunk_size)}
-        (tmp_path / SCORING_FILE).write_text(json.dumps(settings, indent=1))
+        full = scoring_settings(model, input_example_frame, manifest=manifest, horizons=horizons,
+                                chunk_size=chunk_size, training_risk=training_risk, feature_store=feature_store,
+                                training_cohort=training_cohort, ct_config=ct_config)
+        (tmp_path / SCORING_FILE).write_text(json.dumps(full, indent=1))
         example = privacy_safe_example(input_example_frame, manifest, n_example_rows)
         predictions = score(model, example, manifest=manifest, horizons=horizons, chunk_size=chunk_size)
         inferred = infer_signature(example, predictions, params=settings)
