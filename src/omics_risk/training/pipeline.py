@@ -4,15 +4,28 @@ This is the composition root behind ``python train.py``: it extracts features (c
 data, runs repeated stratified K-fold with every fitted step inside the fold, compares each model against the
 reference (clinical Cox) with a paired bootstrap, optionally validates on an external cohort, fits and registers
 the final fused model, and writes ``summary.json``. It returns the metrics so sweeps and tests skip the CLI.
+
+CT images (``model=fused_ct``): the fused model encodes the CT scans with a 3D ResNet. ``train`` builds one
+:class:`~omics_risk.models.fused.CTImageStore` per cohort (the deterministic :mod:`omics_risk.features.ct`
+preprocessing, cached on disk as tensors) and hands it to ``fit`` / ``predict_*`` of every fold, the external
+validation and the final model. The tensors are fold-safe: each one depends on its own scan only (fixed HU window,
+fixed spacing, crop around its own mask); everything learnt (network weights, batch-norm statistics) is fitted on
+the training patients of the fold, and a model only ever fetches the patients of the data it is given.
+
+Response tasks (``task=sclc_response``): the binary response head is trained jointly with the survival head, and
+a clinical logistic regression on the same folds (``clinical_logistic``) is the reference for the response AUC.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import logging
+import os
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,7 +36,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
-from omics_risk.data.contract import load_cohort
+from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.multimodal import MultimodalData, load_multimodal
 from omics_risk.evaluation.metrics import (
     bootstrap_metric,
@@ -39,9 +52,13 @@ from omics_risk.training.splits import repeated_stratified_folds
 
 log = logging.getLogger(__name__)
 
-__all__ = ["train"]
+__all__ = ["ResponseReference", "ct_timepoints_of", "train"]
 
 ModelFactory = Callable[[], SurvivalModel]
+#: Model row of the staged design's CT-only network (its out-of-fold risk is the deep radiomic risk score).
+CT_ONLY = "ct_deep"
+#: Model row of the response reference (clinical logistic regression) for tasks with a response endpoint.
+RESPONSE_REFERENCE = "clinical_logistic"
 
 
 def _features(root: Path, features_dir: str | None, cfg: DictConfig) -> Path:
@@ -60,38 +77,220 @@ def _load(root: Path, store: Path, cfg: DictConfig, *, drop_unlabelled: bool = T
                            drop_unlabelled=drop_unlabelled)
 
 
-def _factories(cfg: DictConfig, data: MultimodalData, types: dict[str, Any]) -> dict[str, ModelFactory]:
+# ------------------------------------------------------------------------------------------------ CT images
+def _uses_ct_images(cfg: DictConfig) -> bool:
+    return bool(OmegaConf.select(cfg, "model.estimator.use_ct_images", default=False))
+
+
+def _ct_modality(cfg: DictConfig) -> str:
+    return str(OmegaConf.select(cfg, "model.estimator.ct_modality", default=None) or "ct")
+
+
+def _ct_config(cfg: DictConfig) -> Any:
+    from omics_risk.features.ct import CTConfig
+
+    node = OmegaConf.select(cfg, "model.ct", default=None)
+    return CTConfig.from_mapping(node) if node is not None else CTConfig()
+
+
+def ct_timepoints_of(cohort: Cohort, modality: str = "ct") -> list[str]:
+    """The timepoints of a cohort's CT samples, earliest first (by the median sample day of each timepoint)."""
+    rows = cohort.samples_of(modality)
+    if rows.empty:
+        return []
+    day = pd.to_numeric(rows["day"], errors="coerce") if "day" in rows else pd.Series(np.nan, index=rows.index)
+    order = day.groupby(rows["timepoint"].astype(str)).median().fillna(np.inf)
+    return sorted(order.index, key=lambda tp: (order[tp], tp))
+
+
+def _check_ct_cohort(cohort: Cohort, modality: str, timepoints: list[str] | None, what: str) -> list[str]:
+    """The cohort's CT timepoints; an error when the modality is no image modality or lacks a wanted timepoint."""
+    spec = cohort.spec.modality(modality)
+    fmt = getattr(spec, "format", None) if spec is not None else None
+    if fmt != "image":
+        raise ValueError(f"model.estimator.use_ct_images needs an image modality '{modality}' in the {what} cohort's "
+                         f"cohort.yaml (found: {fmt or 'none'}); set model.estimator.ct_modality or use model=fused")
+    found = ct_timepoints_of(cohort, modality)
+    if not found:
+        raise ValueError(f"the {what} cohort ({cohort.root}) has no '{modality}' sample: nothing to train the CT "
+                         "encoder on; use model=fused")
+    missing = [tp for tp in (timepoints or []) if tp not in found]
+    if missing:
+        raise ValueError(f"model.estimator.ct_timepoints {missing} are not CT timepoints of the {what} cohort "
+                         f"(has: {', '.join(found)}); set model.estimator.ct_timepoints=null to use the cohort's")
+    return found
+
+
+def _preprocess_scan(ct_cfg: Any, cache_dir: str, image: str, mask: str) -> str | None:
+    """Fill the tensor cache for one scan (runs in a worker process); the error message if it cannot be read."""
+    from omics_risk.features.ct import CTTensorCache
+
+    try:
+        CTTensorCache(ct_cfg, cache_dir)(image, mask)
+    except Exception as exc:  # reported per scan; the patient then lacks that CT
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def _ct_images(cfg: DictConfig, cohort: Cohort, store: Path, *, what: str = "training") -> Any:
+    """The cohort's CT tensors as an ``images=`` provider (None when the model encodes no CT image).
+
+    Scans not in the tensor cache yet are preprocessed first, in parallel (``extract.workers``); then every patient's
+    tensors are loaded into memory, so training epochs read no file.
+    """
+    if not _uses_ct_images(cfg):
+        return None
+    from omics_risk.features.ct import CTTensorCache
+    from omics_risk.models.fused import CTImageStore
+
+    modality = _ct_modality(cfg)
+    wanted = OmegaConf.select(cfg, "model.estimator.ct_timepoints", default=None)
+    _check_ct_cohort(cohort, modality, list(wanted) if wanted else None, what)
+    ct_cfg = _ct_config(cfg)
+    cache_dir = Path(cfg.model.ct_cache_dir) if OmegaConf.select(cfg, "model.ct_cache_dir") else (
+        store / "cache" / "ct_tensors")
+    rows = cohort.samples_of(modality)
+    cache = CTTensorCache(ct_cfg, cache_dir)
+    scans = [(str(cohort.path(r.path)), str(cohort.path(r.mask_path))) for r in rows.itertuples()]
+    todo = [s for s in scans if not (cache.dir / f"{cache.key(*s)}.pt").is_file()]
+    progress = bool(cfg.training.progress)
+    if todo:
+        from joblib import Parallel, delayed
+
+        workers = cfg.extract.workers or os.cpu_count() or 1
+        n_jobs = max(1, min(int(workers), len(todo)))
+        log.info("preprocessing %d of %d CT scans of the %s cohort into %s (%d workers)", len(todo), len(scans),
+                 what, cache.dir, n_jobs)
+        jobs = (delayed(_preprocess_scan)(ct_cfg, str(cache_dir), image, mask) for image, mask in todo)
+        errors = Parallel(n_jobs=n_jobs)(tqdm(jobs, total=len(todo), desc=f"CT tensors ({what})", unit="scan",
+                                              disable=not progress))
+        failed = [(s[0], e) for s, e in zip(todo, errors, strict=True) if e is not None]
+        if failed:
+            shown = "; ".join(f"{Path(f).name}: {e}" for f, e in failed[:3])
+            warnings.warn(f"{len(failed)} of {len(scans)} CT scans of the {what} cohort cannot be preprocessed and "
+                          f"are left out ({shown}{' ...' if len(failed) > 3 else ''})", stacklevel=2)
+    images = CTImageStore(cohort, cfg=ct_cfg, cache_dir=cache_dir, modality=modality)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # failures were reported above, once
+        for pid in tqdm(list(images), desc=f"loading CT ({what})", unit="patient", disable=not progress):
+            images[pid]
+    log.info("CT tensors of %d patients (%d scans) of the %s cohort from %s", len(images), len(scans), what,
+             cache.dir)
+    return images
+
+
+def _wants_images(model: SurvivalModel) -> bool:
+    return bool(getattr(model, "use_ct_images", False))
+
+
+# ------------------------------------------------------------------------------------------------ models
+class ResponseReference(SurvivalModel):
+    """A binary baseline fitted on the response endpoint of a survival task (e.g. SCLC response next to PFS).
+
+    The reference for the fused model's response AUC on the same folds: ``predict_response`` is P(response) of the
+    wrapped model trained on ``data.extra_labels[response]`` (patients without a label are left out of its fit),
+    ``predict_risk`` is 1 - P(response), so its C-index for the survival endpoint is reported too.
+    """
+
+    def __init__(self, model: SurvivalModel, response: str, name: str = RESPONSE_REFERENCE):
+        self.model = model
+        self.response = response
+        self.name = name
+
+    def _view(self, data: MultimodalData) -> MultimodalData:
+        if self.response not in data.extra_labels:
+            raise ValueError(f"response '{self.response}' is not in data.extra_labels "
+                             f"(has: {', '.join(data.extra_labels) or 'none'})")
+        return dataclasses.replace(data, time=None, event=None, label=data.extra_labels[self.response],
+                                   endpoint=self.response)
+
+    def fit(self, data: MultimodalData) -> ResponseReference:
+        self.model.fit(self._view(data))
+        return self
+
+    def predict_response(self, data: MultimodalData) -> np.ndarray:
+        return np.asarray(self.model.predict_response(self._view(data)), dtype=float)
+
+    def predict_risk(self, data: MultimodalData) -> np.ndarray:
+        return 1.0 - self.predict_response(data)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self.model.describe(), "response": self.response}
+
+
+def _factories(cfg: DictConfig, data: MultimodalData, types: dict[str, Any],
+               ct_timepoints: list[str] | None = None) -> dict[str, ModelFactory]:
     """Fresh, unfitted models per fold: the fused model first, then the baselines."""
     mods = data.modality_names
+    est = cfg.model.estimator
+    extra: dict[str, Any] = {"modalities": mods, "clinical_types": types, "seed": int(cfg.seed),
+                             "device": cfg.training.device}
+    if cfg.task.response:
+        extra["response_label"] = cfg.task.response
+        heads = list(OmegaConf.select(cfg, "model.estimator.heads", default=None) or ["cox"])
+        if "binary" not in heads:  # a response task trains the response head jointly with the survival head
+            extra["heads"] = [*heads, "binary"]
+    if _uses_ct_images(cfg):
+        if not OmegaConf.select(cfg, "model.estimator.ct_timepoints", default=None):
+            extra["ct_timepoints"] = list(ct_timepoints or [])
+        if OmegaConf.select(cfg, "model.estimator.ct_in_channels", default=None) is None:
+            extra["ct_in_channels"] = 2 if _ct_config(cfg).mask_channel else 1
 
     def fused() -> SurvivalModel:
-        extra: dict[str, Any] = {"modalities": mods, "clinical_types": types, "seed": int(cfg.seed),
-                                 "device": cfg.training.device}
-        if cfg.task.response:
-            extra["response_label"] = cfg.task.response
-        return instantiate(cfg.model.estimator, **extra)
+        return instantiate(est, **extra)
 
     factories: dict[str, ModelFactory] = {str(cfg.model.name): fused}
+    if _uses_ct_images(cfg) and OmegaConf.select(cfg, "model.deep_radiomic_score", default=False):
+        ct_only = {**extra, "modalities": [], "use_clinical": False, "heads": ["cox"], "response_label": None,
+                   "name": CT_ONLY}
+        factories[CT_ONLY] = lambda: instantiate(est, **ct_only)
     if cfg.baselines.enabled:
         settings = OmegaConf.to_container(cfg.baselines.settings, resolve=True) or {}
         settings = {**settings, "clinical_types": types, "seed": int(cfg.seed)}
         names = list(make_baselines(mods, "survival", settings))
         for name in names:
             factories[name] = (lambda n=name: make_baselines(mods, "survival", settings)[n])
+        if cfg.task.response:
+            ref = {**settings, "include": ["clinical_cox"], "exclude": None}
+            factories[RESPONSE_REFERENCE] = lambda: ResponseReference(
+                make_baselines(mods, "binary", ref)["clinical_cox"], str(cfg.task.response))
     return factories
 
 
+def _check_optimized_metric(cfg: DictConfig, names: list[str]) -> None:
+    """Fail before training when ``optimized_metric`` names no model of the run (the sweeper would find nothing)."""
+    metric = str(OmegaConf.select(cfg, "optimized_metric", default="") or "")
+    if not metric:
+        return
+    model = metric.removeprefix("external/").split("/", 1)[0]
+    if model not in names:
+        raise ValueError(f"optimized_metric '{metric}' names no model of this run (models: {', '.join(names)}); "
+                         f"set optimized_metric={names[0]}/cindex")
+
+
+def _fit(model: SurvivalModel, data: MultimodalData, images: Any = None,
+         on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> SurvivalModel:
+    kwargs: dict[str, Any] = {}
+    params = inspect.signature(model.fit).parameters
+    if "on_epoch" in params:
+        kwargs["on_epoch"] = on_epoch
+    if _wants_images(model) and "images" in params:
+        kwargs["images"] = images
+    return model.fit(data, **kwargs)
+
+
 def _fit_predict(model: SurvivalModel, train: MultimodalData, test: MultimodalData,
-                 on_epoch: Callable[[int, dict[str, float]], None] | None) -> tuple[np.ndarray, np.ndarray | None]:
-    if "on_epoch" in inspect.signature(model.fit).parameters:
-        model.fit(train, on_epoch=on_epoch)  # type: ignore[call-arg]
-    else:
-        model.fit(train)
-    risk = np.asarray(model.predict_risk(test), dtype=float)
+                 on_epoch: Callable[[int, dict[str, float]], None] | None, images: Any = None,
+                 test_images: Any = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Fit on ``train``, score ``test``. ``images`` / ``test_images``: CT providers of the two cohorts (the same
+    store for cross-validation folds; ``test_images`` defaults to ``images``) for models that encode CT."""
+    _fit(model, train, images, on_epoch)
+    kw = {"images": test_images if test_images is not None else images} if _wants_images(model) else {}
+    risk = np.asarray(model.predict_risk(test, **kw), dtype=float)
     response = None
     if test.extra_labels:
         try:
-            response = np.asarray(model.predict_response(test), dtype=float)
+            response = np.asarray(model.predict_response(test, **kw), dtype=float)
         except (NotImplementedError, ValueError):
             response = None
     return risk, response
@@ -128,7 +327,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"task.endpoint '{cfg.task.endpoint}' must be a survival endpoint; binary endpoints go in "
                          "task.response (trained jointly with the survival head)")
     types = clinical_types(cohort.spec)
-    factories = _factories(cfg, data, types)
+    ct_tps = (_check_ct_cohort(cohort, _ct_modality(cfg), None, "training") if _uses_ct_images(cfg) else None)
+    factories = _factories(cfg, data, types, ct_tps)
+    _check_optimized_metric(cfg, list(factories))
+    images = _ct_images(cfg, cohort, store)
     folds = repeated_stratified_folds(int(cfg.training.cv.folds), int(cfg.training.cv.repeats), int(cfg.seed),
                                       event=data.event, time=data.time)
     n, n_rep = len(data), int(cfg.training.cv.repeats)
@@ -159,7 +361,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                         on_epoch = ((lambda e, m: mu.safe_log_metrics(m, step=e)) if (mu and cfg.tracking.log_folds)
                                     else None)
                         t0 = time.perf_counter()
-                        risk, resp = _fit_predict(make(), train_d, test_d, on_epoch)
+                        risk, resp = _fit_predict(make(), train_d, test_d, on_epoch, images)
                         fit_seconds[name] += time.perf_counter() - t0
                         c = harrell_c(test_d.time, test_d.event, risk)
                         fold_c[name].append(c)
@@ -177,14 +379,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ref = str(cfg.evaluation.reference)
         comparisons = _compare(data, oof, fold_of, ref, cfg) if ref in oof else {}
         metrics.update(comparisons)
-        external = _external(cfg, factories, data) if cfg.data.validation_root else {}
+        scores_file = _deep_radiomic_scores(data, oof[CT_ONLY], fold_of, output_dir) if CT_ONLY in oof else None
+        external = _external(cfg, factories, data, images) if cfg.data.validation_root else {}
         metrics.update(external)
-        final_info = _final_model(cfg, factories, data, mu) if cfg.training.final_model else {}
+        final_info = _final_model(cfg, factories, data, mu, images) if cfg.training.final_model else {}
         table = _table(metrics, list(factories), ref)
         summary = {"task": cfg.task.name, "endpoint": cfg.task.endpoint, "cohort": cohort.spec.name,
                    "n_patients": n, "n_events": int(data.event.sum()), "modalities": data.modality_names,
                    "cv": {"folds": int(cfg.training.cv.folds), "repeats": n_rep}, "reference": ref,
                    "metrics": metrics, "table": table.to_dict(orient="records"), **final_info}
+        if cfg.task.response:
+            label = data.extra_labels.get(str(cfg.task.response))
+            summary["response"] = {"endpoint": str(cfg.task.response),
+                                   "n_labelled": int(np.isfinite(label).sum()) if label is not None else 0,
+                                   "n_responders": int(np.nansum(label)) if label is not None else 0}
+        if images is not None:
+            summary["ct_images"] = {"patients": len(images), "timepoints": ct_tps,
+                                    "deep_radiomic_score": str(scores_file) if scores_file else None}
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         table.to_csv(output_dir / "summary.csv", index=False)
         print(_format_table(table, cfg))
@@ -193,25 +404,44 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
             mlflow.log_artifact(str(output_dir / "summary.json"))
             mlflow.log_artifact(str(output_dir / "summary.csv"))
+            if scores_file is not None:
+                mlflow.log_artifact(str(scores_file))
             mu.safe_log_metrics({str(cfg.optimized_metric): metrics.get(str(cfg.optimized_metric), float("nan"))})
     return metrics
 
 
 def _summarise(name: str, data: MultimodalData, oof: np.ndarray, oof_resp: np.ndarray, fold_of: np.ndarray,
                fold_c: list[float], cfg: DictConfig) -> dict[str, float]:
-    """Mean per-fold C, and a bootstrap CI of the pooled out-of-fold C (percentile ranks within folds)."""
+    """Mean per-fold C, and a bootstrap CI of the pooled out-of-fold C (percentile ranks within folds); with a
+    response endpoint, the pooled out-of-fold response AUC with its bootstrap CI."""
     pooled = _ranked(oof[0], fold_of[0])
     est = bootstrap_metric(harrell_c, data.time, data.event, pooled, n_boot=int(cfg.evaluation.bootstrap),
                            seed=int(cfg.seed))
     out = {f"{name}/cindex": float(np.nanmean(fold_c)), f"{name}/cindex_sd": float(np.nanstd(fold_c)),
            f"{name}/cindex_pooled": est.value, f"{name}/cindex_ci_low": est.low, f"{name}/cindex_ci_high": est.high}
     if data.extra_labels and np.isfinite(oof_resp[0]).any():
-        label = next(iter(data.extra_labels.values()))
-        auc = bootstrap_metric(response_auc, label, oof_resp[0], n_boot=int(cfg.evaluation.bootstrap),
-                               seed=int(cfg.seed))
-        out.update({f"{name}/response_auc": auc.value, f"{name}/response_auc_ci_low": auc.low,
-                    f"{name}/response_auc_ci_high": auc.high})
+        out.update(_response_metrics(name, next(iter(data.extra_labels.values())), oof_resp[0], cfg))
     return out
+
+
+def _response_metrics(name: str, label: np.ndarray, prob: np.ndarray, cfg: DictConfig) -> dict[str, float]:
+    """Response AUC of ``prob`` with its percentile-bootstrap CI over the labelled patients."""
+    ok = np.isfinite(label) & np.isfinite(prob)
+    auc = bootstrap_metric(response_auc, label[ok], prob[ok], n_boot=int(cfg.evaluation.bootstrap),
+                           seed=int(cfg.seed))
+    return {f"{name}/response_auc": auc.value, f"{name}/response_auc_ci_low": auc.low,
+            f"{name}/response_auc_ci_high": auc.high, f"{name}/response_n": float(ok.sum())}
+
+
+def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.ndarray, output_dir: Path) -> Path:
+    """The CT-only network's out-of-fold log hazard per patient and repeat (the staged design's deep radiomic risk
+    score; ``percentile`` is its rank within the fold, comparable across folds)."""
+    frames = [pd.DataFrame({"patient_id": data.patients.astype(str), "repeat": r, "fold": fold_of[r],
+                            "deep_radiomic_score": oof[r], "percentile": _ranked(oof[r], fold_of[r])})
+              for r in range(oof.shape[0])]
+    path = output_dir / "deep_radiomic_score.csv"
+    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
+    return path
 
 
 def _compare(data: MultimodalData, oof: dict[str, np.ndarray], fold_of: np.ndarray, ref: str,
@@ -229,28 +459,39 @@ def _compare(data: MultimodalData, oof: dict[str, np.ndarray], fold_of: np.ndarr
     return out
 
 
-def _external(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData) -> dict[str, float]:
+def _external(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData,
+              images: Any = None) -> dict[str, float]:
     """Train on the whole training cohort, evaluate on the validation cohort (the trial's 200 + 100 design)."""
     vroot = Path(cfg.data.validation_root)
     vstore = _features(vroot, cfg.data.validation_features_dir, cfg)
     vdata = load_multimodal(vroot, vstore, modalities=data.modality_names, endpoint=cfg.task.endpoint,
                             response=cfg.task.response)
+    vimages = _ct_images(cfg, load_cohort(vroot), vstore, what="validation") if images is not None else None
     out: dict[str, float] = {"external/n_patients": float(len(vdata))}
     for name, make in factories.items():
-        risk, _ = _fit_predict(make(), data, vdata, None)
+        risk, resp = _fit_predict(make(), data, vdata, None, images, vimages)
         est = bootstrap_metric(harrell_c, vdata.time, vdata.event, risk, n_boot=int(cfg.evaluation.bootstrap),
                                seed=int(cfg.seed))
         out.update({f"external/{name}/cindex": est.value, f"external/{name}/cindex_ci_low": est.low,
                     f"external/{name}/cindex_ci_high": est.high})
+        if resp is not None and vdata.extra_labels:
+            out.update(_response_metrics(f"external/{name}", next(iter(vdata.extra_labels.values())), resp, cfg))
     return out
 
 
-def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData, mu: Any) -> dict:
-    """Fit the fused model on every patient; log it as a pyfunc and register it under the configured alias."""
+def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData, mu: Any,
+                 images: Any = None) -> dict:
+    """Fit the fused model on every patient; log it as a pyfunc and register it under the configured alias.
+
+    A CT-image model is fitted with the CT tensors; the pyfunc scores flat frames, which carry no image, so the
+    logged model scores every patient as lacking CT (``log_model`` warns, and ``ct_images_in_pyfunc`` is false).
+    """
     name = str(cfg.model.name)
     model = factories[name]()
-    model.fit(data)
+    _fit(model, data, images)
     info: dict[str, Any] = {"final_model": name}
+    if _wants_images(model):
+        info["ct_images_in_pyfunc"] = False
     out_dir = Path(cfg.paths.output_dir) / "model"
     if hasattr(model, "save"):
         model.save(out_dir)
@@ -267,7 +508,7 @@ def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: Mult
     return info
 
 
-def _table(metrics: dict[str, float], names: list[str], ref: str) -> pd.DataFrame:
+def _table(metrics: Mapping[str, float], names: list[str], ref: str) -> pd.DataFrame:
     rows = []
     for name in names:
         row = {"model": name, "cindex": metrics.get(f"{name}/cindex"), "cindex_sd": metrics.get(f"{name}/cindex_sd"),
@@ -275,15 +516,21 @@ def _table(metrics: dict[str, float], names: list[str], ref: str) -> pd.DataFram
                "ci_low": metrics.get(f"{name}/cindex_ci_low"), "ci_high": metrics.get(f"{name}/cindex_ci_high"),
                f"delta_vs_{ref}": metrics.get(f"{name}/delta_vs_{ref}"), "p": metrics.get(f"{name}/delta_vs_{ref}_p"),
                "fit_seconds": metrics.get(f"{name}/fit_seconds")}
-        if f"{name}/response_auc" in metrics:
-            row["response_auc"] = metrics[f"{name}/response_auc"]
+        if any(f"{m}/response_auc" in metrics for m in names):
+            row.update({"response_auc": metrics.get(f"{name}/response_auc"),
+                        "response_auc_ci_low": metrics.get(f"{name}/response_auc_ci_low"),
+                        "response_auc_ci_high": metrics.get(f"{name}/response_auc_ci_high")})
         if f"external/{name}/cindex" in metrics:
             row["external_cindex"] = metrics[f"external/{name}/cindex"]
+        if f"external/{name}/response_auc" in metrics:
+            row["external_response_auc"] = metrics[f"external/{name}/response_auc"]
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def _format_table(table: pd.DataFrame, cfg: DictConfig) -> str:
     head = (f"\nHeld-out metrics ({cfg.training.cv.folds}-fold CV x {cfg.training.cv.repeats}, endpoint "
-            f"{cfg.task.endpoint}; C-index = mean over folds, 95% CI from a bootstrap of pooled out-of-fold risks)")
-    return head + "\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}")
+            f"{cfg.task.endpoint}; C-index = mean over folds, 95% CI from a bootstrap of pooled out-of-fold risks")
+    if "response_auc" in table:
+        head += f"; response AUC ({cfg.task.response}) of pooled out-of-fold probabilities with its 95% CI"
+    return head + ")\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
