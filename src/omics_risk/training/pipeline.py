@@ -382,7 +382,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         scores_file = _deep_radiomic_scores(data, oof[CT_ONLY], fold_of, output_dir) if CT_ONLY in oof else None
         external = _external(cfg, factories, data, images) if cfg.data.validation_root else {}
         metrics.update(external)
-        final_info = _final_model(cfg, factories, data, mu, images) if cfg.training.final_model else {}
+        final_info = _final_model(cfg, factories, data, mu, images, cohort=cohort, store=store) \
+            if cfg.training.final_model else {}
         table = _table(metrics, list(factories), ref)
         summary = {"task": cfg.task.name, "endpoint": cfg.task.endpoint, "cohort": cohort.spec.name,
                    "n_patients": n, "n_events": int(data.event.sum()), "modalities": data.modality_names,
@@ -480,7 +481,7 @@ def _external(cfg: DictConfig, factories: dict[str, ModelFactory], data: Multimo
 
 
 def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData, mu: Any,
-                 images: Any = None) -> dict:
+                 images: Any = None, *, cohort: Cohort | None = None, store: Path | None = None) -> dict:
     """Fit the fused model on every patient; log it as a pyfunc and register it under the configured alias.
 
     A CT-image model is fitted with the CT tensors; the pyfunc scores flat frames, which carry no image, so the
@@ -501,8 +502,14 @@ def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: Mult
         from omics_risk.scoring.pyfunc import log_model
 
         with mu.start_model_run(f"{name}_final"):
+            # The scoring settings travel with the model: the extraction settings of the feature store, the
+            # training cohort's profile (time unit, columns), the CT preprocessing, and the training risks for
+            # the risk-group cut-offs (scored with the CT tensors for a CT-image model).
+            ct = {"ct_config": _ct_config(cfg),
+                  "training_risk": model.predict_risk(data, images=images)} if _wants_images(model) else {}
             mi = log_model(model, horizons=list(cfg.evaluation.horizons), input_example_frame=to_frame(data),
-                           registered_model_name=cfg.tracking.registered_model_name, alias=cfg.tracking.alias)
+                           registered_model_name=cfg.tracking.registered_model_name, alias=cfg.tracking.alias,
+                           feature_store=store, training_cohort=cohort, **ct)
         info.update({"model_uri": mi.model_uri, "registered_model": cfg.tracking.registered_model_name,
                      "alias": cfg.tracking.alias, "registered_version": getattr(mi, "registered_model_version", None)})
     return info
