@@ -193,7 +193,7 @@ def test_model_card_validation_and_file(tmp_path):
     path = write_model_card(tmp_path / "card" / "model_card.md", **{**dict(
         name="m", version="1", task="survival", endpoint="os", data={"n_patients": 10, "n_events": 4},
         metrics={}, intended_use="Testing.", limitations=["Tiny."], training={})})
-    assert "No metrics were recorded." in path.read_text()
+    assert "No metrics were recorded." in path.read_text(encoding="utf-8")
 
 
 def test_templates_ship_with_the_package():
