@@ -11,7 +11,7 @@ STAMP := $(VENV)/.omics-risk-installed
 DEMO_DIR ?= data/demo
 DEMO_N ?= 300
 DEMO_SEED ?= 7
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= -n 2 --durations=15  # both CI cores (pytest-xdist); the slowest tests are listed at the end
 
 # Exit 0 when DIR holds the synthetic cohort this generator would make for N and SEED.
 define DEMO_CURRENT
