@@ -81,6 +81,9 @@ def test_fused_ct_trains_end_to_end_with_the_cohort_ct(nsclc_cohort: Path, tmp_p
     cohort = load_cohort(nsclc_cohort)
     with_ct = cohort.samples_of("ct")["patient_id"].nunique()
     assert summary["ct_images"]["patients"] == with_ct
+    # The run's evaluation report: written, and no error recorded.
+    assert "report_error" not in summary and Path(summary["report"]).is_file()
+    assert (run / "evaluation" / "metrics.csv").is_file()
     assert summary["ct_images"]["timepoints"] == ["preop", "postop1"]
     assert summary["ct_images_in_pyfunc"] is False
     # the tensors were cached once per scan, with the configured crop

@@ -397,6 +397,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if images is not None:
             summary["ct_images"] = {"patients": len(images), "timepoints": ct_tps,
                                     "deep_radiomic_score": str(scores_file) if scores_file else None}
+        summary.update(_run_report(cfg, data, oof, fold_of, list(factories), output_dir, cohort, final_info,
+                                   metrics, active_run=mu is not None))
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         table.to_csv(output_dir / "summary.csv", index=False)
         print(_format_table(table, cfg))
@@ -409,6 +411,51 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 mlflow.log_artifact(str(scores_file))
             mu.safe_log_metrics({str(cfg.optimized_metric): metrics.get(str(cfg.optimized_metric), float("nan"))})
     return metrics
+
+
+def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndarray], fold_of: np.ndarray,
+                names: list[str], output_dir: Path, cohort: Cohort, final_info: Mapping[str, Any],
+                metrics: Mapping[str, float], *, active_run: bool) -> dict[str, Any]:
+    """The run's evaluation report (metrics with CIs, plots, report.html; logged to the job run) and the model card
+    of the registered model. A failure here is reported in summary.json and the log, never lost, and does not
+    discard the trained models."""
+    rep = cfg.evaluation.get("report", None)
+    if rep is None or not rep.get("enabled", True):
+        return {}
+    from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
+
+    out: dict[str, Any] = {}
+    fused = str(cfg.model.name)
+    try:
+        risks = {m: oof[m][0] for m in [fused, *[n for n in names if n != fused]] if np.isfinite(oof[m][0]).all()}
+        report = build_run_report(risks, data, output_dir=output_dir / "evaluation",
+                                  horizons=list(cfg.evaluation.horizons), folds=fold_of[0], fused=fused,
+                                  reference=str(cfg.evaluation.reference), n_boot=int(rep.get("n_boot", 200)),
+                                  seed=int(cfg.seed), risk_groups=rep.get("risk_groups", "median"),
+                                  slow_metrics=bool(rep.get("slow_metrics", False)),
+                                  mlflow_run=True if active_run else None,
+                                  title=f"{cohort.spec.name}: {cfg.task.endpoint} ({cfg.run_name})",
+                                  progress=bool(cfg.training.progress))
+        out["report"] = str(report.report)
+        if report.notes:
+            out["report_notes"] = list(report.notes)
+    except Exception as exc:  # the models are trained; a broken report must not lose them
+        log.exception("the evaluation report of this run failed")
+        out["report_error"] = f"{type(exc).__name__}: {exc}"
+    version = final_info.get("registered_version")
+    if active_run and version is not None:
+        try:
+            card = register_model_card(
+                registered_model_name=str(final_info["registered_model"]), version=version,
+                alias=final_info.get("alias"), data=data, metrics=card_metrics(metrics, fused),
+                cohort=cohort.spec.name, cv=f"{int(cfg.training.cv.folds)}-fold stratified CV x "
+                f"{int(cfg.training.cv.repeats)} repeat(s), patient level", endpoint=str(cfg.task.endpoint),
+                horizons=list(cfg.evaluation.horizons), output_dir=output_dir)
+            out["model_card"] = str(card)
+        except Exception as exc:
+            log.exception("the model card of the registered model failed")
+            out["model_card_error"] = f"{type(exc).__name__}: {exc}"
+    return out
 
 
 def _summarise(name: str, data: MultimodalData, oof: np.ndarray, oof_resp: np.ndarray, fold_of: np.ndarray,
