@@ -28,6 +28,7 @@ the horizon and the follow-up, instead of scikit-survival's ``ValueError`` from 
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import warnings
 from collections.abc import Callable, Sequence
@@ -552,7 +553,7 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
                       train_time: np.ndarray | None = None, train_event: np.ndarray | None = None,
                       groups=None, n_boot: int = 1000, seed: int = 0, tau: float | None = None,
                       surv_at_own_time: np.ndarray | None = None, alpha: float = 0.05, n_jobs: int = 1,
-                      progress: bool = False) -> dict[str, Estimate]:
+                      progress: bool = False, exclude: Sequence[str] = ()) -> dict[str, Estimate]:
     """Every survival metric the inputs allow, each with a percentile bootstrap CI over patients (same resamples for
     every metric; training data fixed).
 
@@ -564,7 +565,9 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
     patient): ``logrank_p`` and ``hr_<group>_vs_<lowest>``. Horizons are checked first (:class:`HorizonError`).
 
     Cost: the Cox-based entries (calibration slope, HRs) take ~30 ms per resample with lifelines, the others a few ms;
-    ``n_jobs`` > 1 runs the metrics in parallel processes (joblib).
+    ``n_jobs`` > 1 runs the metrics in parallel processes (joblib). ``exclude`` leaves out keys matching any of its
+    shell-style patterns, e.g. ``("calibration_slope", "hr_*")`` for a quick table (or for scores that are not on
+    the log-hazard scale, such as within-fold percentile ranks, where the slope means nothing).
     """
     time, event = _arrays(time, event)
     risk = np.asarray(risk, float)
@@ -627,6 +630,8 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
             jobs[f"hr_{labels[k]}_vs_{labels[0]}"] = (partial(lambda t, e, c, k: hrs(t, e, c)[k], k=k),
                                                       (time, event, code))
 
+    if exclude:
+        jobs = {k: v for k, v in jobs.items() if not any(fnmatch.fnmatchcase(k, pat) for pat in exclude)}
     run = partial(_with_ci, n_boot=n_boot, seed=seed, alpha=alpha)
     bar = partial(tqdm, total=len(jobs), desc="bootstrap metrics", disable=not progress)
     if n_jobs == 1:

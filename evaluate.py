@@ -1,0 +1,93 @@
+"""Evaluate models for statisticians (see configs/evaluate.yaml and docs/evaluation.md).
+
+    python evaluate.py mode=external model_uri=models:/omics-risk-rfs@challenger data.root=DIR   # external validation
+    python evaluate.py mode=compare experiment_name=omics-risk reference=clinical_cox            # compare train runs
+
+Both print a metric table, write report.html, summary.json, CSVs and PNGs to the Hydra output directory and log a new
+MLflow run. Settings that cannot work (a horizon beyond the follow-up, an unknown model or experiment, a cohort that
+does not fit the model) end with a one-line error and exit status 2, not a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("evaluate")
+
+
+def _horizons(cfg: DictConfig) -> list[float] | None:
+    h = cfg.horizons
+    if h is None:
+        return None
+    return [float(x) for x in (h if OmegaConf.is_list(h) or isinstance(h, list | tuple) else [h])]
+
+
+def evaluate(cfg: DictConfig) -> Any:
+    """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
+    from omics_risk.evaluation.compare import compare_experiment
+    from omics_risk.evaluation.external import EvaluationError, validate_external
+    from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri
+
+    out = Path(cfg.paths.output_dir)
+    uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
+    ev = cfg.evaluation
+    settings = {k: v for k, v in flatten_params(cfg).items() if not k.startswith(("paths.", "hydra"))}
+    if cfg.mode == "external":
+        if not cfg.data.root:
+            raise EvaluationError("mode=external needs the labelled cohort: data.root=DIR")
+        if not cfg.model_uri:
+            raise EvaluationError("mode=external needs model_uri=models:/NAME@ALIAS (or runs:/RUN_ID/model)")
+        result = validate_external(
+            str(cfg.model_uri), Path(cfg.data.root), output_dir=out, features_dir=cfg.data.features_dir,
+            extract=bool(cfg.data.extract), workers=cfg.data.workers,
+            endpoint=OmegaConf.select(cfg, "task.endpoint", default=None),
+            response=OmegaConf.select(cfg, "task.response", default=None), horizons=_horizons(cfg),
+            train_cohort=cfg.data.train_root, train_features_dir=cfg.data.train_features_dir, n_boot=int(ev.n_boot),
+            seed=int(ev.seed), alpha=float(ev.alpha), risk_groups=str(ev.risk_groups),
+            slow_metrics=bool(ev.slow_metrics), contribution=bool(cfg.contribution.enabled),
+            contribution_n_boot=int(cfg.contribution.n_boot), top_features=bool(cfg.top_features.enabled),
+            top_n=int(cfg.top_features.n), top_repeats=int(cfg.top_features.n_repeats),
+            per_modality=int(cfg.top_features.per_modality), n_jobs=int(ev.n_jobs), tracking_uri=uri,
+            experiment=str(cfg.tracking.experiment), log_to_mlflow=bool(cfg.tracking.enabled), params=settings,
+            progress=bool(cfg.progress))
+    elif cfg.mode == "compare":
+        runs = cfg.runs if isinstance(cfg.runs, str) else list(cfg.runs)
+        result = compare_experiment(
+            str(cfg.experiment_name), output_dir=out, reference=str(cfg.reference), runs=runs,
+            horizons=_horizons(cfg), n_boot=int(ev.n_boot), seed=int(ev.seed), alpha=float(ev.alpha),
+            repeat=int(ev.repeat), tracking_uri=uri, log_to_mlflow=bool(cfg.tracking.enabled), params=settings,
+            progress=bool(cfg.progress))
+    else:
+        raise EvaluationError(f"mode must be 'external' or 'compare', got {cfg.mode!r}")
+    print(result.to_text())
+    where = f"\nreport: {result.paths['report']}"
+    if result.run_id:
+        where += f"\nMLflow run: {result.run_id} ({uri})"
+    print(where)
+    return result
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from omics_risk.data.contract import CohortError
+    from omics_risk.evaluation.external import EvaluationError
+    from omics_risk.evaluation.metrics import HorizonError
+    from omics_risk.scoring.batch import CohortMismatchError, ModelLoadError
+
+    try:
+        evaluate(cfg)
+    except (HorizonError, EvaluationError, ModelLoadError, CohortError, CohortMismatchError,
+            FileNotFoundError) as err:
+        kind = "horizon" if isinstance(err, HorizonError) else type(err).__name__
+        print(f"evaluate.py: error ({kind}): {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

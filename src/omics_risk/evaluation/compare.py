@@ -1,0 +1,463 @@
+"""Compare the models of training runs: metrics with CIs and paired C-index tests against a reference model.
+
+``python evaluate.py mode=compare experiment_name=omics-risk [reference=clinical_cox] [runs=latest|all|ID,ID]`` runs
+:func:`compare_experiment` on the job runs of ``train.py`` in an MLflow experiment. Every job run has one nested run
+per model (``omics_risk.level=model``, tag ``model=<name>``), and each model run carries its pooled out-of-fold
+predictions as the artifact :data:`OOF_ARTIFACT` (``oof_risk.parquet``, written by :func:`oof_table` and
+:func:`log_oof_risks`):
+
+==============  ===================================================================================
+column          meaning
+==============  ===================================================================================
+patient_id      the cohort's (pseudonymised) patient identifier: artifacts only, never names or tags
+repeat          CV repeat (0-based)
+fold            test fold of the patient in that repeat
+time, event     the outcome (days; 1 = event)
+risk            the out-of-fold risk (higher = riskier), as the model of that fold scored it
+response_prob   optional: out-of-fold response probability (models with a response head)
+label           optional: the response label (NaN = not assessed)
+==============  ===================================================================================
+
+For every model: the risks of repeat 0 (as ``train()`` pools them) are ranked within their test fold, then
+Harrell's and Uno's C and the time-dependent AUC at the horizons get percentile bootstrap CIs, and the C-index
+difference to the reference model **of the same job** (same folds, same patients; matched by ``patient_id``) gets a
+paired bootstrap CI and p-value (:func:`~omics_risk.evaluation.metrics.paired_bootstrap_difference`). Model runs
+without the artifact (runs logged before it existed) fall back to the numbers the training run logged (pooled
+C-index with CI; the paired test from the job's ``summary.json``, available only against the training reference),
+marked ``source = training metrics``.
+
+The comparison is printed, written as ``comparison.csv`` + forest plot + ``report.html``, and logged as a new run of
+the same experiment tagged ``omics_risk.level=comparison`` (never itself compared).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from omics_risk.evaluation.external import EvaluationError
+from omics_risk.evaluation.metrics import evaluate_survival, paired_bootstrap_difference
+from omics_risk.evaluation.plots import plot_model_comparison, save_figure
+from omics_risk.evaluation.run_report import log_outputs, usable_horizons, within_fold_ranks
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "COMPARISON_LEVEL",
+    "OOF_ARTIFACT",
+    "CompareResult",
+    "ModelRun",
+    "compare_experiment",
+    "compare_runs",
+    "display_table",
+    "find_model_runs",
+    "log_oof_risks",
+    "oof_table",
+]
+
+#: The artifact of a model run holding its out-of-fold predictions (see the module docstring).
+OOF_ARTIFACT = "oof_risk.parquet"
+#: Level tag (``omics_risk.level``) of comparison runs.
+COMPARISON_LEVEL = "comparison"
+_EXCLUDE = ("calibration_slope", "hr_*", "logrank_p")  # ranks are not log hazards; no groups in a comparison
+
+
+# ------------------------------------------------------------------------------------------------ the artifact
+def oof_table(patients: Sequence[Any], time: np.ndarray, event: np.ndarray, risk: np.ndarray, folds: np.ndarray, *,
+              response: np.ndarray | None = None, label: np.ndarray | None = None) -> pd.DataFrame:
+    """The :data:`OOF_ARTIFACT` table of one model: ``risk`` and ``folds`` are (n,) or (n_repeats, n) as
+    ``train()`` holds them (``oof[name]``, ``fold_of``); ``response`` likewise (NaN rows are dropped per repeat)."""
+    risk = np.atleast_2d(np.asarray(risk, dtype=float))
+    folds = np.atleast_2d(np.asarray(folds))
+    n = len(patients)
+    if risk.shape[1] != n or folds.shape != risk.shape:
+        raise ValueError(f"risk {risk.shape} and folds {folds.shape} must be (n_repeats, {n} patients)")
+    resp = None if response is None else np.atleast_2d(np.asarray(response, dtype=float))
+    frames = []
+    for r in range(risk.shape[0]):
+        f = pd.DataFrame({"patient_id": pd.Index(patients).astype(str), "repeat": r, "fold": folds[r].astype(int),
+                          "time": np.asarray(time, float), "event": np.asarray(event).astype(int), "risk": risk[r]})
+        if resp is not None and np.isfinite(resp[r]).any():
+            f["response_prob"] = resp[r]
+        if label is not None:
+            f["label"] = np.asarray(label, dtype=float)
+        frames.append(f[np.isfinite(f["risk"]).to_numpy() & (f["fold"] >= 0).to_numpy()])
+    return pd.concat(frames, ignore_index=True)
+
+
+def log_oof_risks(table: pd.DataFrame, *, run_id: str | None = None) -> None:
+    """Log ``table`` (:func:`oof_table`) as :data:`OOF_ARTIFACT` of ``run_id`` or the active run."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            raise RuntimeError("log_oof_risks needs an active MLflow run (the model run) or run_id=")
+        run_id = active.info.run_id
+    need = {"patient_id", "repeat", "fold", "time", "event", "risk"}
+    if need - set(table.columns):
+        raise ValueError(f"the out-of-fold table lacks columns {sorted(need - set(table.columns))}")
+    with tempfile.TemporaryDirectory(prefix="omics_risk_oof_") as tmp:
+        path = Path(tmp) / OOF_ARTIFACT
+        table.to_parquet(path, index=False)
+        MlflowClient().log_artifact(run_id, str(path))
+
+
+# ------------------------------------------------------------------------------------------------ finding runs
+@dataclass
+class ModelRun:
+    """One model run of a training job, with its out-of-fold predictions when logged."""
+
+    run_id: str
+    model: str
+    job_run_id: str
+    job_name: str
+    start_time: int
+    metrics: dict[str, float]
+    oof: pd.DataFrame | None = None
+    label: str = ""
+
+
+def _job_runs(client: Any, experiment: str, runs: str | Sequence[str]) -> list[Any]:
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = [e.name for e in client.search_experiments()]
+        raise EvaluationError(f"MLflow experiment '{experiment}' does not exist (tracking URI has: "
+                              f"{', '.join(names) or 'none'}); set experiment_name=")
+    jobs = client.search_runs([exp.experiment_id], "tags.`omics_risk.level` = 'job' and attributes.status = 'FINISHED'",
+                              order_by=["attributes.start_time DESC"], max_results=5000)
+    if not jobs:
+        raise EvaluationError(f"experiment '{experiment}' has no finished training job run (train.py) to compare")
+    if isinstance(runs, str) and runs in ("latest", "all"):
+        return jobs[:1] if runs == "latest" else jobs
+    wanted = [r.strip() for r in (runs.split(",") if isinstance(runs, str) else runs) if str(r).strip()]
+    picked = [j for j in jobs if any(j.info.run_id.startswith(w) for w in wanted)]
+    missing = [w for w in wanted if not any(j.info.run_id.startswith(w) for j in jobs)]
+    if missing:
+        raise EvaluationError(f"no finished job run {', '.join(missing)} in experiment '{experiment}'")
+    return picked
+
+
+@contextlib.contextmanager
+def _quiet_downloads() -> Iterator[None]:
+    """No per-file MLflow download bar for the small artifacts read here."""
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    old = os.environ.get(key)
+    os.environ[key] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+
+
+def _read_oof(client: Any, run_id: str, tmp: Path) -> pd.DataFrame | None:
+    if OOF_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
+        return None
+    with _quiet_downloads():
+        path = client.download_artifacts(run_id, OOF_ARTIFACT, str(tmp))
+    frame = pd.read_parquet(path)
+    frame["patient_id"] = frame["patient_id"].astype(str)
+    return frame
+
+
+def find_model_runs(experiment: str, *, client: Any, runs: str | Sequence[str] = "latest") -> list[ModelRun]:
+    """The model runs of the selected job runs (``latest``, ``all`` or run ids / id prefixes), final-model runs
+    (``<model>_final``) excluded, newest job first; out-of-fold tables read when logged."""
+    jobs = _job_runs(client, experiment, runs)
+    out: list[ModelRun] = []
+    with tempfile.TemporaryDirectory(prefix="omics_risk_compare_") as tmp:
+        for job in jobs:
+            children = client.search_runs([job.info.experiment_id],
+                                          f"tags.mlflow.parentRunId = '{job.info.run_id}' and "
+                                          "tags.`omics_risk.level` = 'model'", max_results=1000,
+                                          order_by=["attributes.start_time ASC"])
+            for run in children:
+                model = run.data.tags.get("model", run.info.run_name)
+                if model.endswith("_final"):
+                    continue
+                d = Path(tmp) / run.info.run_id
+                d.mkdir()
+                out.append(ModelRun(run_id=run.info.run_id, model=model, job_run_id=job.info.run_id,
+                                    job_name=job.info.run_name or job.info.run_id[:8], start_time=job.info.start_time,
+                                    metrics=dict(run.data.metrics), oof=_read_oof(client, run.info.run_id, d)))
+    if not out:
+        raise EvaluationError(f"the selected job runs of '{experiment}' have no model runs")
+    several = len({r.job_run_id for r in out}) > 1
+    for r in out:
+        r.label = f"{r.model} @ {r.job_name} ({r.job_run_id[:6]})" if several else r.model
+    return out
+
+
+def _job_summary(client: Any, job_run_id: str) -> dict[str, Any]:
+    """The training job's summary.json (its metrics hold the paired tests against the training reference)."""
+    if "summary.json" not in {a.path for a in client.list_artifacts(job_run_id)}:
+        return {}
+    with tempfile.TemporaryDirectory(prefix="omics_risk_summary_") as tmp, _quiet_downloads():
+        return json.loads(Path(client.download_artifacts(job_run_id, "summary.json", tmp)).read_text())
+
+
+# ------------------------------------------------------------------------------------------------ comparing
+def _scores(oof: pd.DataFrame, repeat: int) -> pd.DataFrame:
+    f = oof[oof["repeat"] == repeat] if "repeat" in oof else oof
+    if f.empty:
+        raise EvaluationError(f"the out-of-fold table has no repeat {repeat}")
+    # one row per patient in patient-id order, so bootstrap resamples do not depend on the artifact's row order
+    f = f.drop_duplicates("patient_id").set_index("patient_id").sort_index()
+    score = within_fold_ranks(f["risk"].to_numpy(float), f["fold"].to_numpy()) if "fold" in f else f["risk"]
+    return pd.DataFrame({"time": f["time"].astype(float), "event": f["event"].astype(bool), "score": score},
+                        index=f.index)
+
+
+def _row_base(run: ModelRun) -> dict[str, Any]:
+    return {"label": run.label, "model": run.model, "job": run.job_name, "job_run_id": run.job_run_id,
+            "run_id": run.run_id}
+
+
+def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_cox",
+                 horizons: Sequence[float] | None = None, strict_horizons: bool = False, n_boot: int = 1000,
+                 seed: int = 0, alpha: float = 0.05, repeat: int = 0, client: Any = None,
+                 progress: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """The comparison table (one row per model run) and notes; see the module docstring.
+
+    Columns: label, model, job, job_run_id, run_id, source, n, events, ``harrell_c`` (+ ``_ci_low``/``_ci_high``),
+    ``uno_c``, ``auc_<h>d``, ``mean_auc`` (each with CI; from out-of-fold tables only), ``delta_c`` (+ CI) and
+    ``p_value`` of the paired test against the reference of the same job (NaN for the reference itself).
+    """
+    refs = {r.job_run_id: r for r in model_runs if r.model == reference}
+    if not refs:
+        have = sorted({r.model for r in model_runs})
+        raise EvaluationError(f"reference model '{reference}' is not among the compared runs (models: "
+                              f"{', '.join(have)}); set reference=")
+    latest_ref = max(refs.values(), key=lambda r: r.start_time)
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    summaries: dict[str, dict[str, Any]] = {}
+    h_used: np.ndarray | None = None
+    for run in model_runs:
+        ref = refs.get(run.job_run_id, latest_ref)
+        row = _row_base(run)
+        if run.oof is not None:
+            s = _scores(run.oof, repeat)
+            time, event, score = s["time"].to_numpy(), s["event"].to_numpy(), s["score"].to_numpy(float)
+            h, dropped = usable_horizons(horizons, time, event, strict=strict_horizons)
+            if h_used is None:
+                h_used = h
+                notes += dropped
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                est = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
+                                        train_event=event, n_boot=n_boot, seed=seed, alpha=alpha, exclude=_EXCLUDE,
+                                        progress=progress)
+            row.update(source=OOF_ARTIFACT, n=len(s), events=int(event.sum()))
+            for k, e in est.items():
+                row.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
+            row.update(delta_c=np.nan, delta_c_ci_low=np.nan, delta_c_ci_high=np.nan, p_value=np.nan)
+            if run.run_id != ref.run_id:
+                if ref.oof is None:
+                    notes.append(f"{run.label}: the reference run {ref.run_id[:8]} has no {OOF_ARTIFACT}: no paired "
+                                 "test")
+                else:
+                    r = _scores(ref.oof, repeat)
+                    both = s.index.intersection(r.index)
+                    if len(both) < len(s):
+                        notes.append(f"{run.label}: paired test on the {len(both)} of {len(s)} patients the "
+                                     f"reference ({ref.label}) also scored")
+                    if len(both) >= 10:
+                        diff, p = paired_bootstrap_difference(s.loc[both, "time"].to_numpy(),
+                                                              s.loc[both, "event"].to_numpy(),
+                                                              s.loc[both, "score"].to_numpy(float),
+                                                              r.loc[both, "score"].to_numpy(float), n_boot=n_boot,
+                                                              seed=seed, alpha=alpha)
+                        row.update(delta_c=diff.value, delta_c_ci_low=diff.low, delta_c_ci_high=diff.high, p_value=p)
+                    else:
+                        notes.append(f"{run.label}: fewer than 10 patients shared with the reference: no paired test")
+        else:
+            m = run.metrics
+            row.update(source="training metrics", n=np.nan, events=np.nan,
+                       harrell_c=m.get("cindex_pooled", np.nan), harrell_c_ci_low=m.get("cindex_ci_low", np.nan),
+                       harrell_c_ci_high=m.get("cindex_ci_high", np.nan), delta_c=np.nan, delta_c_ci_low=np.nan,
+                       delta_c_ci_high=np.nan, p_value=np.nan)
+            if client is not None and run.job_run_id not in summaries:
+                summaries[run.job_run_id] = _job_summary(client, run.job_run_id)
+            summary = summaries.get(run.job_run_id, {})
+            sm = summary.get("metrics", {})
+            row.update(n=summary.get("n_patients", np.nan), events=summary.get("n_events", np.nan))
+            key = f"{run.model}/delta_vs_{reference}"
+            if run.model != reference and key in sm:
+                row.update(delta_c=sm[key], delta_c_ci_low=sm.get(f"{key}_ci_low", np.nan),
+                           delta_c_ci_high=sm.get(f"{key}_ci_high", np.nan), p_value=sm.get(f"{key}_p", np.nan))
+            elif run.model != reference:
+                notes.append(f"{run.label}: no {OOF_ARTIFACT} and no training-time test against {reference}")
+        rows.append(row)
+    legacy = [r["label"] for r in rows if r["source"] != OOF_ARTIFACT]
+    if legacy:
+        notes.append(f"{len(legacy)} model run(s) have no {OOF_ARTIFACT} artifact (logged before train() wrote "
+                     "it): their C-index and paired test are the ones train() logged (pooled out-of-fold C with "
+                     "bootstrap CI; paired test from the job's summary.json), and Uno's C / td-AUC are missing")
+    table = pd.DataFrame(rows)
+    first = ["label", "model", "job", "job_run_id", "run_id", "source", "n", "events", "harrell_c",
+             "harrell_c_ci_low", "harrell_c_ci_high", "delta_c", "delta_c_ci_low", "delta_c_ci_high", "p_value"]
+    table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
+    table.attrs["horizons"] = [] if h_used is None else [float(x) for x in h_used]
+    table.attrs["reference"] = reference
+    return table, list(dict.fromkeys(notes))
+
+
+def _fmt(v: float, lo: float, hi: float) -> str:
+    if not np.isfinite(v):
+        return "–"
+    return f"{v:.3f} ({lo:.3f}–{hi:.3f})" if np.isfinite(lo) and np.isfinite(hi) else f"{v:.3f}"
+
+
+def display_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The comparison as a human-readable table: estimates with CIs as text, one row per model run."""
+    out = pd.DataFrame({"model": table["label"], "n": table["n"], "events": table["events"]})
+    metric_cols = [c for c in table.columns if f"{c}_ci_low" in table.columns and c != "delta_c"]
+    for c in metric_cols:
+        out[c] = [_fmt(*v) for v in table[[c, f"{c}_ci_low", f"{c}_ci_high"]].to_numpy(float)]
+    out[f"delta_c vs {table.attrs.get('reference', 'reference')}"] = [
+        _fmt(*v) for v in table[["delta_c", "delta_c_ci_low", "delta_c_ci_high"]].to_numpy(float)]
+    out["p"] = ["–" if not np.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}") for p in table["p_value"]]
+    out["source"] = table["source"]
+    return out
+
+
+@dataclass
+class CompareResult:
+    """What :func:`compare_experiment` computed and wrote."""
+
+    experiment: str
+    reference: str
+    table: pd.DataFrame
+    notes: list[str]
+    output_dir: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+    run_id: str | None = None
+
+    def to_text(self) -> str:
+        shown = display_table(self.table)
+        h = self.table.attrs.get("horizons") or []
+        head = (f"Model comparison in experiment '{self.experiment}' against {self.reference} (pooled out-of-fold "
+                f"predictions; 95% bootstrap CIs; paired bootstrap test of the C-index difference"
+                + (f"; td-AUC at {', '.join(f'{x:g}' for x in h)} days" if h else "") + ")")
+        notes = "".join(f"\n  note: {n}" for n in self.notes)
+        return f"{head}\n{shown.to_string(index=False)}{notes}"
+
+
+def _metric_key(model: str, job_run_id: str, several: bool) -> str:
+    base = f"{model}.{job_run_id[:8]}" if several else model
+    return re.sub(r"[^A-Za-z0-9_.\-/ ]+", "_", base)
+
+
+def compare_experiment(experiment: str, *, output_dir: str | Path, reference: str = "clinical_cox",
+                       runs: str | Sequence[str] = "latest", horizons: Sequence[float] | None = None,
+                       n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, repeat: int = 0,
+                       tracking_uri: str | None = None, log_to_mlflow: bool = True,
+                       params: Mapping[str, Any] | None = None, progress: bool = False) -> CompareResult:
+    """Compare the model runs of an experiment's training jobs (see the module docstring).
+
+    Args:
+        experiment: the MLflow experiment of the training runs (``tracking.experiment`` of train.py).
+        output_dir: where ``comparison.csv``, ``comparison_table.csv`` (text with CIs), ``plots/comparison.png``,
+            ``report.html`` and ``summary.json`` go.
+        reference: the model every other is tested against (same job's run of it).
+        runs: ``latest`` (the newest finished job run), ``all``, or job run ids (prefixes) as a list or
+            comma-separated string.
+        horizons: td-AUC horizons (days); default: the newest job's ``evaluation.horizons``, those the follow-up
+            cannot support left out (explicit horizons must all be supported: :class:`HorizonError`).
+        repeat: which CV repeat's out-of-fold predictions to use (``train()`` pools repeat 0).
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from omics_risk.evaluation.report import write_html_report
+    from omics_risk.tracking import mlflow_utils as mu
+
+    out = Path(output_dir)
+    (out / "plots").mkdir(parents=True, exist_ok=True)
+    uri = mu.tracking_uri(tracking_uri, Path.cwd())
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    model_runs = find_model_runs(experiment, client=client, runs=runs)
+    explicit = horizons is not None and len(horizons) > 0
+    if not explicit:
+        job = client.get_run(model_runs[0].job_run_id)
+        try:
+            horizons = json.loads(job.data.params.get("evaluation.horizons", "null")) or None
+        except ValueError:
+            horizons = None
+    table, notes = compare_runs(model_runs, reference=reference, horizons=horizons, strict_horizons=explicit,
+                                n_boot=n_boot, seed=seed, alpha=alpha, repeat=repeat, client=client,
+                                progress=progress)
+    ref_label = next(r.label for r in sorted(model_runs, key=lambda r: -r.start_time) if r.model == reference)
+    shown = display_table(table)
+    paths = {"comparison": out / "comparison.csv", "comparison_table": out / "comparison_table.csv"}
+    table.to_csv(paths["comparison"], index=False)
+    shown.to_csv(paths["comparison_table"], index=False)
+    forest = table.assign(model=table["label"])
+    fig = plot_model_comparison(forest, reference=ref_label, metric="harrell_c",
+                                title=f"C-index vs {reference} ({experiment})")
+    paths["plot"] = save_figure(fig, out / "plots" / "comparison.png")
+    result = CompareResult(experiment=experiment, reference=reference, table=table, notes=notes, output_dir=out,
+                           paths=paths)
+    several = len({r.job_run_id for r in model_runs}) > 1
+    if log_to_mlflow:
+        ids = set()
+        for r in model_runs:
+            if r.oof is not None:
+                ids.update(r.oof["patient_id"].astype(str))
+        flat: dict[str, float] = {}
+        for row in table.itertuples():
+            key = _metric_key(row.model, row.job_run_id, several)
+            for col in ("harrell_c", "harrell_c_ci_low", "harrell_c_ci_high", "delta_c", "delta_c_ci_low",
+                        "delta_c_ci_high", "p_value", "uno_c", "mean_auc"):
+                if col in table.columns:
+                    name = col.replace("delta_c", f"delta_c_vs_{reference}").replace("p_value", f"p_vs_{reference}")
+                    flat[f"compare/{key}/{name}"] = float(getattr(row, col))
+        tags = {mu.LEVEL_TAG: COMPARISON_LEVEL, "reference": reference,
+                "compared_job_runs": ",".join(dict.fromkeys(r.job_run_id for r in model_runs))}
+        with mu.start_run_tree(experiment, uri=uri, run_name=f"compare-vs-{reference}", parent_run_id=None,
+                               tags=tags, patient_ids=sorted(ids)) as run:
+            mu.safe_log_params({"reference": reference, "runs": runs if isinstance(runs, str) else ",".join(runs),
+                                "n_boot": n_boot, "seed": seed, "repeat": repeat,
+                                "horizons": json.dumps(table.attrs.get("horizons", [])), **dict(params or {})})
+            log_outputs(paths, metrics=flat)
+            result.run_id = run.info.run_id
+    meta = {"experiment": experiment, "reference": reference, "job runs": ", ".join(
+        dict.fromkeys(f"{r.job_name} ({r.job_run_id[:8]})" for r in model_runs)),
+        "bootstrap resamples": n_boot, "comparison run": result.run_id or "not logged"}
+    sections = {"How to read this comparison": (
+        "Each model's risks are its pooled out-of-fold predictions (ranked within each test fold, as train() pools "
+        "them), so every model is scored on the same patients with the same folds. delta_c is the model's C-index "
+        f"minus {reference}'s on the same bootstrap resamples of patients, with a two-sided paired bootstrap p. "
+        "Intervals are 95% percentile bootstrap CIs."),
+        "Notes": "\n\n".join(notes) if notes else "None."}
+    paths["report"] = write_html_report(out / "report.html", title=f"Model comparison: {experiment}",
+                                        metrics_table=shown, figures={"comparison": paths["plot"]},
+                                        captions={"comparison": "Harrell's C (95% CI) per model; dashed line: the "
+                                                                "reference; p: paired bootstrap vs the reference."},
+                                        sections=sections, meta=meta)
+    paths["summary"] = out / "summary.json"
+    paths["summary"].write_text(json.dumps({"experiment": experiment, "reference": reference, "run_id": result.run_id,
+                                            "notes": notes, "table": json.loads(table.to_json(orient="records"))},
+                                           indent=1))
+    if result.run_id is not None:
+        log_outputs({"report": paths["report"], "summary": paths["summary"]}, run_id=result.run_id)
+    return result
+

@@ -1,0 +1,714 @@
+"""External validation of a registered model on a labelled cohort, logged as a new MLflow run linked to the model.
+
+``python evaluate.py mode=external model_uri=models:/omics-risk-rfs@challenger data.root=DIR`` runs
+:func:`validate_external`:
+
+1. **The model** is loaded from the registry without unpickling anything
+   (:func:`omics_risk.scoring.batch.load_batch_model`): the fitted :class:`~omics_risk.models.base.SurvivalModel`, its
+   feature manifest and its ``scoring.json`` (default horizons, training risk-group cut-offs, extraction settings).
+   The registry entry (name, version, alias) and the training run (its job run's config: cohort, endpoint,
+   horizons, CV) are read from MLflow.
+2. **The cohort's features** are extracted with the model's own extractor settings when it ships them (else the
+   package defaults, with a note), cached in ``DIR/features``; the tables are aligned to the model's feature
+   manifest (a modality the cohort lacks is absent for every patient, as in scoring).
+3. **Every labelled patient is scored** with the model (``predict_risk``; ``predict_survival`` on a time grid,
+   at the horizons and at each patient's own time when the model predicts survival; ``predict_response`` for
+   models with a response head).
+4. **Metrics with bootstrap CIs** (:func:`~omics_risk.evaluation.metrics.evaluate_survival`): Harrell's and Uno's C,
+   td-AUC at the horizons (checked against this cohort's follow-up), integrated Brier score, Brier and calibration
+   in the large at the horizons, calibration slope, D-calibration, and risk groups with the **training** cut-offs:
+   those stored with the model; else re-derived from the training cohort's risks when its feature store is
+   reachable; else, said plainly in the report, fitted on this cohort. The IPCW metrics weight by the censoring
+   distribution of the training cohort when it is reachable, else of this cohort (noted).
+5. **Plots and report**: Kaplan-Meier by risk group with numbers at risk, calibration at the horizons, td-AUC,
+   per-modality contribution (ablation with paired bootstrap CIs), top features (permutation), ``report.html``,
+   ``summary.json``, ``metrics.csv`` and ``scores.csv`` (one row per patient) in the output directory.
+6. **MLflow**: a new run in the validation experiment (default ``omics-risk-validation``) with the metrics, the
+   plots, the report and the per-patient scores as artifacts (patient identifiers only inside artifacts, never in
+   names, params or tags: the run is opened with the cohort's ids registered in the identifier guard), tagged with
+   ``model_name``, ``model_version``, ``model_uri`` and ``source_run_id``; the model version gets tags pointing back
+   to the validation run (``validation.<cohort>.run_id``, ``validation.<cohort>.harrell_c``,
+   ``last_validation_run_id``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.metrics import (
+    Estimate,
+    calibration_table,
+    evaluate_response,
+    evaluate_survival,
+    time_grid,
+)
+from omics_risk.evaluation.plots import (
+    plot_calibration,
+    plot_contribution,
+    plot_km_by_group,
+    plot_td_auc,
+    plot_top_features,
+    save_figure,
+)
+from omics_risk.evaluation.riskgroups import RiskGroups
+from omics_risk.evaluation.run_report import (
+    CHEAP_EXCLUDE,
+    estimates_json,
+    fixed_risk_groups,
+    format_metrics,
+    log_outputs,
+    metrics_long,
+    td_auc_curve,
+    usable_horizons,
+)
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "VALIDATION_LEVEL",
+    "EvaluationError",
+    "ExternalResult",
+    "ModelRef",
+    "TrainingInfo",
+    "model_view",
+    "resolve_model",
+    "training_info",
+    "validate_external",
+]
+
+DEFAULT_EXPERIMENT = "omics-risk-validation"
+#: Level tag (``omics_risk.level``) of validation runs.
+VALIDATION_LEVEL = "validation"
+_NONE = {"", "none", "null"}
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run as asked (a setting, the cohort or the model); the message says what to change."""
+
+
+# ------------------------------------------------------------------------------------------------ the model
+@dataclass
+class ModelRef:
+    """Where a model comes from: its URI, registry entry (if registered) and the run that logged it."""
+
+    uri: str
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    source_run_id: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.name:
+            return f"{self.name} v{self.version}" + (f" (@{self.alias})" if self.alias else "")
+        return self.uri
+
+
+_MODELS_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
+_MODELS_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
+_RUNS = re.compile(r"^runs:/(?P<run>[0-9a-f]{8,64})(?:/(?P<path>.*))?$")
+
+
+def resolve_model(uri: str, client: Any) -> ModelRef:
+    """The registry entry and source run of ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or
+    ``runs:/RUN_ID/model`` (a run's model is linked to the registered version logged from that run, if any)."""
+    from mlflow.exceptions import MlflowException
+
+    from omics_risk.scoring.batch import ModelNotFoundError
+
+    uri = str(uri).strip()
+    try:
+        if m := _MODELS_ALIAS.match(uri):
+            mv = client.get_model_version_by_alias(m["name"], m["alias"])
+            return ModelRef(uri, mv.name, str(mv.version), m["alias"], mv.run_id)
+        if m := _MODELS_VERSION.match(uri):
+            mv = client.get_model_version(m["name"], m["version"])
+            aliases = list(getattr(mv, "aliases", []) or [])
+            return ModelRef(uri, mv.name, str(mv.version), aliases[0] if aliases else None, mv.run_id)
+        if m := _RUNS.match(uri):
+            client.get_run(m["run"])
+            versions = client.search_model_versions(f"run_id = '{m['run']}'")
+            if versions:
+                mv = max(versions, key=lambda v: int(v.version))
+                aliases = list(getattr(mv, "aliases", []) or [])
+                return ModelRef(uri, mv.name, str(mv.version), aliases[0] if aliases else None, m["run"])
+            return ModelRef(uri, source_run_id=m["run"])
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"cannot resolve model {uri!r}: {getattr(exc, 'message', exc)}") from exc
+    if Path(uri).is_dir():
+        return ModelRef(uri)
+    raise EvaluationError(f"model_uri {uri!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model "
+                          "or a local model directory")
+
+
+@dataclass
+class TrainingInfo:
+    """What the training run recorded about the model: its job run's config and tags."""
+
+    job_run_id: str | None = None
+    cohort: str | None = None
+    data_root: str | None = None
+    features_dir: str | None = None
+    endpoint: str | None = None
+    response: str | None = None
+    horizons: list[float] | None = None
+    cv: str | None = None
+    params: dict[str, str] = field(default_factory=dict)
+
+
+def _param(params: Mapping[str, str], key: str) -> str | None:
+    v = params.get(key)
+    return None if v is None or str(v).strip().lower() in _NONE else str(v)
+
+
+def training_info(client: Any, run_id: str | None) -> TrainingInfo:
+    """Read the training config of the run that logged the model (the job run above ``<model>_final``)."""
+    if run_id is None:
+        return TrainingInfo()
+    run = client.get_run(run_id)
+    job = run
+    parent = run.data.tags.get("mlflow.parentRunId")
+    if run.data.tags.get("omics_risk.level") == "model" and parent:
+        job = client.get_run(parent)
+    params, tags = dict(job.data.params), dict(job.data.tags)
+    horizons = None
+    if _param(params, "evaluation.horizons"):
+        try:
+            horizons = [float(h) for h in json.loads(params["evaluation.horizons"])]
+        except (ValueError, TypeError):
+            horizons = None
+    cv = None
+    if _param(params, "training.cv.folds"):
+        cv = (f"{params['training.cv.folds']}-fold stratified CV x {params.get('training.cv.repeats', '1')} "
+              "repeat(s), patient level")
+    return TrainingInfo(job_run_id=job.info.run_id, cohort=tags.get("cohort"), data_root=_param(params, "data.root"),
+                        features_dir=_param(params, "data.features_dir"), endpoint=_param(params, "task.endpoint"),
+                        response=_param(params, "task.response"), horizons=horizons, cv=cv, params=params)
+
+
+# ------------------------------------------------------------------------------------------------ data
+def model_view(data: MultimodalData, manifest: Any, *, max_missing: float | None = None
+               ) -> tuple[MultimodalData, list[str]]:
+    """``data`` with exactly the model's columns (its :class:`~omics_risk.scoring.frames.FeatureManifest`).
+
+    A modality the cohort lacks becomes absent for every patient; a modality missing more than ``max_missing`` of
+    the model's features (default: the scoring limit ``omics_risk.scoring.batch.MAX_MISSING_FEATURES``) is an error,
+    fewer are imputed by the model (with a note). Clinical columns the model needs must all be there.
+    """
+    from omics_risk.scoring.batch import MAX_MISSING_FEATURES
+
+    limit = MAX_MISSING_FEATURES if max_missing is None else max_missing
+    notes: list[str] = []
+    missing_clin = [c for c in manifest.clinical if c not in data.clinical.columns]
+    if missing_clin:
+        raise EvaluationError(f"the cohort lacks clinical column(s) the model needs: {', '.join(missing_clin)}; "
+                              "declare them in cohort.yaml and clinical.csv")
+    clinical = data.clinical[list(manifest.clinical)]
+    tables: dict[str, pd.DataFrame] = {}
+    for m, cols in manifest.modalities.items():
+        cols = list(cols)
+        if m not in data.modalities:
+            tables[m] = pd.DataFrame(np.nan, index=data.patients, columns=cols)
+            notes.append(f"modality '{m}' of the model is not in this cohort: every patient is scored without it")
+            continue
+        table = data.modalities[m]
+        lacking = [c for c in cols if c not in table.columns]
+        if lacking and len(lacking) > limit * len(cols):
+            raise EvaluationError(f"modality '{m}' of the cohort lacks {len(lacking)} of the model's {len(cols)} "
+                                  f"features (e.g. {', '.join(lacking[:3])}): it was extracted with other settings "
+                                  "than the model's; re-extract it (features_dir of a fresh store)")
+        if lacking:
+            notes.append(f"modality '{m}': {len(lacking)} of {len(cols)} model features are missing in this cohort "
+                         "and are imputed by the model")
+        tables[m] = table.reindex(columns=cols).astype(np.float64)
+    present = pd.DataFrame({"clinical": True, **{m: t.notna().any(axis=1) for m, t in tables.items()}},
+                           index=data.patients)
+    return dataclasses.replace(data, clinical=clinical, modalities=tables, present=present), notes
+
+
+def _extract(model: Any, root: Path, store: Path, modalities: list[str], workers: int | None,
+             progress: bool) -> list[str]:
+    """Extract ``modalities`` of the cohort with the model's extractor settings (the package defaults if it ships
+    none); returns notes."""
+    from omics_risk.features.extract import default_extract_config, extract_cohort
+    from omics_risk.scoring.batch import extraction_config
+
+    notes = []
+    config = extraction_config(model)
+    if config is None:
+        config = default_extract_config()
+        notes.append("the model ships no extraction settings (logged without feature_store): the cohort was "
+                      "extracted with the package defaults, which may differ from the training cohort's")
+    else:
+        config = {**default_extract_config(), **config}
+    if modalities:
+        summary = extract_cohort(root, store, config=config, modalities=modalities, workers=workers,
+                                 progress=progress)
+        log.info(summary.to_text())
+    return notes
+
+
+def _load(root: Path, store: Path, modalities: list[str], endpoint: str | None, response: str | None
+          ) -> tuple[MultimodalData, int]:
+    """The labelled patients of a cohort (those without the endpoint's outcome are dropped: their number)."""
+    from omics_risk.data.contract import load_cohort
+    from omics_risk.data.multimodal import load_multimodal
+
+    cohort = load_cohort(root)
+    available = {p.stem for p in store.glob("*.parquet")}
+    mods = [m for m in modalities if m in available]
+    n_all = len(cohort.clinical)
+    data = load_multimodal(cohort, store, modalities=mods, endpoint=endpoint, response=response)
+    return data, n_all - len(data)
+
+
+def _images(bm: Any, cohort_root: Path, store: Path) -> Any:
+    """A CT image provider for models that encode CT images (None for the others)."""
+    if not bm.images:
+        return None
+    from omics_risk.data.contract import load_cohort
+    from omics_risk.models.fused import CTImageStore
+
+    return CTImageStore(load_cohort(cohort_root), cfg=bm.settings.get("ct"), cache_dir=store / "cache" / "ct_tensors",
+                        modality=bm.images[0])
+
+
+def _supports(model: Any, method: str) -> bool:
+    from omics_risk.models.base import SurvivalModel
+
+    impl = getattr(type(model), method, None)
+    return impl is not None and impl is not getattr(SurvivalModel, method)
+
+
+def _surv_own_time(predict_survival: Any, view: MultimodalData, time: np.ndarray, chunk: int = 512) -> np.ndarray:
+    """S_i(t_i): each patient's predicted survival at their own observed time (for D-calibration)."""
+    out = np.empty(len(time))
+    for start in range(0, len(time), chunk):
+        idx = np.arange(start, min(start + chunk, len(time)))
+        curves = np.asarray(predict_survival(view.subset(idx), time[idx]), dtype=float)
+        out[idx] = curves[np.arange(len(idx)), np.arange(len(idx))]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ the result
+@dataclass
+class ExternalResult:
+    """What :func:`validate_external` computed and wrote."""
+
+    model: ModelRef
+    cohort: str
+    n_patients: int
+    n_events: int
+    metrics: dict[str, Estimate]
+    table: pd.DataFrame  # long metric table
+    scores: pd.DataFrame  # one row per patient
+    risk_groups: pd.DataFrame | None
+    cutoff_source: str
+    horizons: list[float]
+    output_dir: Path
+    paths: dict[str, Path]
+    notes: list[str]
+    run_id: str | None = None
+
+    def to_text(self) -> str:
+        head = (f"External validation of {self.model.label} on {self.cohort}: {self.n_patients} patients, "
+                f"{self.n_events} events; horizons {', '.join(f'{h:g}' for h in self.horizons) or 'none'} days; "
+                f"risk-group cut-offs: {self.cutoff_source}")
+        return format_metrics(self.table, title=head)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "cohort"
+
+
+def _cutoff_text(source: str) -> str:
+    return {"model": "training cut-offs stored with the model",
+            "training": "re-derived from the training cohort's risks (the model stores none)",
+            "cohort": "FITTED ON THIS COHORT (no training cut-offs available): the group split is not an "
+                      "independent validation"}[source]
+
+
+# ------------------------------------------------------------------------------------------------ validation
+def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | Path,
+                      features_dir: str | Path | None = None, extract: bool = True, workers: int | None = None,
+                      endpoint: str | None = None, response: str | None = None,
+                      horizons: Sequence[float] | None = None, train_cohort: str | Path | None = None,
+                      train_features_dir: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
+                      alpha: float = 0.05, risk_groups: str = "tertiles", slow_metrics: bool = True,
+                      contribution: bool = True, contribution_n_boot: int = 200, top_features: bool = True,
+                      top_n: int = 20, top_repeats: int = 5, per_modality: int = 10, n_jobs: int = 1,
+                      tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
+                      log_to_mlflow: bool = True, run_name: str | None = None, params: Mapping[str, Any] | None = None,
+                      progress: bool = False) -> ExternalResult:
+    """Validate a logged model on a labelled cohort; see the module docstring for every step.
+
+    Args:
+        model_uri: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/model`` or a local model dir.
+        cohort: the labelled cohort directory (data contract).
+        output_dir: where the report, tables and plots are written.
+        features_dir: the cohort's feature store (default ``COHORT/features``); ``extract`` fills it (cached).
+        endpoint / response: survival endpoint and binary response endpoint of cohort.yaml (default: the training
+            run's ``task.endpoint`` / ``task.response``, else the cohort's first endpoint).
+        horizons: evaluation horizons in days; an error (:class:`HorizonError`) when this cohort's follow-up cannot
+            support one. Default: the model's training horizons, of which unsupported ones are left out (noted).
+        train_cohort / train_features_dir: the training cohort, for the IPCW censoring weights and (when the model
+            stores none) the risk-group cut-offs; default: the training run's ``data.root`` if it still exists.
+        n_boot, seed, alpha: bootstrap resamples, seed and CI level of every metric.
+        risk_groups: ``tertiles`` or ``median`` (the schemes whose training cut-offs a model stores).
+        slow_metrics: bootstrap the calibration slope and group hazard ratios too (Cox fits, ~30 ms a resample).
+        contribution / top_features: modality ablation and permutation importance (model calls on modified data).
+        tracking_uri / experiment / log_to_mlflow: where the validation run goes (None: ``$MLFLOW_TRACKING_URI`` or
+            ``./mlflow.db``, as training).
+        params: extra settings logged as params of the validation run (e.g. the evaluate.py config).
+    """
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from omics_risk.scoring.batch import load_batch_model
+    from omics_risk.tracking.mlflow_utils import tracking_uri as resolve_uri
+
+    out = Path(output_dir)
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    uri = resolve_uri(tracking_uri, Path.cwd())
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    if risk_groups not in ("tertiles", "median"):
+        raise EvaluationError(f"risk_groups must be 'tertiles' or 'median' (the schemes whose training cut-offs a "
+                              f"model stores), got {risk_groups!r}")
+    root = Path(cohort).expanduser().resolve()
+    if not (root / "cohort.yaml").is_file():
+        raise EvaluationError(f"{root} is not a cohort directory (no cohort.yaml); set data.root to the labelled "
+                              "cohort to validate on")
+
+    # 1. model, registry entry, training run
+    ref = resolve_model(model_uri, client)
+    log.info("loading %s", ref.label)
+    bm = load_batch_model(model_uri, progress=progress)
+    if ref.source_run_id is None and bm.info.get("run_id"):
+        ref.source_run_id = str(bm.info["run_id"])
+    info = training_info(client, ref.source_run_id)
+    model = bm.model
+    notes: list[str] = []
+    endpoint = endpoint or info.endpoint
+    response = response or info.response
+
+    # 2. features of the cohort, aligned to the model
+    store = Path(features_dir) if features_dir else root / "features"
+    from omics_risk.data.contract import load_cohort
+
+    spec = load_cohort(root).spec
+    if endpoint is not None and endpoint not in spec.endpoints:
+        raise EvaluationError(f"endpoint '{endpoint}' (the model's training endpoint) is not in {root}/cohort.yaml "
+                              f"(has: {', '.join(spec.endpoints)}); set task=... or endpoint=")
+    in_cohort = [m for m in bm.tabular if spec.modality(m) is not None]
+    if extract:
+        notes += _extract(bm, root, store, in_cohort, workers, progress)
+    elif not (store / "manifest.json").is_file():
+        raise EvaluationError(f"no feature store at {store}: run with extraction on or `omics-risk extract {root}`")
+    data, n_unlabelled = _load(root, store, bm.tabular, endpoint, response)
+    if n_unlabelled:
+        notes.append(f"{n_unlabelled} patient(s) without the {data.endpoint} outcome are left out")
+    view, more = model_view(data, bm.manifest)
+    notes += more
+    images = _images(bm, root, store)
+    kw = {"images": images} if images is not None else {}
+    survival_task = data.time is not None
+
+    # 3. training cohort (censoring weights, cut-offs)
+    train_time = train_event = train_risk = None
+    t_root = Path(train_cohort) if train_cohort else (Path(info.data_root) if info.data_root else None)
+    if survival_task and t_root is not None and (t_root / "cohort.yaml").is_file():
+        t_store = Path(train_features_dir or info.features_dir or t_root / "features")
+        if (t_store / "manifest.json").is_file():
+            try:
+                tdata, _ = _load(t_root, t_store, bm.tabular, endpoint, None)
+                tview, _ = model_view(tdata, bm.manifest, max_missing=1.0)
+                train_time, train_event = tdata.time, tdata.event
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    train_risk = np.asarray(model.predict_risk(tview, **kw), dtype=float)
+            except (ValueError, FileNotFoundError, KeyError) as exc:
+                notes.append(f"the training cohort {t_root} could not be read ({exc}); its outcomes are not used")
+    if survival_task and train_time is None:
+        train_time, train_event = data.time, data.event
+        notes.append("the training cohort is not reachable: the IPCW metrics (Uno's C, td-AUC, Brier) weight by "
+                     "this cohort's censoring distribution")
+
+    # 4. horizons and scores
+    explicit = horizons is not None and len(horizons) > 0
+    asked = [float(h) for h in horizons] if explicit else (info.horizons or bm.horizons)
+    metrics: dict[str, Estimate] = {}
+    scores = pd.DataFrame({"patient_id": data.patients.astype(str)})
+    h = np.array([], dtype=float)
+    groups = None
+    cutoff_source = "none"
+    tables: dict[float, pd.DataFrame] = {}
+    figures: dict[str, Path] = {}
+    captions: dict[str, str] = {}
+    risk = np.asarray(model.predict_risk(view, **kw), dtype=float)
+    scores["risk_score"] = risk
+    if survival_task:
+        time, event = np.asarray(data.time, float), np.asarray(data.event).astype(bool)
+        if not event.any():
+            raise EvaluationError(f"no {data.endpoint} event among the {len(time)} patients of {root}: nothing to "
+                                  "validate")
+        h, dropped = usable_horizons(asked, time, event, train_time=train_time, strict=explicit)
+        notes += dropped
+        scores["time"], scores["event"] = time, event.astype(int)
+        surv_kw: dict[str, Any] = {}
+        if _supports(model, "predict_survival"):
+            try:
+                grid = time_grid(time, train_time=train_time)
+                grid = np.unique(np.concatenate([grid, h]))
+                surv = np.asarray(model.predict_survival(view, grid, **kw), dtype=float)
+                own = _surv_own_time(lambda d, t: model.predict_survival(d, t, **kw), view, time)
+                surv_kw = {"surv": surv, "times": grid, "surv_at_own_time": own}
+                for x in h:
+                    s_h = surv[:, np.searchsorted(grid, x)]
+                    scores[f"surv_{int(x)}d"] = s_h
+                    tables[float(x)] = calibration_table(time, event, s_h, x)
+            except NotImplementedError:
+                surv_kw = {}
+        # risk groups with the training cut-offs
+        stored = (bm.settings.get("risk_cutoffs") or {}).get(risk_groups)
+        if stored:
+            groups, cutoff_source = fixed_risk_groups(risk_groups, stored), "model"
+        elif train_risk is not None:
+            groups, cutoff_source = RiskGroups(risk_groups).fit(train_risk), "training"
+        else:
+            groups, cutoff_source = RiskGroups(risk_groups).fit(risk), "cohort"
+        notes.append(f"risk groups ({risk_groups}): {_cutoff_text(cutoff_source)}; cut-offs "
+                     f"{', '.join(f'{c:.4g}' for c in groups.cutoffs_)}")
+        scores["risk_group"] = groups.assign(risk)
+        log.info("bootstrapping metrics (%d resamples)", n_boot)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            metrics = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=train_time,
+                                        train_event=train_event, groups=groups, n_boot=n_boot, seed=seed,
+                                        alpha=alpha, n_jobs=n_jobs, progress=progress,
+                                        exclude=() if slow_metrics else CHEAP_EXCLUDE, **surv_kw)
+    if response and response in data.extra_labels and _supports(model, "predict_response"):
+        try:
+            prob = np.asarray(model.predict_response(view, **kw), dtype=float)
+            label = data.extra_labels[response]
+            scores["response_prob"], scores["response_label"] = prob, label
+            resp = evaluate_response(label, prob, n_boot=n_boot, seed=seed, alpha=alpha)
+            metrics.update({f"response_{k}": v for k, v in resp.items()})
+        except (NotImplementedError, ValueError) as exc:
+            notes.append(f"response metrics ({response}) not computed: {exc}")
+    elif data.label is not None and _supports(model, "predict_response"):
+        prob = np.asarray(model.predict_response(view, **kw), dtype=float)
+        scores["response_prob"], scores["response_label"] = prob, data.label
+        metrics.update(evaluate_response(data.label, prob, n_boot=n_boot, seed=seed, alpha=alpha))
+    if not metrics:
+        raise EvaluationError(f"nothing to evaluate: endpoint '{data.endpoint}' has no survival outcome and the model "
+                              "has no response head")
+    scores["modalities_used"] = [",".join(c for c in view.present.columns if row[c])
+                                 for _, row in view.present.iterrows()]
+
+    # 5. plots
+    title_model = ref.label
+    if survival_task:
+        fig = plot_km_by_group(time, event, groups.assign(risk), horizon_days=h if len(h) else None,
+                               endpoint=data.endpoint, title=f"{title_model} on {spec.name}")
+        figures["km_risk_groups"] = save_figure(fig, plots / "km_risk_groups.png")
+        captions["km_risk_groups"] = (f"Kaplan-Meier {data.endpoint.upper()} by risk group ({risk_groups}; "
+                                      f"{_cutoff_text(cutoff_source)}), numbers at risk below, log-rank p and Cox "
+                                      "hazard ratios vs the low-risk group.")
+        if tables:
+            figures["calibration"] = save_figure(plot_calibration(tables, title="Calibration"),
+                                                 plots / "calibration.png")
+            captions["calibration"] = ("Observed (Kaplan-Meier with 95% CI) vs mean predicted event probability in "
+                                       "quintiles of predicted risk at each horizon; the diagonal is perfect "
+                                       "calibration.")
+        if len(h):
+            curve_h = _curve_horizons(time, event, h, train_time)
+            curve = td_auc_curve(time, event, risk, curve_h, train_time=train_time, train_event=train_event,
+                                 n_boot=min(n_boot, 200), seed=seed, alpha=alpha)
+            curve.to_csv(out / "td_auc.csv", index=False)
+            mean = metrics.get("mean_auc")
+            fig = plot_td_auc(curve["horizon_days"], curve["auc"], curve["low"], curve["high"],
+                              mean_auc=mean.value if mean else None, title="Time-dependent AUC")
+            figures["td_auc"] = save_figure(fig, plots / "td_auc.png")
+            captions["td_auc"] = ("Cumulative/dynamic AUC (IPCW, scikit-survival) every 6 months and at the "
+                                  "horizons, with 95% bootstrap CIs; the dashed line is the mean AUC over the "
+                                  "evaluation horizons.")
+    contrib = top = None
+    if contribution:
+        from omics_risk.evaluation.contribution import modality_ablation
+
+        mods = ["clinical", *[m for m in bm.tabular if view.present[m].any()]]
+        contrib = modality_ablation(model, view, modalities=mods, n_boot=contribution_n_boot, seed=seed,
+                                    predict=lambda d: model.predict_risk(d, **kw), progress=progress)
+        contrib.to_csv(out / "contribution.csv", index=False)
+        figures["contribution"] = save_figure(plot_contribution(contrib, title="Modality contribution"),
+                                              plots / "contribution.png")
+        captions["contribution"] = ("Drop in C-index when one modality is hidden from the model (scored as if no "
+                                    "patient had it), with paired bootstrap 95% CIs.")
+    if top_features:
+        from omics_risk.evaluation.contribution import top_features as _top
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            top = _top(model, view, n=top_n, n_repeats=top_repeats, per_modality=per_modality, seed=seed,
+                       predict=lambda d: model.predict_risk(d, **kw), progress=progress)
+        top.to_csv(out / "top_features.csv", index=False)
+        figures["top_features"] = save_figure(plot_top_features(top, n=top_n, title="Top features"),
+                                              plots / "top_features.png")
+        captions["top_features"] = (f"Mean drop in C-index when one feature is permuted among the patients who have "
+                                    f"it ({top_repeats} permutations; candidates: {top.attrs.get('candidates')}).")
+
+    # 6. tables, report, summary
+    long = metrics_long({"": metrics}).drop(columns="model")
+    long.insert(0, "model", ref.label)
+    paths: dict[str, Path] = dict(figures)
+    paths["metrics"] = out / "metrics.csv"
+    long.to_csv(paths["metrics"], index=False)
+    paths["scores"] = out / "scores.csv"
+    scores.to_csv(paths["scores"], index=False)
+    rg_table = None
+    if groups is not None:
+        rg_table = groups.summary(time, event, risk)
+        paths["risk_groups"] = out / "risk_groups.csv"
+        rg_table.to_csv(paths["risk_groups"], index=False)
+    for x, tab in tables.items():
+        paths[f"calibration_{int(x)}d"] = out / f"calibration_{int(x)}d.csv"
+        tab.to_csv(paths[f"calibration_{int(x)}d"], index=False)
+    for name in ("contribution", "top_features", "td_auc"):
+        if (out / f"{name}.csv").is_file():
+            paths[f"{name}_table"] = out / f"{name}.csv"
+    n_events = int(np.sum(data.event)) if survival_task else int(np.nansum(data.label))
+    result = ExternalResult(model=ref, cohort=spec.name, n_patients=len(data), n_events=n_events, metrics=metrics,
+                            table=long, scores=scores, risk_groups=rg_table, cutoff_source=cutoff_source,
+                            horizons=[float(x) for x in h], output_dir=out, paths=paths, notes=notes)
+
+    run_id = None
+    if log_to_mlflow:
+        run_id = _log_run(result, client, uri, experiment, run_name, info, data, params or {}, figures, captions,
+                          long, out)
+        result.run_id = run_id
+    meta = {"model": ref.label, "model URI": ref.uri, "source run": ref.source_run_id or "–",
+            "training cohort": info.cohort or "–", "validation cohort": f"{spec.name} ({root})",
+            "patients": len(data), "events": n_events, "endpoint": data.endpoint,
+            "horizons (days)": ", ".join(f"{x:g}" for x in h) or "none",
+            "risk-group cut-offs": _cutoff_text(cutoff_source) if survival_task else "–",
+            "validation run": run_id or "not logged"}
+    _write_report(result, out, meta, figures, captions, rg_table, n_boot)
+    paths["report"] = out / "report.html"
+    paths["summary"] = out / "summary.json"
+    _write_summary(result, out, meta)
+    if run_id is not None:
+        log_outputs({"report": paths["report"], "summary": paths["summary"]}, run_id=run_id)
+    return result
+
+
+def _curve_horizons(time: np.ndarray, event: np.ndarray, h: np.ndarray, train_time: np.ndarray) -> np.ndarray:
+    """Every 6 months from the first event to the 90th percentile of follow-up, plus the evaluation horizons."""
+    first = float(time[event].min())
+    last = min(float(np.quantile(time, 0.9)), float(np.max(train_time)) - 1, float(time.max()) - 1)
+    step = 365.25 / 2
+    grid = np.arange(step, last, step)
+    grid = grid[grid > first]
+    return np.unique(np.concatenate([grid, h]))
+
+
+def _write_report(result: ExternalResult, out: Path, meta: Mapping[str, Any], figures: Mapping[str, Path],
+                  captions: Mapping[str, str], rg_table: pd.DataFrame | None, n_boot: int) -> Path:
+    from omics_risk.evaluation.report import write_html_report
+
+    table = result.table[["metric", "estimate", "ci_low", "ci_high", "n_boot", "description"]]
+    sections = {
+        "How to read this report": (
+            f"The model was applied unchanged to every labelled patient of {result.cohort}. Risk scores follow one "
+            "convention: higher = riskier. Intervals are 95% percentile bootstrap CIs over patients "
+            f"({n_boot} resamples); IPCW metrics weight by the training cohort's censoring distribution when it is "
+            "available (see notes). Risk groups use the cut-offs named above, so their sizes show how the score "
+            "distribution shifted between cohorts."),
+        "Notes": "\n\n".join(result.notes) if result.notes else "None.",
+    }
+    if rg_table is not None:
+        rows = []
+        for r in rg_table.itertuples():
+            median = f"{r.km_median:.0f} days" if np.isfinite(r.km_median) else "not reached"
+            hr = ("reference" if r.Index == 0 else
+                  f"{r.hr:.2f} ({r.hr_low:.2f}-{r.hr_high:.2f})" if np.isfinite(r.hr) else "not estimable")
+            rows.append(f"{r.group}: n={r.n}, events={r.events}, Kaplan-Meier median {median}, hazard ratio {hr}")
+        sections["Risk groups"] = "\n\n".join(rows)
+    return write_html_report(out / "report.html", title=f"External validation: {result.model.label} on "
+                             f"{result.cohort}", metrics_table=table, figures=figures, captions=captions,
+                             sections=sections, meta=meta)
+
+
+def _write_summary(result: ExternalResult, out: Path, meta: Mapping[str, Any]) -> Path:
+    summary = {
+        "model": dataclasses.asdict(result.model), "cohort": result.cohort, "n_patients": result.n_patients,
+        "n_events": result.n_events, "horizons": result.horizons, "cutoff_source": result.cutoff_source,
+        "metrics": estimates_json(result.metrics), "notes": result.notes, "run_id": result.run_id,
+        "risk_groups": None if result.risk_groups is None else json.loads(result.risk_groups.to_json(orient="records")),
+        "files": {k: str(v) for k, v in result.paths.items()}, "meta": {k: str(v) for k, v in meta.items()},
+    }
+    path = out / "summary.json"
+    path.write_text(json.dumps(summary, indent=1))
+    return path
+
+
+def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run_name: str | None,
+             info: TrainingInfo, data: MultimodalData, params: Mapping[str, Any], figures: Mapping[str, Path],
+             captions: Mapping[str, str], long: pd.DataFrame, out: Path) -> str:
+    """The validation run: params, metrics, artifacts, tags linking it to the model (and the model back to it)."""
+    from omics_risk.tracking import mlflow_utils as mu
+
+    ref = result.model
+    tags = {mu.LEVEL_TAG: VALIDATION_LEVEL, "model_uri": ref.uri, "cohort": result.cohort,
+            "endpoint": data.endpoint, "cutoff_source": result.cutoff_source}
+    tags.update({k: v for k, v in {"model_name": ref.name, "model_version": ref.version, "model_alias": ref.alias,
+                                   "source_run_id": ref.source_run_id, "training_run_id": info.job_run_id,
+                                   "training_cohort": info.cohort}.items() if v})
+    name = run_name or f"validate-{ref.name or 'model'}-v{ref.version or 'run'}-{_slug(result.cohort)}"
+    flat = {f"external/{k}": v for k, v in _metric_values(result.metrics).items()}
+    all_params = {"n_patients": result.n_patients, "n_events": result.n_events,
+                  "horizons": json.dumps(result.horizons), **params}
+    with mu.start_run_tree(experiment, uri=uri, run_name=name, parent_run_id=None, tags=tags,
+                           patient_ids=list(data.patients)) as run:
+        mu.safe_log_params(all_params)
+        files = {k: v for k, v in result.paths.items()}
+        log_outputs(files, metrics=flat)
+        summary = "\n".join(f"- {r.metric}: {r.estimate:.3f} ({r.ci_low:.3f}–{r.ci_high:.3f})"
+                            for r in long.itertuples() if np.isfinite(r.estimate))
+        mu.safe_set_tags({"mlflow.note.content": f"External validation of {ref.label} on {result.cohort} "
+                                                 f"({result.n_patients} patients, {result.n_events} events).\n\n"
+                                                 f"{summary}"})
+        run_id = run.info.run_id
+    if ref.name and ref.version:
+        c = result.metrics.get("harrell_c")
+        key = f"validation.{_slug(result.cohort)}"
+        version_tags = {f"{key}.run_id": run_id, "last_validation_run_id": run_id,
+                        f"{key}.n_patients": str(result.n_patients)}
+        if c is not None:
+            version_tags[f"{key}.harrell_c"] = str(c)
+        mu.check_identifiers(version_tags, version_tags.values(), what="model version tag")
+        for k, v in version_tags.items():
+            client.set_model_version_tag(ref.name, ref.version, k, v)
+    return run_id
+
+
+def _metric_values(metrics: Mapping[str, Estimate]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for k, e in metrics.items():
+        out.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
+    return out
+
