@@ -376,6 +376,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics.update(summary_m)
                 if mu:
                     mu.safe_log_metrics({k.split("/", 1)[1]: v for k, v in summary_m.items()})
+                    # Out-of-fold predictions for `evaluate.py mode=compare` (pseudonymised IDs, artifact only).
+                    from omics_risk.evaluation.compare import log_oof_risks, oof_table
+
+                    label = next(iter(data.extra_labels.values())) if data.extra_labels else None
+                    log_oof_risks(oof_table(data.patients, data.time, data.event, oof[name], fold_of,
+                                            response=oof_resp[name], label=label))
         ref = str(cfg.evaluation.reference)
         comparisons = _compare(data, oof, fold_of, ref, cfg) if ref in oof else {}
         metrics.update(comparisons)
