@@ -204,7 +204,7 @@ def test_outputs_plots_and_report(at_store: SimpleNamespace) -> None:
     for name in ("km_risk_groups", "calibration", "td_auc", "contribution", "top_features"):
         png = res.paths[name]
         assert png.suffix == ".png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
-    html = (res.output_dir / "report.html").read_text()
+    html = (res.output_dir / "report.html").read_text(encoding="utf-8")
     assert "External validation: omics-risk-rfs v1" in html and f"{res.metrics['harrell_c'].value:.3f}" in html
     assert html.count("data:image/png;base64,") == 5
     summary = json.loads((res.output_dir / "summary.json").read_text())
@@ -243,7 +243,7 @@ def test_cutoffs_fall_back_to_training_risks_then_to_the_cohort(at_store: Simple
     assert any("FITTED ON THIS COHORT" in n for n in res.notes)
     assert any("weight by this cohort's censoring" in n for n in res.notes)
     assert (res.scores["risk_group"].value_counts() >= 70).all()  # tertiles of this cohort's own scores
-    assert "FITTED ON THIS COHORT" in (tmp_path / "b" / "report.html").read_text()
+    assert "FITTED ON THIS COHORT" in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
 
 
 def test_horizons_are_checked_against_this_cohorts_follow_up(at_store: SimpleNamespace, tmp_path: Path) -> None:
@@ -299,7 +299,7 @@ def test_resolve_model_links_run_uris_to_the_registered_version(at_store: Simple
 def _evaluate(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMICS_RISK_ROOT": str(cwd), "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     return subprocess.run([sys.executable, str(ROOT / "evaluate.py"), *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+                          encoding="utf-8", errors="replace", timeout=600)
 
 
 @pytest.mark.slow

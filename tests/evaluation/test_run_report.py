@@ -128,7 +128,7 @@ def test_run_report_equals_direct_metrics_and_logs_to_the_run(tmp_path: Path, ml
         assert rep.paths[key].is_file(), key
     for key in ("km_fused", "td_auc", "model_comparison", "calibration"):
         assert rep.paths[key].read_bytes()[:4] == b"\x89PNG"
-    html = rep.report.read_text()
+    html = rep.report.read_text(encoding="utf-8")
     assert html.count("data:image/png;base64,") == 5 and "coxnet_ct" in html and "within-fold" in html
     client = MlflowClient(uri)
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")} | {
@@ -175,7 +175,7 @@ def test_model_card_is_logged_to_the_version_run_and_describes_the_version(tmp_p
                                data=data, metrics=rep.metrics["fused"], cohort="sim-cohort", cv="5-fold CV x 1",
                                endpoint="rfs", horizons=[365, 730], training={"model": "LinearRiskModel", "seed": 0},
                                alias="challenger", output_dir=tmp_path / "card", tracking_uri=uri)
-    card = path.read_text()
+    card = path.read_text(encoding="utf-8")
     for section in REQUIRED_SECTIONS:
         assert f"## {section}" in card, section
     assert "sim\\-cohort" in card or "sim-cohort" in card
