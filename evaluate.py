@@ -62,7 +62,7 @@ def evaluate(cfg: DictConfig) -> Any:
             str(cfg.experiment_name), output_dir=out, reference=str(cfg.reference), runs=runs,
             horizons=_horizons(cfg), n_boot=int(ev.n_boot), seed=int(ev.seed), alpha=float(ev.alpha),
             repeat=int(ev.repeat), tracking_uri=uri, log_to_mlflow=bool(cfg.tracking.enabled), params=settings,
-            progress=bool(cfg.progress))
+            n_jobs=int(ev.n_jobs), progress=bool(cfg.progress))
     else:
         raise EvaluationError(f"mode must be 'external' or 'compare', got {cfg.mode!r}")
     print(result.to_text())

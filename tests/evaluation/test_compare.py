@@ -104,6 +104,7 @@ def test_oof_table_keeps_repeats_folds_and_drops_unscored() -> None:
         oof_table(["a", "b"], [1.0, 2.0], [1, 0], risk, folds)
 
 
+@pytest.mark.slow
 def test_compare_equals_direct_computations_and_logs_a_comparison_run(store: str, tmp_path: Path) -> None:
     sim = _simulate()
     job_id = _job(sim, "cmp", store, shuffle_model="noise")

@@ -131,6 +131,7 @@ def at_store(registered: SimpleNamespace) -> SimpleNamespace:
     return registered
 
 
+@pytest.mark.slow  # builds the registered model (module fixture, ~10 s)
 def test_metrics_equal_direct_computations_on_the_same_scores(at_store: SimpleNamespace) -> None:
     reg, res = at_store, at_store.res
     val = load_multimodal(reg.val_root, reg.val_root / "features", endpoint="rfs")
@@ -170,6 +171,7 @@ def test_metrics_equal_direct_computations_on_the_same_scores(at_store: SimpleNa
     assert metrics_csv.loc["uno_c", "estimate"] == pytest.approx(res.metrics["uno_c"].value)
 
 
+@pytest.mark.slow  # builds the registered model (module fixture, ~10 s)
 def test_validation_run_is_logged_and_linked_to_the_model_version(at_store: SimpleNamespace) -> None:
     reg, res = at_store, at_store.res
     client = MlflowClient(reg.uri)
@@ -199,6 +201,7 @@ def test_validation_run_is_logged_and_linked_to_the_model_version(at_store: Simp
     assert set(scores["patient_id"]) == set(val_ids) and len(scores) == 220
 
 
+@pytest.mark.slow  # builds the registered model (module fixture, ~10 s)
 def test_outputs_plots_and_report(at_store: SimpleNamespace) -> None:
     res = at_store.res
     for name in ("km_risk_groups", "calibration", "td_auc", "contribution", "top_features"):
@@ -229,6 +232,7 @@ def _local_model_without_cutoffs(reg: SimpleNamespace, dest: Path) -> Path:
     return local
 
 
+@pytest.mark.slow  # builds the registered model (module fixture, ~10 s)
 def test_cutoffs_fall_back_to_training_risks_then_to_the_cohort(at_store: SimpleNamespace, tmp_path: Path) -> None:
     reg = at_store
     local = _local_model_without_cutoffs(reg, tmp_path / "model")
@@ -246,6 +250,7 @@ def test_cutoffs_fall_back_to_training_risks_then_to_the_cohort(at_store: Simple
     assert "FITTED ON THIS COHORT" in (tmp_path / "b" / "report.html").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow  # builds the registered model (module fixture, ~10 s)
 def test_horizons_are_checked_against_this_cohorts_follow_up(at_store: SimpleNamespace, tmp_path: Path) -> None:
     reg = at_store
     kw = {"n_boot": 5, "contribution": False, "top_features": False, "log_to_mlflow": False,
@@ -282,6 +287,7 @@ def test_model_view_aligns_columns_to_the_model() -> None:
         model_view(data, FeatureManifest(clinical={"sex": "string"}, modalities={}))
 
 
+@pytest.mark.slow  # builds the registered model (module fixture, ~10 s)
 def test_resolve_model_links_run_uris_to_the_registered_version(at_store: SimpleNamespace) -> None:
     client = MlflowClient(at_store.uri)
     by_alias = resolve_model("models:/omics-risk-rfs@challenger", client)

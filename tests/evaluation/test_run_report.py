@@ -85,11 +85,13 @@ def test_tables_and_helpers() -> None:
                                [1.0, 0.5, 0.5, 1.0])
     flat = {"fused/cindex_pooled": 0.7, "fused/cindex_ci_low": 0.6, "fused/cindex_ci_high": 0.8,
             "fused/cindex": 0.69, "external/fused/cindex": 0.65}
-    card = card_metrics(flat, "fused")
-    assert card["harrell_c (pooled out-of-fold)"] == Estimate(0.7, 0.6, 0.8, 0)
+    card = card_metrics(flat, "fused", n_boot=500)
+    assert card["harrell_c (pooled out-of-fold)"] == Estimate(0.7, 0.6, 0.8, 500)
     assert np.isnan(card["harrell_c (external)"].low) and card["harrell_c (external)"].value == 0.65
+    assert card["harrell_c (mean over folds)"] == 0.69
 
 
+@pytest.mark.slow
 def test_run_report_equals_direct_metrics_and_logs_to_the_run(tmp_path: Path, mlflow_template_db: Path) -> None:
     data, risks, folds, (grid, surv) = _data()
     shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")

@@ -231,7 +231,7 @@ def _row_base(run: ModelRun) -> dict[str, Any]:
 
 def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_cox",
                  horizons: Sequence[float] | None = None, strict_horizons: bool = False, n_boot: int = 1000,
-                 seed: int = 0, alpha: float = 0.05, repeat: int = 0, client: Any = None,
+                 seed: int = 0, alpha: float = 0.05, repeat: int = 0, client: Any = None, n_jobs: int = 1,
                  progress: bool = False) -> tuple[pd.DataFrame, list[str]]:
     """The comparison table (one row per model run) and notes; see the module docstring.
 
@@ -263,7 +263,7 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
                 warnings.simplefilter("ignore", RuntimeWarning)
                 est = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
                                         train_event=event, n_boot=n_boot, seed=seed, alpha=alpha, exclude=_EXCLUDE,
-                                        progress=progress)
+                                        n_jobs=n_jobs, progress=progress)
             row.update(source=OOF_ARTIFACT, n=len(s), events=int(event.sum()))
             for k, e in est.items():
                 row.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
@@ -369,7 +369,8 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
                        runs: str | Sequence[str] = "latest", horizons: Sequence[float] | None = None,
                        n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, repeat: int = 0,
                        tracking_uri: str | None = None, log_to_mlflow: bool = True,
-                       params: Mapping[str, Any] | None = None, progress: bool = False) -> CompareResult:
+                       params: Mapping[str, Any] | None = None, n_jobs: int = 1,
+                       progress: bool = False) -> CompareResult:
     """Compare the model runs of an experiment's training jobs (see the module docstring).
 
     Args:
@@ -382,6 +383,7 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         horizons: td-AUC horizons (days); default: the newest job's ``evaluation.horizons``, those the follow-up
             cannot support left out (explicit horizons must all be supported: :class:`HorizonError`).
         repeat: which CV repeat's out-of-fold predictions to use (``train()`` pools repeat 0).
+        n_jobs: processes for the bootstrap of each model's metrics (one metric per process).
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -404,7 +406,7 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
             horizons = None
     table, notes = compare_runs(model_runs, reference=reference, horizons=horizons, strict_horizons=explicit,
                                 n_boot=n_boot, seed=seed, alpha=alpha, repeat=repeat, client=client,
-                                progress=progress)
+                                n_jobs=n_jobs, progress=progress)
     ref_label = next(r.label for r in sorted(model_runs, key=lambda r: -r.start_time) if r.model == reference)
     shown = display_table(table)
     paths = {"comparison": out / "comparison.csv", "comparison_table": out / "comparison_table.csv"}

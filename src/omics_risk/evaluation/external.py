@@ -414,6 +414,9 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     if endpoint is not None and endpoint not in spec.endpoints:
         raise EvaluationError(f"endpoint '{endpoint}' (the model's training endpoint) is not in {root}/cohort.yaml "
                               f"(has: {', '.join(spec.endpoints)}); set task=... or endpoint=")
+    if response is not None and response not in spec.endpoints:
+        notes.append(f"the model's response endpoint '{response}' is not in this cohort: no response metrics")
+        response = None
     in_cohort = [m for m in bm.tabular if spec.modality(m) is not None]
     if extract:
         notes += _extract(bm, root, store, in_cohort, workers, progress)

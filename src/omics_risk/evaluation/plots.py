@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 __all__ = [
     "DAYS_PER_MONTH",
@@ -355,7 +356,8 @@ def plot_td_auc(horizons_days: Sequence[float], auc: Sequence[float], low: Seque
             ax.axhline(mean_auc, color=PALETTE[2], ls="--", lw=0.9, label=f"Mean AUC {mean_auc:.3f}")
         span = max(x.max() - 0.0, 1e-9)
         ax.set_xlim(0, x.max() + 0.08 * span)
-        ticks = _time_ticks(float(x.max()), time_unit) if time_unit != "days" else None
+        # a little beyond the last horizon: 1095 days is 35.98 months, and its 36-month tick belongs on the axis
+        ticks = _time_ticks(float(x.max()) * 1.05, time_unit) if time_unit != "days" else None
         if ticks is not None:
             ax.set_xticks(ticks)
             ax.set_xticklabels([f"{v:g}" for v in ticks])
@@ -463,6 +465,7 @@ def plot_top_features(series_or_frame: pd.Series | pd.DataFrame, n: int = 20, *,
         ax.set_yticks(y)
         ax.set_yticklabels([_short(str(s)) for s in f["feature"]], fontsize=7.5)
         ax.tick_params(axis="y", length=0)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # small importances have long tick labels: keep them apart
         ax.spines["left"].set_visible(False)
         ax.grid(axis="x", color="#eeeeee", lw=0.6)
         if xlabel is None:

@@ -540,19 +540,21 @@ def _td_auc_figure(metrics: Mapping[str, Mapping[str, Estimate]], h: np.ndarray,
 
 
 # ------------------------------------------------------------------------------------------------ model card
-def card_metrics(metrics: Mapping[str, float], model: str) -> dict[str, Estimate]:
+def card_metrics(metrics: Mapping[str, float], model: str, *, n_boot: int = 0) -> dict[str, Estimate | float]:
     """The C-index (and response AUC, external C-index) of ``model`` with CIs from ``train()``'s flat metrics
-    (``<model>/cindex_pooled``, ``<model>/cindex_ci_low`` ...) as Estimates for :func:`register_model_card`."""
-    out: dict[str, Estimate] = {}
+    (``<model>/cindex_pooled``, ``<model>/cindex_ci_low`` ...) as Estimates for :func:`register_model_card`;
+    ``n_boot`` is the number of resamples behind those CIs (``evaluation.bootstrap``). The mean C over folds has
+    no CI and stays a plain number."""
+    out: dict[str, Estimate | float] = {}
     specs = [("harrell_c (pooled out-of-fold)", f"{model}/cindex_pooled", f"{model}/cindex_ci"),
              ("response_auc (pooled out-of-fold)", f"{model}/response_auc", f"{model}/response_auc_ci"),
              ("harrell_c (external)", f"external/{model}/cindex", f"external/{model}/cindex_ci")]
     for label, key, ci in specs:
         if key in metrics:
             out[label] = Estimate(float(metrics[key]), float(metrics.get(f"{ci}_low", np.nan)),
-                                  float(metrics.get(f"{ci}_high", np.nan)), 0)
+                                  float(metrics.get(f"{ci}_high", np.nan)), int(n_boot))
     if f"{model}/cindex" in metrics:
-        out["harrell_c (mean over folds)"] = Estimate(float(metrics[f"{model}/cindex"]), np.nan, np.nan, 0)
+        out["harrell_c (mean over folds)"] = float(metrics[f"{model}/cindex"])
     return out
 
 
