@@ -321,6 +321,10 @@ def test_evaluate_py_external_end_to_end_and_horizon_error(at_store: SimpleNames
     gone = _evaluate("mode=external", f"tracking.uri={reg.uri}", "model_uri=models:/omics-risk-rfs@nope",
                      f"data.root={reg.val_root}", f"hydra.run.dir={tmp_path / 'gone'}", cwd=tmp_path)
     assert gone.returncode == 2 and "cannot resolve model" in gone.stderr and "Traceback" not in gone.stderr
+    # compare mode through evaluate.py: the training experiment holds only the final model's run here
+    cmp = _evaluate("mode=compare", "experiment_name=omics-risk", f"tracking.uri={reg.uri}",
+                    f"hydra.run.dir={tmp_path / 'cmp'}", cwd=tmp_path)
+    assert cmp.returncode == 2 and "have no model runs" in cmp.stderr and "Traceback" not in cmp.stderr
 
     ok = _evaluate("mode=external", *common, "task=rfs", f"hydra.run.dir={tmp_path / 'ok'}", cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr[-3000:]
