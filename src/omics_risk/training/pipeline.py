@@ -453,7 +453,8 @@ def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndar
         try:
             card = register_model_card(
                 registered_model_name=str(final_info["registered_model"]), version=version,
-                alias=final_info.get("alias"), data=data, metrics=card_metrics(metrics, fused),
+                alias=final_info.get("alias"), data=data,
+                metrics=card_metrics(metrics, fused, n_boot=int(cfg.evaluation.bootstrap)),
                 cohort=cohort.spec.name, cv=f"{int(cfg.training.cv.folds)}-fold stratified CV x "
                 f"{int(cfg.training.cv.repeats)} repeat(s), patient level", endpoint=str(cfg.task.endpoint),
                 horizons=list(cfg.evaluation.horizons), output_dir=output_dir)
