@@ -302,10 +302,11 @@ def _run_jobs(jobs: Sequence[_Job], workers: int, progress: bool) -> list[_Resul
     (2 threads validate a 900-file cohort about as fast as 2 processes), and threads need no pickling and no
     ``if __name__ == "__main__"`` guard in the caller's script.
     """
-    from tqdm import tqdm
+    from omics_risk.progress import progress_bar
 
     results: list[_Result | None] = [None] * len(jobs)
-    with tqdm(total=len(jobs), desc="opening data files", unit="file", disable=not progress, leave=False) as bar:
+    with progress_bar(total=len(jobs), desc="opening data files", unit="file", disable=not progress,
+                      leave=False) as bar:
         if workers <= 1 or len(jobs) < PARALLEL_MIN_JOBS:
             for i, job in enumerate(jobs):
                 results[i] = _run_job(job)

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.evaluation.metrics import harrell_c, response_auc
+from omics_risk.progress import progress_bar
 
 __all__ = ["hide_modality", "modality_ablation", "top_features"]
 
@@ -137,7 +137,7 @@ def modality_ablation(model: Any, data: MultimodalData, *, modalities: Sequence[
     ok, metric = score.ok, score.metric
     full = _risk(predict, data, "full data")[ok]
     ablated = {}
-    for m in tqdm(mods, desc="modality ablation", disable=not progress):
+    for m in progress_bar(mods, desc="modality ablation", disable=not progress):
         ablated[m] = _risk(predict, hide_modality(data, m), f"without {m}")[ok]
 
     n = score.n
@@ -292,7 +292,7 @@ def top_features(model: Any, data: MultimodalData, n: int = 20, *,
     base = score(_risk(predict, data, "unpermuted")[ok])
     rng = np.random.default_rng(seed)
     rows = []
-    for m, c in tqdm(cands, desc="permutation importance", disable=not progress):
+    for m, c in progress_bar(cands, desc="permutation importance", disable=not progress):
         drops = [base - score(_risk(predict, _permuted(data, m, c, rng), f"{m}/{c} permuted")[ok])
                  for _ in range(n_repeats)]
         rows.append({"feature": f"{m}/{c}", "modality": m, "importance": float(np.nanmean(drops)),

@@ -49,9 +49,9 @@ from sksurv.metrics import (
     integrated_brier_score,
 )
 from sksurv.util import Surv
-from tqdm.auto import tqdm
 
 from omics_risk.evaluation.riskgroups import RiskGroups, hazard_ratios, logrank_p
+from omics_risk.progress import progress_bar
 
 __all__ = [
     "Estimate",
@@ -633,7 +633,7 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
     if exclude:
         jobs = {k: v for k, v in jobs.items() if not any(fnmatch.fnmatchcase(k, pat) for pat in exclude)}
     run = partial(_with_ci, n_boot=n_boot, seed=seed, alpha=alpha)
-    bar = partial(tqdm, total=len(jobs), desc="bootstrap metrics", disable=not progress)
+    bar = partial(progress_bar, total=len(jobs), desc="bootstrap metrics", disable=not progress)
     if n_jobs == 1:
         return {name: run(fn, *arrays, name=name) for name, (fn, arrays) in bar(jobs.items())}
     out = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(fn, *arrays, name=name)

@@ -27,7 +27,8 @@ from sklearn.base import BaseEstimator, ClusterMixin
 from sklearn.cluster import KMeans
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
-from tqdm.auto import tqdm
+
+from omics_risk.progress import progress_bar
 
 __all__ = ["ConsensusKMeans", "consensus_cdf", "plot_consensus"]
 
@@ -136,7 +137,7 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
         n, p = Xv.shape
         n_items = round(self.item_fraction * n)
         n_feats = max(1, round(self.feature_fraction * p))
-        for _ in tqdm(range(self.n_resamples), desc="consensus k-means", disable=not self.progress):
+        for _ in progress_bar(range(self.n_resamples), desc="consensus k-means", disable=not self.progress):
             rows = np.sort(rng.choice(n, n_items, replace=False))
             cols = np.sort(rng.choice(p, n_feats, replace=False)) if n_feats < p else np.arange(p)
             sub = Xv[np.ix_(rows, cols)]

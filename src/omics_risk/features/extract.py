@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure, settings_hash
+from omics_risk.progress import progress_bar
 
 __all__ = ["ExtractSummary", "default_extract_config", "extract_cohort", "fingerprint"]
 
@@ -251,7 +251,7 @@ def _map_samples(ext: Extractor, cohort: Cohort, rows: list[pd.Series], workers:
                  desc: str) -> list[dict[str, Any]]:
     if not rows:
         return []
-    bar = tqdm(total=len(rows), desc=desc, disable=not progress, unit="sample")
+    bar = progress_bar(total=len(rows), desc=desc, disable=not progress, unit="sample")
     try:
         if workers <= 1 or len(rows) == 1:
             results = []

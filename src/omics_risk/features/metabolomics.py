@@ -45,12 +45,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 from statsmodels.nonparametric.smoothers_lowess import lowess
-from tqdm.auto import tqdm
 
 from omics_risk.data.contract import Cohort
 from omics_risk.data.readers import MetabolomicsData, read_metabolomics
 from omics_risk.features.base import ExtractionResult, Extractor
 from omics_risk.features.screening import FrameSelector, _quiet
+from omics_risk.progress import progress_bar
 
 __all__ = [
     "DetectionLimitImputer",
@@ -123,7 +123,7 @@ def qc_rlsc(
     batches = sheet["batch"].astype(str).to_numpy()
     order = sheet["injection_order"].to_numpy(dtype=np.float64)
     units = [(b, j) for b in pd.unique(batches) for j in range(logv.shape[0])]
-    for b, j in tqdm(
+    for b, j in progress_bar(
         units, desc="QC-RLSC", unit="feature", disable=progress is False or (progress is None and len(units) < 20_000)
     ):
         in_b = batches == b

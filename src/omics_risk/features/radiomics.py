@@ -31,11 +31,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.readers import DataFileError, check_mask_geometry, read_image
 from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure, settings_hash
+from omics_risk.progress import progress_bar
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -391,7 +391,7 @@ def extract_radiomics(
         tmp.write_text(json.dumps(res))
         os.replace(tmp, cfile)
 
-    bar = tqdm(total=len(todo), desc="radiomics", unit="scan", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="radiomics", unit="scan", disable=not progress)
     try:
         if workers == 1 or len(todo) <= 1:
             for sid, img, msk, cfile in todo:

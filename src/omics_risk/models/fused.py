@@ -804,18 +804,13 @@ class FusedSurvivalModel(SurvivalModel):
         with _torch_threads(self._threads()):
             return self._outputs_for(data, provider=provider)
 
-    def predict_risk(self, data: MultimodalData, images: ImageProvider | None = None) -> np.ndarray:
-        """Cox log relative hazard (higher = riskier; discrete-time cumulative hazard or minus the response logit
-        without a Cox head); the training median for patients without any input."""
-        outputs, has_data = self._predict(data, images)
+    # Post-processing of the network outputs, shared by predict_risk / predict_survival / predict_response and
+    # predict_outputs, so that one forward pass gives exactly what the three separate calls give.
+    def _risk_from(self, outputs: Mapping[str, torch.Tensor], has_data: np.ndarray) -> np.ndarray:
         risk = outputs["risk"].numpy().astype(np.float64)
         return np.where(has_data & np.isfinite(risk), risk, self.train_median_risk_)
 
-    def predict_survival(self, data: MultimodalData, times: np.ndarray,
-                         images: ImageProvider | None = None) -> np.ndarray:
-        """Survival probabilities (patients x times, days): Breslow baseline of the Cox head on the training fold,
-        or the discrete-time head's curve when there is no Cox head."""
-        outputs, has_data = self._predict(data, images)
+    def _survival_from(self, outputs: Mapping[str, torch.Tensor], has_data: np.ndarray, times: Any) -> np.ndarray:
         times = np.atleast_1d(np.asarray(times, dtype=np.float64))
         if "log_hz" in outputs:
             lh = outputs["log_hz"].numpy().astype(np.float64)
@@ -827,14 +822,44 @@ class FusedSurvivalModel(SurvivalModel):
             return discrete_survival(outputs["hazard_logits"], np.asarray(self.cuts_), times)
         raise NotImplementedError("this model has only a binary head: it predicts response, not survival")
 
-    def predict_response(self, data: MultimodalData, images: ImageProvider | None = None) -> np.ndarray:
-        """Probability of response from the binary head (training-median logit for patients without input)."""
-        outputs, has_data = self._predict(data, images)
+    def _response_from(self, outputs: Mapping[str, torch.Tensor], has_data: np.ndarray) -> np.ndarray:
         if "response_logit" not in outputs:
             raise NotImplementedError("this model has no binary head: add 'binary' to heads")
         logit = outputs["response_logit"].numpy().astype(np.float64)
         logit = np.where(has_data, logit, self.train_median_logit_)
         return 1.0 / (1.0 + np.exp(-logit))
+
+    def predict_risk(self, data: MultimodalData, images: ImageProvider | None = None) -> np.ndarray:
+        """Cox log relative hazard (higher = riskier; discrete-time cumulative hazard or minus the response logit
+        without a Cox head); the training median for patients without any input."""
+        return self._risk_from(*self._predict(data, images))
+
+    def predict_survival(self, data: MultimodalData, times: np.ndarray,
+                         images: ImageProvider | None = None) -> np.ndarray:
+        """Survival probabilities (patients x times, days): Breslow baseline of the Cox head on the training fold,
+        or the discrete-time head's curve when there is no Cox head."""
+        outputs, has_data = self._predict(data, images)
+        return self._survival_from(outputs, has_data, times)
+
+    def predict_response(self, data: MultimodalData, images: ImageProvider | None = None) -> np.ndarray:
+        """Probability of response from the binary head (training-median logit for patients without input)."""
+        return self._response_from(*self._predict(data, images))
+
+    def predict_outputs(self, data: MultimodalData, times: np.ndarray | None = None,
+                        images: ImageProvider | None = None) -> dict[str, np.ndarray]:
+        """``risk``, ``survival`` (when ``times`` is given) and ``response`` (when the network has a binary head)
+        from one forward pass: with CT images the 3D encoder dominates the cost, so batch scoring calls this instead
+        of the three ``predict_*`` methods. Values equal theirs bit for bit.
+
+        Raises NotImplementedError, as ``predict_survival`` does, when ``times`` is given to a binary-only model.
+        """
+        outputs, has_data = self._predict(data, images)
+        out = {"risk": self._risk_from(outputs, has_data)}
+        if times is not None:
+            out["survival"] = self._survival_from(outputs, has_data, times)
+        if "response_logit" in outputs:
+            out["response"] = self._response_from(outputs, has_data)
+        return out
 
     def attention(self, data: MultimodalData, images: ImageProvider | None = None, *,
                   per_patient: bool = False) -> pd.Series | pd.DataFrame:

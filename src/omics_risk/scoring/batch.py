@@ -54,7 +54,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
 from omics_risk.data.contract import (
     CLINICAL_FILE,
@@ -66,6 +65,7 @@ from omics_risk.data.contract import (
     load_cohort,
 )
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.progress import progress_bar
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, to_frame
 from omics_risk.scoring.shift import DEFAULT_MARGIN, ShiftCheck, ShiftReport
 
@@ -789,7 +789,8 @@ class _ChunkImages:
             return
         n_jobs = max(1, min(int(workers or os.cpu_count() or 1), len(todo)))
         jobs = (delayed(_preprocess_scan)(self.cfg, str(self.cache_dir), image, mask) for image, mask in todo)
-        Parallel(n_jobs=n_jobs)(tqdm(jobs, total=len(todo), desc="CT tensors", unit="scan", disable=not progress))
+        Parallel(n_jobs=n_jobs)(progress_bar(jobs, total=len(todo), desc="CT tensors", unit="scan",
+                                             disable=not progress))
 
     def load(self, patients: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[str]]]:
         from omics_risk.models.fused import CTImageStore
@@ -1195,7 +1196,7 @@ def score_cohort(
     patients = prep.order
     chunks = [patients[i:i + chunk_size] for i in range(0, len(patients), chunk_size)]
     resumed = 0
-    bar = tqdm(total=len(patients), desc="scoring", unit="patient", disable=not progress)
+    bar = progress_bar(total=len(patients), desc="scoring", unit="patient", disable=not progress)
     try:
         for i, chunk in enumerate(chunks):
             part, state = ckpt / f"chunk-{i:06d}.parquet", ckpt / f"chunk-{i:06d}.json"
@@ -1312,8 +1313,8 @@ def write_feature_table(
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
         with pq.ParquetWriter(tmp, schema) as writer:
-            for i in tqdm(range(0, len(patients), chunk_size), desc="feature table", unit="chunk",
-                          disable=not progress):
+            for i in progress_bar(range(0, len(patients), chunk_size), desc="feature table", unit="chunk",
+                                  disable=not progress):
                 frame, _ = scorer.frame(patients[i:i + chunk_size])
                 writer.write_table(pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False))
         os.replace(tmp, out)

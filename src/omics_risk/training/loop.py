@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from omics_risk.progress import progress_bar
 from omics_risk.training.device import autocast, make_grad_scaler, seed_everything, select_device
 from omics_risk.training.losses import MultiTaskObjective
 
@@ -179,7 +179,7 @@ def fit_network(
     waited = 0
     start = _time.perf_counter()
 
-    bar = tqdm(range(epochs), desc="training", unit="epoch", disable=not progress)
+    bar = progress_bar(range(epochs), desc="training", unit="epoch", disable=not progress)
     for epoch in bar:
         t0 = _time.perf_counter()
         model.train()

@@ -34,7 +34,6 @@ import numpy as np
 import pandas as pd
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from tqdm.auto import tqdm
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.multimodal import MultimodalData, load_multimodal
@@ -48,6 +47,7 @@ from omics_risk.features.clinical import clinical_types
 from omics_risk.features.extract import extract_cohort
 from omics_risk.models.base import SurvivalModel
 from omics_risk.models.baselines import make_baselines
+from omics_risk.progress import progress_bar
 from omics_risk.training.splits import repeated_stratified_folds
 
 log = logging.getLogger(__name__)
@@ -162,8 +162,8 @@ def _ct_images(cfg: DictConfig, cohort: Cohort, store: Path, *, what: str = "tra
         log.info("preprocessing %d of %d CT scans of the %s cohort into %s (%d workers)", len(todo), len(scans),
                  what, cache.dir, n_jobs)
         jobs = (delayed(_preprocess_scan)(ct_cfg, str(cache_dir), image, mask) for image, mask in todo)
-        errors = Parallel(n_jobs=n_jobs)(tqdm(jobs, total=len(todo), desc=f"CT tensors ({what})", unit="scan",
-                                              disable=not progress))
+        errors = Parallel(n_jobs=n_jobs)(progress_bar(jobs, total=len(todo), desc=f"CT tensors ({what})",
+                                                      unit="scan", disable=not progress))
         failed = [(s[0], e) for s, e in zip(todo, errors, strict=True) if e is not None]
         if failed:
             shown = "; ".join(f"{Path(f).name}: {e}" for f, e in failed[:3])
@@ -172,7 +172,7 @@ def _ct_images(cfg: DictConfig, cohort: Cohort, store: Path, *, what: str = "tra
     images = CTImageStore(cohort, cfg=ct_cfg, cache_dir=cache_dir, modality=modality)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # failures were reported above, once
-        for pid in tqdm(list(images), desc=f"loading CT ({what})", unit="patient", disable=not progress):
+        for pid in progress_bar(list(images), desc=f"loading CT ({what})", unit="patient", disable=not progress):
             images[pid]
     log.info("CT tensors of %d patients (%d scans) of the %s cohort from %s", len(images), len(scans), what,
              cache.dir)
@@ -354,7 +354,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         for name, make in factories.items():
             model_ctx = mu.start_model_run(name, params=make().describe()) if mu else nullcontext()
             with model_ctx:
-                for fold in tqdm(folds, desc=f"{name}", disable=not cfg.training.progress, unit="fold"):
+                for fold in progress_bar(folds, desc=f"{name}", disable=not cfg.training.progress, unit="fold"):
                     train_d, test_d = data.subset(fold.train), data.subset(fold.test)
                     fold_ctx = mu.start_fold_run(fold.tag) if (mu and cfg.tracking.log_folds) else nullcontext()
                     with fold_ctx:

@@ -21,12 +21,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
-from tqdm.auto import tqdm
 
 from omics_risk.data.synthetic import fragments as frag
 from omics_risk.data.synthetic import imaging, methylation
 from omics_risk.data.synthetic.biology import harrell_c, roc_auc
 from omics_risk.data.synthetic.genome import Genome, get_genome, write_reference
+from omics_risk.progress import progress_bar
 
 GENERATOR_VERSION = "1.1.0"
 #: Tumour fractions each plasma assay resolves; below them a modality's view of the tumour fraction is flat.
@@ -142,7 +142,7 @@ def render_jobs(jobs: list[PatientJob], opts: SynthOptions, out: Path, workers: 
     """Render all patients, in worker processes when useful; results are independent of ``workers``."""
     workers = workers or os.cpu_count() or 1
     workers = max(1, min(workers, len(jobs)))
-    bar = tqdm(total=len(jobs), desc="patients", unit="pt", disable=not progress)
+    bar = progress_bar(total=len(jobs), desc="patients", unit="pt", disable=not progress)
     extras: list[list[dict[str, Any]]] = [[] for _ in jobs]
     try:
         if workers == 1:
