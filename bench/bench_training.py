@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_training.py tcga            # real TCGA LUSC, PFI: every model vs stage-only 0.620
     .venv/bin/python bench/bench_training.py shuffled        # demo cohort, outcomes shuffled 10x: every mean C ~ 0.50
     .venv/bin/python bench/bench_training.py external        # train on 300, validate on 1,000 (another seed)
-    .venv/bin/python bench/bench_training.py ceiling         # what 300 patients allow: Cox on the noise-free views
+    .venv/bin/python bench/bench_training.py learning        # what perfect features allow, by training size;
+                                                             # every model trained on 1,000 patients
 
 Each part writes ``bench/results/training_<part>.json`` (git-ignored) and prints a markdown table for BENCHMARKS.md.
 Tracking is switched off so benchmark runs do not clutter the MLflow store.
@@ -191,65 +192,207 @@ def external() -> None:
            f"Oracle C-index of the validation cohort: {oracle:.3f}.")
 
 
-def ceiling(n_boot: int = 200) -> None:
-    """How close to the oracle can a model trained on the 300 demo patients get on the 1,000 validation patients?
+def _planned(n: int, seed: int) -> dict:
+    """A cohort's plan without rendering any file: outcome, noise-free quantities, what each patient has, truth.
 
-    Reads the truth (benchmark only): each modality's noise-free view (the quantities it encodes without
-    measurement noise) and the true log-hazard. A ridge Cox model on all views, fitted on the training cohort,
-    is what a perfect feature extractor plus a correctly specified linear model would reach with 300 patients;
-    the gap to the oracle is estimation error alone. Also: a single fitted view per modality, for comparison.
+    ``plan`` is what ``omics-risk synth`` writes (same seed, same numbers); skipping the images, fragments and
+    methylation files makes 10,000 patients a matter of seconds. ``raw``: every noise-free quantity the modalities
+    encode, for every patient; ``observed``: the same with a modality's quantities missing where the patient has no
+    such sample (the tumour fraction from the most sensitive plasma assay the patient has, at its detection limit).
     """
+    from omics_risk.data.synthetic import nsclc_postop
+    from omics_risk.data.synthetic.cohort import SynthOptions, modality_shares
+    from omics_risk.data.synthetic.genome import get_genome
+
+    opts = SynthOptions()
+    plan = nsclc_postop.plan(n, np.random.SeedSequence(seed), opts, get_genome(opts.genome_scale))
+    eta = plan.truth_patients["true_risk_rfs"].to_numpy(float)
+    pids = plan.clinical["patient_id"].to_numpy()
+    smp = plan.samples
+
+    def has(modality: str, timepoint: str | None = None) -> np.ndarray:
+        rows = smp[(smp["modality"] == modality) & ((smp["timepoint"] == timepoint) if timepoint else True)]
+        return np.isin(pids, rows["patient_id"].unique())
+
+    groups = {"clinical": (plan.views["clinical"], np.ones(n, bool)),
+              "ct_preop": (plan.views["ct_preop"], has("ct", "preop")),
+              "ct_postop": (plan.views["ct_postop"], has("ct", "postop1")),
+              "metabolomics": (plan.views["metabolomics"], has("metabolomics"))}
+    raw = pd.concat([g.astype(float).add_prefix(f"{k}/") for k, (g, _) in groups.items()], axis=1)
+    raw["plasma/logtf"] = plan.views["ctdna"]["logtf"].to_numpy(float)  # lowest detection limit
+    observed = raw.copy()
+    for k, (_, present) in groups.items():
+        observed.loc[~present, [c for c in raw if c.startswith(f"{k}/")]] = np.nan
+    logtf = np.full(n, np.nan)
+    for mod in ("cfdna", "methylation", "ctdna"):  # least sensitive first: the most sensitive assay wins
+        logtf = np.where(has(mod), plan.views[mod]["logtf"].to_numpy(float), logtf)
+    observed["plasma/logtf"] = logtf
+    views, _ = modality_shares(plan, eta)
+    views = views[[f"view_{m}" for m in plan.views if m not in ("ct", "all")]]
+    clin = plan.clinical
+    return {"time": clin["rfs_time"].to_numpy(float), "event": clin["rfs_event"].to_numpy(bool), "raw": raw,
+            "observed": observed, "views": views, "eta": eta}
+
+
+RIDGE_GRID = (1.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
+
+
+def _design(x_tr: pd.DataFrame, x_va: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Standardise on the training rows; a missing block becomes the training mean plus a presence indicator."""
+    mu, sd = x_tr.mean(), x_tr.std().replace(0, 1).fillna(1)
+    parts_tr, parts_va = [((x_tr - mu) / sd).fillna(0.0)], [((x_va - mu) / sd).fillna(0.0)]
+    blocks = sorted({c.split("/")[0] for c in x_tr.columns if "/" in c and x_tr[c].isna().any()})
+    for b in blocks:
+        col = next(c for c in x_tr.columns if c.startswith(f"{b}/"))
+        parts_tr.append(x_tr[[col]].notna().astype(float).set_axis([f"has_{b}"], axis=1))
+        parts_va.append(x_va[[col]].notna().astype(float).set_axis([f"has_{b}"], axis=1))
+    return pd.concat(parts_tr, axis=1).to_numpy(), pd.concat(parts_va, axis=1).to_numpy()
+
+
+def _cox_external(x_tr: pd.DataFrame, t: np.ndarray, e: np.ndarray, x_va: pd.DataFrame) -> tuple[np.ndarray, float]:
+    """Ridge Cox (scikit-survival) fitted on the training cohort, its penalty chosen by 5-fold CV there."""
+    from sklearn.model_selection import StratifiedKFold
     from sksurv.linear_model import CoxPHSurvivalAnalysis
 
-    from omics_risk.evaluation.metrics import bootstrap_metric, harrell_c
+    from omics_risk.evaluation.metrics import harrell_c
 
+    y = np.array(list(zip(e, t, strict=True)), dtype=[("event", bool), ("time", float)])
+    cv = list(StratifiedKFold(5, shuffle=True, random_state=0).split(x_tr, e))
+    scores = []
+    for alpha in RIDGE_GRID:
+        cs = []
+        for tr, te in cv:
+            a, b = _design(x_tr.iloc[tr], x_tr.iloc[te])
+            cs.append(harrell_c(t[te], e[te], CoxPHSurvivalAnalysis(alpha=alpha).fit(a, y[tr]).predict(b)))
+        scores.append(np.mean(cs))
+    alpha = RIDGE_GRID[int(np.argmax(scores))]
+    a, b = _design(x_tr, x_va)
+    return CoxPHSurvivalAnalysis(alpha=alpha).fit(a, y).predict(b), alpha
+
+
+LEARNING_SIZES = {300: 10, 1000: 5, 3000: 3, 10000: 2}  # training-cohort size -> independent training seeds
+
+
+def _external_only(train_root: Path, val_root: Path, out: Path) -> dict[str, float]:
+    """Every model of the demo experiment fitted once on ``train_root`` and scored on ``val_root`` (no CV)."""
+    from omics_risk.data.contract import load_cohort
+    from omics_risk.features.clinical import clinical_types
+    from omics_risk.training import pipeline as pl
+    from omics_risk.training.device import seed_everything
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out}", "tracking=none",
+                                          "experiment=demo", f"data.root={train_root}",
+                                          f"data.validation_root={val_root}", "training.progress=false"])
+    seed_everything(int(cfg.seed))
+    store = pl._features(train_root, None, cfg)
+    data = pl._load(train_root, store, cfg)
+    factories = pl._factories(cfg, data, clinical_types(load_cohort(train_root).spec), None)
+    t0 = time.perf_counter()
+    metrics = pl._external(cfg, factories, data)
+    metrics["seconds"] = time.perf_counter() - t0
+    metrics["n_train"] = float(len(data))
+    metrics["n_train_events"] = float(data.event.sum())
+    return metrics
+
+
+def learning(models: bool = True) -> None:
+    """How the reachable C-index on the 1,000 validation patients grows with the training cohort.
+
+    Noise-free side (reads the truth, benchmark only): for each training size in ``LEARNING_SIZES`` and several
+    independent training seeds, a ridge Cox model (penalty by inner CV) on every noise-free quantity the modalities
+    encode, i.e. a perfect feature extractor with a correctly specified linear model that never sees the true risk:
+    (a) with the cohort's missing modalities (mean-imputed plus presence indicators, as the models must cope),
+    (b) with nothing missing, and (c) on the per-modality views fitted to the true risk (optimistic: the
+    within-modality weights come from the truth).
+    Measured side (``models``): every model of the demo experiment fitted on a 1,000-patient training cohort
+    (seed 202) and scored on the same validation cohort, next to the 300-patient numbers of ``external``.
+    """
     val = RESULTS / "nsclc_postop_1000"
     if not (val / "cohort.yaml").is_file():
         cli(["synth", "--kind", "nsclc-postop", "--n", "1000", "--seed", "101", "--out", str(val), "--quiet"])
-    demo = ROOT / "data" / "demo"
-    sets = {}
-    for name, root in (("train", demo), ("validation", val)):
-        clin = pd.read_csv(root / "clinical.csv").set_index("patient_id")
-        ok = clin["rfs_time"].notna() & clin["rfs_event"].notna()
-        truth = pd.read_csv(root / "truth" / "patients.csv").set_index("patient_id").reindex(clin.index[ok])
-        sets[name] = (clin.loc[ok, "rfs_time"].to_numpy(float), clin.loc[ok, "rfs_event"].to_numpy(bool), truth)
-    views = [c for c in sets["train"][2].columns if c.startswith("view_") and c not in ("view_ct", "view_all")]
-    t_tr, e_tr, x_tr = sets["train"]
-    t_va, e_va, x_va = sets["validation"]
-    y = np.array(list(zip(e_tr, t_tr, strict=True)), dtype=[("event", bool), ("time", float)])
+    oracle = json.loads((val / "truth" / "summary.json").read_text())["oracle_cindex"]["rfs"]
+    va = _planned(1000, 101)
+    clin_va = pd.read_csv(val / "clinical.csv")
+    if not np.array_equal(clin_va["rfs_time"].to_numpy(float), va["time"]):
+        raise RuntimeError("the planned validation cohort differs from the synthesised one: re-run synth")
+    from omics_risk.evaluation.metrics import harrell_c
+
+    def c_va(risk: np.ndarray) -> float:
+        return harrell_c(va["time"], va["event"], risk)
+
     rows = []
+    for n, n_seeds in LEARNING_SIZES.items():
+        seeds = [7, *range(1001, 1000 + n_seeds)] if n == 300 else list(range(1000, 1000 + n_seeds))  # 7: demo
+        for seed in seeds:
+            tr = _planned(n, seed)
+            row: dict = {"n_train": n, "seed": seed}
+            for kind in ("observed", "raw", "views"):
+                risk, alpha = _cox_external(tr[kind], tr["time"], tr["event"], va[kind])
+                row[kind], row[f"{kind}_alpha"] = c_va(risk), alpha
+            rows.append(row)
+    curve = pd.DataFrame(rows)
+    target = oracle - 0.03
+    result: dict = {"oracle_cindex_validation": oracle, "target": target, "ridge_grid": RIDGE_GRID,
+                    "noise_free": rows, "population_views_sum": c_va(va["views"].sum(axis=1).to_numpy())}
+    (RESULTS / "training_learning.json").write_text(json.dumps(result, indent=1, default=float))
+    measured_file = RESULTS / "training_learning_models.json"  # the slow half, kept apart (--no-models reuses it)
+    if models:
+        train_root = RESULTS / "nsclc_postop_train1000"
+        if not (train_root / "cohort.yaml").is_file():
+            cli(["synth", "--kind", "nsclc-postop", "--n", "1000", "--seed", "202", "--out", str(train_root),
+                 "--quiet"])
+        measured = {"measured_1000": _external_only(train_root, val, RESULTS / "run_learning")}
+        ext300 = RESULTS / "training_external.json"
+        if ext300.is_file():
+            measured["measured_300"] = {k: v for k, v in json.loads(ext300.read_text())["metrics"].items()
+                                        if k.startswith("external/")}
+        measured_file.write_text(json.dumps(measured, indent=1, default=float))
 
-    def add(model: str, risk: np.ndarray) -> None:
-        est = bootstrap_metric(harrell_c, t_va, e_va, risk, n_boot=n_boot)
-        rows.append({"model": model, "external_cindex": est.value, "ci_low": est.low, "ci_high": est.high})
+    print(f"\n### Reachable C-index by training-cohort size (validation cohort of 1,000, seed 101; oracle {oracle:.3f},"
+          f" target >= {target:.3f})\n")
+    print("| training patients | seeds | perfect features, the cohort's missing modalities | reach target | "
+          "perfect features, nothing missing | reach target | truth-fitted views, nothing missing |\n"
+          "|---|---|---|---|---|---|---|")
 
-    add("oracle (true log-hazard)", x_va["true_risk_rfs"].to_numpy())
-    add("best linear predictor from all noise-free views (population fit)", x_va["view_all"].to_numpy())
-    for alpha in (0.1, 1.0, 10.0):
-        cox = CoxPHSurvivalAnalysis(alpha=alpha).fit(x_tr[views].to_numpy(), y)
-        add(f"Cox on the noise-free views fitted on 300 patients (ridge {alpha:g})",
-            cox.predict(x_va[views].to_numpy()))
-    for v in views:
-        add(f"{v} alone (noise-free, population fit)", x_va[v].to_numpy())
-    s = {"rows": rows, "n_train": len(t_tr), "views": views}
-    (RESULTS / "training_ceiling.json").write_text(json.dumps(s, indent=1, default=float))
-    print("\n### What 300 training patients allow (truth views, validation cohort of 1,000, seed 101)\n")
-    print("| model | external C | 95% CI |\n|---|---|---|")
-    for r in rows:
-        print(f"| {r['model']} | {r['external_cindex']:.3f} | {r['ci_low']:.3f}-{r['ci_high']:.3f} |")
+    def cell(g: pd.DataFrame, k: str) -> str:
+        return f"{g[k].mean():.3f} [{g[k].min():.3f}-{g[k].max():.3f}]"
+
+    for n, g in curve.groupby("n_train"):
+        print(f"| {n:,} | {len(g)} | {cell(g, 'observed')} | {int((g['observed'] >= target).sum())}/{len(g)} | "
+              f"{cell(g, 'raw')} | {int((g['raw'] >= target).sum())}/{len(g)} | {cell(g, 'views')} |")
+    demo = curve[(curve["n_train"] == 300) & (curve["seed"] == 7)].iloc[0]
+    print(f"\nDemo cohort (seed 7): perfect features with its missing modalities {demo['observed']:.3f}, nothing "
+          f"missing {demo['raw']:.3f}. Mean C over the table: mean [min-max] over training seeds; ridge penalty "
+          f"chosen by 5-fold CV on each training cohort from {list(RIDGE_GRID)}.")
+    if measured_file.is_file():
+        measured = json.loads(measured_file.read_text())
+        m1000, m300 = measured["measured_1000"], measured.get("measured_300", {})
+        names = sorted({k.split("/")[1] for k in m1000 if k.endswith("/cindex")},
+                       key=lambda k: -m1000[f"external/{k}/cindex"])
+        print("\n#### Measured features: trained on 300 (demo) vs 1,000 (seed 202) patients\n\n"
+              "| model | external C, 300 | external C, 1,000 [95% CI] | gap to oracle, 1,000 |\n|---|---|---|---|")
+        for k in names:
+            c = m1000[f"external/{k}/cindex"]
+            old = m300.get(f"external/{k}/cindex")
+            lo, hi = m1000[f"external/{k}/cindex_ci_low"], m1000[f"external/{k}/cindex_ci_high"]
+            print(f"| {k} | {'' if old is None else f'{old:.3f}'} | {c:.3f} [{lo:.3f}-{hi:.3f}] | {oracle - c:+.3f} |")
 
 
 if __name__ == "__main__":
-    parts = {"tcga": tcga, "shuffled": shuffled, "external": external, "ceiling": ceiling}
+    parts = {"tcga": tcga, "shuffled": shuffled, "external": external, "learning": learning}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("parts", nargs="*", choices=list(parts), default=list(parts))
     parser.add_argument("--shuffles", type=int, default=10, help="shuffled: independent outcome permutations")
     parser.add_argument("--cv-repeats", type=int, default=1, help="shuffled: CV repeats per permutation")
     parser.add_argument("--jobs", type=int, default=2, help="shuffled: permutations trained side by side")
+    parser.add_argument("--no-models", action="store_true", help="learning: the noise-free curve only")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for p in args.parts:
         if p == "shuffled":
             shuffled(args.shuffles, args.cv_repeats, args.jobs)
+        elif p == "learning":
+            learning(models=not args.no_models)
         else:
             parts[p]()
