@@ -123,14 +123,16 @@ def test_frame_round_trip(data: MultimodalData) -> None:
     pd.testing.assert_frame_equal(back.present, data.present, check_dtype=False)
 
 
-def test_from_frame_allows_a_whole_modality_missing_but_not_part(data: MultimodalData) -> None:
+def test_from_frame_allows_a_modality_missing_in_whole_or_part(data: MultimodalData) -> None:
     manifest = FeatureManifest.from_data(data, TYPES)
     frame = to_frame(data)
     no_ct = from_frame(frame.drop(columns=[c for c in frame if c.startswith("ct/")]), manifest)
     assert not no_ct.present["ct"].any() and no_ct.modalities["ct"].isna().all().all()
     assert list(no_ct.modalities["ct"].columns) == list(data.modalities["ct"].columns)
-    with pytest.raises(ValueError, match=r"lacks 2 column\(s\).*ct/preop__glcm, ct/postop1__volume"):
-        from_frame(frame.drop(columns=["ct/preop__glcm", "ct/postop1__volume"]), manifest)
+    with pytest.warns(UserWarning, match=r"'ct': 2 of the model's 3 .*ct/preop__glcm, ct/postop1__volume"):
+        part = from_frame(frame.drop(columns=["ct/preop__glcm", "ct/postop1__volume"]), manifest)
+    assert part.modalities["ct"][["preop__glcm", "postop1__volume"]].isna().all().all()  # imputed by the model
+    pd.testing.assert_series_equal(part.modalities["ct"]["preop__volume"], data.modalities["ct"]["preop__volume"])
     with pytest.raises(ValueError, match="clinical/stage"):
         from_frame(frame.drop(columns=["clinical/stage"]), manifest)
     with pytest.warns(UserWarning, match="ignoring 1 column.*ct/new_feature"):

@@ -14,7 +14,8 @@ import or call arbitrary code (``os.system``) through this path.
 Batch scoring::
 
     model = load_scoring_model("models:/omics_risk@champion")
-    scores = model.predict(frame)                       # frame: omics_risk.scoring.frames.to_frame(data)
+    frame = to_frame(data, FeatureManifest.of(model))   # omics_risk.scoring.frames: the model's columns and types
+    scores = model.predict(frame)
     scores = model.predict(frame, params={"horizons": [365.0, 1095.0]})
 
     udf = mlflow.pyfunc.spark_udf(spark, "models:/omics_risk@champion",
@@ -43,10 +44,10 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
-from tqdm.auto import tqdm
 
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.models.base import SurvivalModel
+from omics_risk.progress import progress_bar
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, from_frame
 
 __all__ = [
@@ -237,10 +238,32 @@ def score(
     surv = np.empty((n, hz.size))
     resp = np.empty(n)
     starts = range(0, n, chunk_size)
+    # every output of a chunk from one forward pass when the model offers it (the fused network: its 3D CT encoder
+    # dominates the cost); other models answer the three predict_* calls
+    joint = callable(getattr(model, "predict_outputs", None))
     with torch.inference_mode():
-        for start in tqdm(starts, desc="scoring", unit="chunk", disable=not progress or len(starts) < 2):
+        for start in progress_bar(starts, desc="scoring", unit="chunk", disable=not progress or len(starts) < 2):
             idx = np.arange(start, min(start + chunk_size, n))
             part = data.subset(idx)
+            if joint:
+                try:
+                    outs = model.predict_outputs(part, hz if survival else None, **kw)
+                except NotImplementedError:  # no survival head after all: learnt on the first chunk, as below
+                    if start or not survival:
+                        raise
+                    survival = False
+                    outs = model.predict_outputs(part, None, **kw)
+                if response and "response" not in outs:
+                    if start:
+                        raise RuntimeError(f"{type(model).__name__}.predict_outputs gave no 'response' for rows "
+                                           f"{start}.. after giving it for the first chunk")
+                    response = False
+                risk[idx] = np.asarray(outs["risk"], dtype=float)
+                if survival:
+                    surv[idx] = np.asarray(outs["survival"], dtype=float).reshape(len(idx), hz.size)
+                if response:
+                    resp[idx] = np.asarray(outs["response"], dtype=float)
+                continue
             risk[idx] = np.asarray(model.predict_risk(part, **kw), dtype=float)
             try:  # optional outputs: a model may implement the method yet lack the head (NotImplementedError)
                 if survival:
@@ -337,7 +360,10 @@ class OmicsRiskPyfunc(mlflow.pyfunc.PythonModel):
 def input_schema(manifest: FeatureManifest) -> Schema:
     """Column schema of the flat frame: ``patient_id`` and clinical columns required, modality columns optional.
 
-    A modality may then be left out as a whole (a cohort without CT); :func:`from_frame` rejects a partial one.
+    A modality may then be left out as a whole (a cohort without CT) or in part (features a cohort's QC removed,
+    imputed with a warning by :func:`from_frame`). Numbers are ``double``: MLflow's schema enforcement refuses an
+    int64 column there unless all its values are 0 or 1, so :func:`~omics_risk.scoring.frames.to_frame` emits
+    float64. ``FeatureManifest.from_schema`` reads this schema back.
     """
     specs = [ColSpec("string", ID_COLUMN)]
     specs += [ColSpec(kind, f"{CLINICAL}/{c}") for c, kind in manifest.clinical.items()]
