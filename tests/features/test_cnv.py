@@ -208,3 +208,20 @@ def test_tcga_lusc_segments(tcga) -> None:  # type: ignore[no-untyped-def]
         chrom, start = col.split("_")[1], int(col.split("_")[2])
         assert (chrom in ACROCENTRIC and start < cen[chrom][1]) or start + 10_000_000 > sizes[chrom], col
     assert f[bins].notna().mean().mean() > 0.95
+
+
+@pytest.mark.parametrize(("genome", "chrom", "expected"), [
+    ("hg19", "1", (121_500_000, 128_900_000)), ("hg19", "9", (47_300_000, 50_700_000)),
+    ("hg19", "X", (58_100_000, 63_000_000)), ("hg38", "1", (121_700_000, 125_100_000)),
+    ("hg38", "9", (42_200_000, 45_500_000)), ("hg38", "X", (58_100_000, 63_800_000)),
+    ("hg38", "Y", (10_300_000, 10_600_000)),
+])
+def test_centromeres_are_the_ucsc_acen_bands(genome: str, chrom: str, expected: tuple[int, int]) -> None:
+    # UCSC cytoBand.txt, first p11 acen start and last q11 acen end (hg38 chrX q11.1 runs to 63.8 Mb)
+    assert CENTROMERES[genome][chrom] == expected
+
+
+@pytest.mark.parametrize("genome", ["hg19", "hg38"])
+def test_centromeres_lie_inside_their_chromosomes(genome: str) -> None:
+    for chrom, (start, end) in CENTROMERES[genome].items():
+        assert 0 < start < end < CHROM_SIZES[genome][chrom], chrom

@@ -60,7 +60,9 @@ CHROM_SIZES: dict[str, dict[str, int]] = {
         "21": 46_709_983, "22": 50_818_468, "X": 156_040_895, "Y": 57_227_415,
     },
 }
-#: Centromeres as the UCSC cytoBand ``acen`` bands (start of p11.1 to end of q11), 0-based half-open.
+#: Centromeres as the UCSC cytoBand ``acen`` bands (start of p11.1 to end of q11), 0-based half-open. Checked
+#: against the UCSC hg19 cytoBand ``acen`` rows and against scarHRD's GRCh38 centromere table (chrX q11.1 ends at
+#: 63.8 Mb in hg38). tests/features/test_cnv.py pins these values.
 CENTROMERES: dict[str, dict[str, tuple[int, int]]] = {
     "hg19": {
         "1": (121_500_000, 128_900_000), "2": (90_500_000, 96_800_000), "3": (87_900_000, 93_900_000),
@@ -80,7 +82,7 @@ CENTROMERES: dict[str, dict[str, tuple[int, int]]] = {
         "13": (16_500_000, 18_900_000), "14": (16_100_000, 18_200_000), "15": (17_500_000, 20_500_000),
         "16": (35_300_000, 38_400_000), "17": (22_700_000, 27_400_000), "18": (15_400_000, 21_500_000),
         "19": (24_200_000, 28_100_000), "20": (25_700_000, 30_400_000), "21": (10_900_000, 13_000_000),
-        "22": (13_700_000, 17_400_000), "X": (58_100_000, 61_000_000), "Y": (10_300_000, 10_600_000),
+        "22": (13_700_000, 17_400_000), "X": (58_100_000, 63_800_000), "Y": (10_300_000, 10_600_000),
     },
 }
 # fmt: on
