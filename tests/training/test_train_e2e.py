@@ -166,6 +166,30 @@ def test_optuna_sweep_through_train_py(nsclc_cohort: Path, tmp_path: Path, mlflo
     assert len(parent) == 1 and parent[0].data.metrics["best/fused/cindex"] == pytest.approx(max(values))
 
 
+@pytest.mark.slow
+def test_tracked_run_registers_the_fused_model_with_a_card_of_its_report_metrics(
+        nsclc_cohort: Path, tmp_path: Path, mlflow_template_db: Path) -> None:
+    """The registered version's model card carries the run report's out-of-fold metrics (Uno's C, td-AUC) next to
+    Harrell's C, each with the numbers report.html shows."""
+    shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+                                          f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", "debug=fast",
+                                          "training.progress=false", "extract.workers=1", "data=cohort",
+                                          f"data.root={nsclc_cohort}", "baselines=none", "training.final_model=true"])
+    train(cfg)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text(encoding="utf-8"))
+    assert "model_card_error" not in summary and "report_error" not in summary
+    card = Path(summary["model_card"]).read_text(encoding="utf-8")
+    report = pd.read_csv(tmp_path / "run" / "evaluation" / "metrics.csv")
+    fused = report[report["model"] == "fused"].set_index("metric")
+    for metric in ("uno_c", "mean_auc"):
+        label = metric.replace("_", "\\_") + " (pooled out-of-fold)"  # Markdown escapes the underscores
+        rows = [line for line in card.splitlines() if label in line]
+        assert len(rows) == 1 and f"| {fused.loc[metric, 'estimate']:.3f} |" in rows[0], card
+    assert "harrell\\_c (pooled out-of-fold)" in card
+
+
 def test_unknown_optimized_metric_fails_before_training(valid_cohort: Path, tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _compose(tmp_path, "data=cohort", f"data.root={valid_cohort}", "extract.run=false",

@@ -432,6 +432,7 @@ def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndar
 
     out: dict[str, Any] = {}
     fused = str(cfg.model.name)
+    report_metrics: dict[str, Any] = {}  # the fused model's report metrics, added to its model card
     try:
         risks = {m: oof[m][0] for m in [fused, *[n for n in names if n != fused]] if np.isfinite(oof[m][0]).all()}
         report = build_run_report(risks, data, output_dir=output_dir / "evaluation",
@@ -443,6 +444,8 @@ def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndar
                                   title=f"{cohort.spec.name}: {cfg.task.endpoint} ({cfg.run_name})",
                                   progress=bool(cfg.training.progress))
         out["report"] = str(report.report)
+        report_metrics = {f"{k} (pooled out-of-fold)": v for k, v in report.metrics.get(fused, {}).items()
+                          if k not in ("harrell_c", "logrank_p")}  # Harrell's C is in card_metrics already
         if report.notes:
             out["report_notes"] = list(report.notes)
     except Exception as exc:  # the models are trained; a broken report must not lose them
@@ -454,7 +457,7 @@ def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndar
             card = register_model_card(
                 registered_model_name=str(final_info["registered_model"]), version=version,
                 alias=final_info.get("alias"), data=data,
-                metrics=card_metrics(metrics, fused, n_boot=int(cfg.evaluation.bootstrap)),
+                metrics={**card_metrics(metrics, fused, n_boot=int(cfg.evaluation.bootstrap)), **report_metrics},
                 cohort=cohort.spec.name, cv=f"{int(cfg.training.cv.folds)}-fold stratified CV x "
                 f"{int(cfg.training.cv.repeats)} repeat(s), patient level", endpoint=str(cfg.task.endpoint),
                 horizons=list(cfg.evaluation.horizons), output_dir=output_dir)
