@@ -169,9 +169,9 @@ def main() -> None:
         "Chunks of 256 patients; the model is loaded without unpickling (JSON + `torch.load(weights_only=True)` + "
         "skops). Statuses: `partial` = scored with some modality missing, as the synthetic cohort's patients lack "
         "some modalities by design.",
-        "The CT-image scoring stage is two forward passes of the 3D network (risk, then survival) over every "
-        "patient's crops, in batches of 32 with torch's default threads, which slow several-fold when other jobs "
-        "share the cores (compare the load averages above).",
+        "The CT-image scoring stage is one forward pass of the 3D network over every patient's crops per chunk (risk "
+        "and survival from the same pass, `FusedSurvivalModel.predict_outputs`), in batches of 32 with torch's "
+        "default threads, which slow several-fold when other jobs share the cores (compare the load averages above).",
     ]
     text = "\n".join(lines) + "\n"
     RESULTS.write_text(text)
