@@ -315,3 +315,21 @@ def test_fused_ct_config_fills_timepoints_and_channels(tmp_path: Path) -> None:
     assert model.use_ct_images and list(model.ct_timepoints) == ["baseline", "c3d1"] and model.ct_in_channels == 2
     ct_only = factories["ct_deep"]()
     assert ct_only.modalities == [] and not ct_only.use_clinical and list(ct_only.heads) == ["cox"]
+
+
+def test_model_parts_are_config_groups(tmp_path: Path) -> None:
+    """`model/encoder=`, `model/fusion=` and `model/head=` swap one part of the fused network each."""
+    data = _tiny_data()
+    default = pipeline._factories(_compose(tmp_path, "data=cohort", "data.root=unused", "baselines=none"),
+                                  data, {})["fused"]()
+    assert (default.fusion, list(default.heads), list(default.hidden)) == ("gated_attention", ["cox"], [])
+    cfg = _compose(tmp_path, "data=cohort", "data.root=unused", "baselines=none", "model/fusion=concat",
+                   "model/head=cox_discrete", "model/encoder=mlp", "task=sclc_response")
+    model = pipeline._factories(cfg, data, {"age": "numeric", "sex": "categorical"})["fused"]()
+    assert model.fusion == "concat" and list(model.hidden) == [64]
+    assert list(model.heads) == ["cox", "discrete", "binary"] and model.n_intervals == 10
+    # the rest of the network is untouched by the swap
+    assert (model.k, model.n_members, model.epochs, model.lr) == (default.k, default.n_members, default.epochs,
+                                                                  default.lr)
+    with pytest.raises(Exception, match="fusion"):  # Hydra names the group and its options
+        _compose(tmp_path, "model/fusion=sum")
