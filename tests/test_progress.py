@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import io
+import os
 import time
 
 import pytest
 from joblib import Parallel, delayed
 
-from omics_risk.progress import ENV_VAR, LOG_INTERVAL, progress_bar
+from omics_risk.progress import ENV_VAR, LOG_INTERVAL, MLFLOW_BARS, progress_bar, quiet_mlflow_bars
 
 
 class _Terminal(io.StringIO):
@@ -99,3 +100,25 @@ def test_wraps_the_job_generator_of_joblib_parallel() -> None:
     jobs = (delayed(pow)(i, 2) for i in range(6))
     out = Parallel(n_jobs=2, backend="threading")(progress_bar(jobs, total=6, desc="jobs", unit="job", file=log))
     assert out == [i * i for i in range(6)] and "6/6" in log.getvalue()
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("env", "stream", "expected"), [
+    ({}, io.StringIO(), "false"),  # a log: off
+    ({}, _Tty(), None),  # a terminal: MLflow's default
+    ({ENV_VAR: "0"}, _Tty(), "false"),  # ours hidden: MLflow's too
+    ({ENV_VAR: "1"}, io.StringIO(), None),  # forced on
+    ({MLFLOW_BARS: "true"}, io.StringIO(), "true"),  # the user's own MLflow setting wins
+])
+def test_quiet_mlflow_bars(monkeypatch: pytest.MonkeyPatch, env: dict, stream: io.StringIO,
+                           expected: str | None) -> None:
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.delenv(MLFLOW_BARS, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    quiet_mlflow_bars(stream)
+    assert os.environ.get(MLFLOW_BARS) == expected

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from tqdm.autonotebook import tqdm as _notebook_tqdm
 from tqdm.std import tqdm as _std_tqdm
 
-__all__ = ["ENV_VAR", "LOG_INTERVAL", "progress_bar"]
+__all__ = ["ENV_VAR", "LOG_INTERVAL", "progress_bar", "quiet_mlflow_bars"]
 
 #: Environment variable: ``0`` hides every progress bar, ``1`` forces terminal-style bars.
 ENV_VAR = "OMICS_RISK_PROGRESS"
@@ -84,3 +84,24 @@ def progress_bar(iterable: Iterable[Any] | None = None, *, desc: str, total: flo
         kw.setdefault("maxinterval", max(LOG_INTERVAL, float(kw["mininterval"])))
         kw.setdefault("ascii", True)
     return tqdm(iterable, desc=desc, total=total, unit=unit, disable=disable, **kw)
+
+
+#: MLflow's own switch for its artifact upload/download bars (a tqdm that redraws per file).
+MLFLOW_BARS = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def quiet_mlflow_bars(stream: Any = None) -> bool:
+    """Switch MLflow's artifact progress bars off where ours are throttled or hidden; returns whether it did.
+
+    Logging or loading a model makes MLflow draw a "Downloading artifacts" bar per call, which in a log is a few
+    hundred characters of redraws each time. Off when ``$OMICS_RISK_PROGRESS`` is 0, or when it is unset and
+    ``stream`` (stderr) is not a terminal; a value the user set for MLflow's variable is always kept.
+    """
+    if MLFLOW_BARS in os.environ:
+        return False
+    setting = _env_setting()
+    terminal = _is_terminal(sys.stderr if stream is None else stream)
+    if setting is False or (setting is None and not terminal):
+        os.environ[MLFLOW_BARS] = "false"
+        return True
+    return False

@@ -65,7 +65,7 @@ from omics_risk.data.contract import (
     load_cohort,
 )
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.progress import progress_bar
+from omics_risk.progress import progress_bar, quiet_mlflow_bars
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, to_frame
 from omics_risk.scoring.shift import DEFAULT_MARGIN, ShiftCheck, ShiftReport
 
@@ -304,6 +304,7 @@ def load_batch_model(uri: str | Path, *, progress: bool = False) -> BatchModel:
     from omics_risk.models.preprocessing import UntrustedTypeError
     from omics_risk.scoring.pyfunc import CONFIG_FILE, load_saved_model, model_manifest
 
+    quiet_mlflow_bars()  # one artifact-download bar per file otherwise
     uri = str(uri)
     with tempfile.TemporaryDirectory(prefix="omics_risk_model_") as tmp:
         local = Path(uri)

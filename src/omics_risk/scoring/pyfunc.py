@@ -47,7 +47,7 @@ from mlflow.types import ColSpec, Schema
 
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.models.base import SurvivalModel
-from omics_risk.progress import progress_bar
+from omics_risk.progress import progress_bar, quiet_mlflow_bars
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, from_frame
 
 __all__ = [
@@ -632,6 +632,7 @@ def log_model(
 
 def load_scoring_model(uri: str) -> mlflow.pyfunc.PyFuncModel:
     """Load a logged omics-risk model: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/model``."""
+    quiet_mlflow_bars()
     loaded = mlflow.pyfunc.load_model(uri)
     inner = loaded.unwrap_python_model() if hasattr(loaded, "unwrap_python_model") else None
     if not isinstance(inner, OmicsRiskPyfunc):

@@ -104,6 +104,9 @@ def setup_experiment(name: str, uri: str) -> str:
 
     Returns the experiment id.
     """
+    from omics_risk.progress import quiet_mlflow_bars
+
+    quiet_mlflow_bars()  # MLflow's per-call artifact bars flood job logs
     db = _sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
