@@ -9,7 +9,7 @@ import time
 import pytest
 from joblib import Parallel, delayed
 
-from omics_risk.progress import ENV_VAR, LOG_INTERVAL, MLFLOW_BARS, progress_bar, quiet_mlflow_bars
+from omics_risk.progress import ENV_VAR, LOG_INTERVAL, MLFLOW_BARS, mlflow_bars_off, progress_bar, quiet_mlflow_bars
 
 
 class _Terminal(io.StringIO):
@@ -122,3 +122,15 @@ def test_quiet_mlflow_bars(monkeypatch: pytest.MonkeyPatch, env: dict, stream: i
         monkeypatch.setenv(k, v)
     quiet_mlflow_bars(stream)
     assert os.environ.get(MLFLOW_BARS) == expected
+
+
+@pytest.mark.parametrize("before", [None, "true"])
+def test_mlflow_bars_off_restores_the_previous_setting(monkeypatch: pytest.MonkeyPatch, before: str | None) -> None:
+    monkeypatch.delenv(MLFLOW_BARS, raising=False)
+    if before is not None:
+        monkeypatch.setenv(MLFLOW_BARS, before)
+    with mlflow_bars_off():
+        assert os.environ[MLFLOW_BARS] == "false"
+    assert os.environ.get(MLFLOW_BARS) == before
+    with mlflow_bars_off(when=False):
+        assert os.environ.get(MLFLOW_BARS) == before

@@ -14,17 +14,18 @@ before: it updates in place, so it needs no throttling.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from tqdm.auto import tqdm
 from tqdm.autonotebook import tqdm as _notebook_tqdm
 from tqdm.std import tqdm as _std_tqdm
 
-__all__ = ["ENV_VAR", "LOG_INTERVAL", "progress_bar", "quiet_mlflow_bars"]
+__all__ = ["ENV_VAR", "LOG_INTERVAL", "mlflow_bars_off", "progress_bar", "quiet_mlflow_bars"]
 
 #: Environment variable: ``0`` hides every progress bar, ``1`` forces terminal-style bars.
 ENV_VAR = "OMICS_RISK_PROGRESS"
@@ -105,3 +106,18 @@ def quiet_mlflow_bars(stream: Any = None) -> bool:
         os.environ[MLFLOW_BARS] = "false"
         return True
     return False
+
+
+@contextlib.contextmanager
+def mlflow_bars_off(when: bool = True) -> Iterator[None]:
+    """MLflow's per-file artifact bar off inside the block (when ``when``); the previous setting comes back after."""
+    old = os.environ.get(MLFLOW_BARS)
+    if when:
+        os.environ[MLFLOW_BARS] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(MLFLOW_BARS, None)
+        else:
+            os.environ[MLFLOW_BARS] = old

@@ -32,14 +32,12 @@ the same experiment tagged ``omics_risk.level=comparison`` (never itself compare
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import os
 import re
 import tempfile
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +49,7 @@ from omics_risk.evaluation.external import EvaluationError
 from omics_risk.evaluation.metrics import evaluate_survival, paired_bootstrap_difference
 from omics_risk.evaluation.plots import plot_model_comparison, save_figure
 from omics_risk.evaluation.run_report import log_outputs, usable_horizons, within_fold_ranks
+from omics_risk.progress import mlflow_bars_off
 
 log = logging.getLogger(__name__)
 
@@ -151,25 +150,10 @@ def _job_runs(client: Any, experiment: str, runs: str | Sequence[str]) -> list[A
     return picked
 
 
-@contextlib.contextmanager
-def _quiet_downloads() -> Iterator[None]:
-    """No per-file MLflow download bar for the small artifacts read here."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
-
-
 def _read_oof(client: Any, run_id: str, tmp: Path) -> pd.DataFrame | None:
     if OOF_ARTIFACT not in {a.path for a in client.list_artifacts(run_id)}:
         return None
-    with _quiet_downloads():
+    with mlflow_bars_off():
         path = client.download_artifacts(run_id, OOF_ARTIFACT, str(tmp))
     frame = pd.read_parquet(path)
     frame["patient_id"] = frame["patient_id"].astype(str)
@@ -208,7 +192,7 @@ def _job_summary(client: Any, job_run_id: str) -> dict[str, Any]:
     """The training job's summary.json (its metrics hold the paired tests against the training reference)."""
     if "summary.json" not in {a.path for a in client.list_artifacts(job_run_id)}:
         return {}
-    with tempfile.TemporaryDirectory(prefix="omics_risk_summary_") as tmp, _quiet_downloads():
+    with tempfile.TemporaryDirectory(prefix="omics_risk_summary_") as tmp, mlflow_bars_off():
         return json.loads(Path(client.download_artifacts(job_run_id, "summary.json", tmp)).read_text())
 
 

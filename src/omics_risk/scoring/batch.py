@@ -46,7 +46,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,7 @@ from omics_risk.data.contract import (
     load_cohort,
 )
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.progress import progress_bar, quiet_mlflow_bars
+from omics_risk.progress import mlflow_bars_off, progress_bar, quiet_mlflow_bars
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, to_frame
 from omics_risk.scoring.shift import DEFAULT_MARGIN, ShiftCheck, ShiftReport
 
@@ -178,22 +178,6 @@ def _atomic_write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> N
     table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
     pq.write_table(table, tmp)
     os.replace(tmp, path)
-
-
-@contextlib.contextmanager
-def _quiet_downloads(progress: bool) -> Iterator[None]:
-    """MLflow's per-file download bar only when progress is wanted."""
-    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
-    old = os.environ.get(key)
-    if not progress:
-        os.environ[key] = "false"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -312,7 +296,8 @@ def load_batch_model(uri: str | Path, *, progress: bool = False) -> BatchModel:
             try:
                 from mlflow.tracking.artifact_utils import _download_artifact_from_uri
 
-                with _quiet_downloads(progress):  # the resolver mlflow.pyfunc.load_model uses (runs:/ of logged models)
+                # the resolver mlflow.pyfunc.load_model uses (runs:/ of logged models)
+                with mlflow_bars_off(not progress):
                     local = Path(_download_artifact_from_uri(artifact_uri=uri, output_path=tmp))
             except MlflowException as exc:
                 raise ModelNotFoundError(f"cannot resolve model {uri!r} (tracking URI {mlflow.get_tracking_uri()}): "
