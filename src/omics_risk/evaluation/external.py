@@ -243,17 +243,10 @@ def _extract(model: Any, root: Path, store: Path, modalities: list[str], workers
              progress: bool) -> list[str]:
     """Extract ``modalities`` of the cohort with the model's extractor settings (the package defaults if it ships
     none); returns notes."""
-    from omics_risk.features.extract import default_extract_config, extract_cohort
-    from omics_risk.scoring.batch import extraction_config
+    from omics_risk.features.extract import extract_cohort
+    from omics_risk.scoring.batch import extraction_config_or_defaults
 
-    notes = []
-    config = extraction_config(model)
-    if config is None:
-        config = default_extract_config()
-        notes.append("the model ships no extraction settings (logged without feature_store): the cohort was "
-                      "extracted with the package defaults, which may differ from the training cohort's")
-    else:
-        config = {**default_extract_config(), **config}
+    config, notes = extraction_config_or_defaults(model)
     if modalities:
         summary = extract_cohort(root, store, config=config, modalities=modalities, workers=workers,
                                  progress=progress)

@@ -367,6 +367,22 @@ def spark_result_type(model: BatchModel | str) -> str:
     return ", ".join(f"{name} {kinds.get(t, 'string')}" for name, t in bm.output_schema)
 
 
+#: Said when a model ships no extraction settings and the package defaults stand in for them.
+DEFAULT_EXTRACTION_NOTE = ("the model ships no extraction settings (logged without feature_store): the cohort is "
+                           "extracted with the package defaults, which may differ from what the model was trained on")
+
+
+def extraction_config_or_defaults(model: BatchModel) -> tuple[dict[str, Any], list[str]]:
+    """The full ``extract_cohort`` config for ``model``: the package defaults overlaid with the model's own
+    extractor settings, and the note to report when the model ships none."""
+    from omics_risk.features.extract import default_extract_config
+
+    config = extraction_config(model)
+    if config is None:
+        return default_extract_config(), [DEFAULT_EXTRACTION_NOTE]
+    return {**default_extract_config(), **config}, []
+
+
 def extraction_config(model: BatchModel) -> dict[str, list[dict[str, Any]]] | None:
     """``extract_cohort`` config (``{modality: [{_target_: class, setting: value}]}``) from the model's settings.
 
@@ -1079,19 +1095,12 @@ def _default_work_dir(out: Path) -> Path:
 
 def _extract(bm: BatchModel, prep: PreparedCohort, store: Path, workers: int | None,
              progress: bool) -> tuple[list[str], list[str]]:
-    from omics_risk.features.extract import default_extract_config, extract_cohort
+    from omics_risk.features.extract import extract_cohort
 
-    notes: list[str] = []
     wanted = [m for m in bm.tabular if m in prep.cohort.modalities]
     if not wanted:
-        return [], notes
-    config = extraction_config(bm)
-    if config is None:
-        config = default_extract_config()
-        notes.append("the model ships no extraction settings (logged without feature_store): the cohort is "
-                     "extracted with the package defaults, which may differ from what the model was trained on")
-    else:
-        config = {**default_extract_config(), **config}
+        return [], []
+    config, notes = extraction_config_or_defaults(bm)
     extract_cohort(prep.root, store, config=config, modalities=wanted, workers=workers, progress=progress)
     return wanted, notes
 
