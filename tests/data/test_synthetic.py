@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -378,10 +377,9 @@ def test_refuses_non_empty_directory(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_default_demo_cohort_generates_within_two_minutes(tmp_path: Path) -> None:
-    start = time.perf_counter()
+def test_default_demo_cohort_has_the_demo_sample_counts(tmp_path: Path) -> None:
+    """The 300-patient default cohort (make demo's) has cfDNA for most patients; speed: bench/bench_synth.py."""
     out = generate_cohort("nsclc-postop", 300, 0, tmp_path / "demo", progress=False)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 120, f"300-patient nsclc-postop took {elapsed:.0f} s"
     summary = json.loads((out / "truth" / "summary.json").read_text())
+    assert summary["n"] == 300
     assert summary["n_samples"]["cfdna"] > 240
