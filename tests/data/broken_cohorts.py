@@ -502,3 +502,150 @@ COMBINED = [
     table_non_numeric_cell,
     reference_not_fasta,
 ]
+
+
+# --------------------------------------------------------------------------------------------------- header-first
+# images, Bismark counts, chromosome names (hardening: checks bounded by the header, nothing caught only by extract)
+
+
+def write_huge_nifti(path: Path, shape: tuple[int, int, int] = (1024, 1024, 1024)) -> None:
+    """A real, complete .nii.gz whose header declares ``shape`` int16 voxels (2 GiB for 1024^3), all zero.
+
+    The body is 16 MiB gzip members of zeros repeated (concatenated members are one valid gzip stream), so the file
+    is ~2 MB and is written in a fraction of a second, yet every byte the header promises is there.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(np.int16)
+    hdr.set_zooms((0.75, 0.8, 2.5))
+    affine = np.diag([0.75, 0.8, 2.5, 1.0])
+    hdr.set_qform(affine, 1)
+    hdr.set_sform(affine, 1)
+    buf = io.BytesIO()
+    hdr.write_to(buf)
+    head = buf.getvalue().ljust(int(hdr.get_data_offset()), b"\0")
+    need = int(np.prod(shape)) * 2
+    chunk = 1 << 24
+    member = gzip.compress(b"\0" * chunk, 9)
+    with open(path, "wb") as fh:
+        fh.write(gzip.compress(head))
+        for _ in range(need // chunk):
+            fh.write(member)
+        fh.write(gzip.compress(b"\0" * (need % chunk)))
+
+
+def image_header_declares_huge_grid(root: Path) -> list[Expected]:
+    write_huge_nifti(root / "ct" / "P01_preop.nii.gz")
+    return [
+        Expected("ct/P01_preop.nii.gz", None, None, "the header declares 1024 x 1024 x 1024 = 1,073,741,824 voxels")
+    ]
+
+
+def mask_spacing_zero(root: Path) -> list[Expected]:
+    p = root / "ct" / "P04_preop_mask.mha"
+    p.write_bytes(
+        p.read_bytes().replace(b"ElementSpacing = 0.75 0.80000000000000004 2.5", b"ElementSpacing = 0.75 0 2.5")
+    )
+    return [Expected("ct/P04_preop_mask.mha", None, None, "voxel spacing (0.75, 0, 2.5) mm must be finite and > 0")]
+
+
+def nifti_mask_spacing_nan(root: Path) -> list[Expected]:
+    import struct
+
+    p = root / "ct" / "P03_preop_mask.nii.gz"
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    struct.pack_into("<f", raw, 76 + 4 * 2, float("nan"))  # pixdim[2]: ITK would silently read it as 1
+    p.write_bytes(gzip.compress(bytes(raw)))
+    return [Expected("ct/P03_preop_mask.nii.gz", None, None, "voxel spacing (0.75, nan, 2.5) mm must be finite")]
+
+
+def image_direction_not_orthonormal(root: Path) -> list[Expected]:
+    p = root / "ct" / "P04_preop.mha"
+    p.write_bytes(
+        p.read_bytes().replace(b"TransformMatrix = 1 0 0 0 1 0 0 0 1", b"TransformMatrix = 1 0 0 0.5 1 0 0 0 1")
+    )
+    return [
+        Expected("ct/P04_preop.mha", None, None, "direction cosines (1, 0.5, 0, 0, 1, 0, 0, 0, 1) are not orthonormal")
+    ]
+
+
+def bismark_counts_swapped(root: Path) -> list[Expected]:
+    p = root / "methylation" / "P01_postop1.cov.gz"  # line 3: 79.1667 % of 19 methylated + 5 unmethylated
+
+    def swap(lines: list[str]) -> None:
+        f = lines[2].split("\t")
+        f[4], f[5] = f[5], f[4]
+        lines[2] = "\t".join(f)
+
+    edit_text_lines(p, swap)
+    return [
+        Expected(
+            "methylation/P01_postop1.cov.gz",
+            3,
+            "percent",
+            "percent_methylated 79.1667 contradicts the counts: 100 x 5 / (5 + 19) = 20.83",
+        )
+    ]
+
+
+def bismark_line_without_reads(root: Path) -> list[Expected]:
+    p = root / "methylation" / "P04_postop1.cov"
+    for field, value in ((3, "0"), (4, "0"), (5, "0")):
+        edit_text_lines(p, set_field(12, field, value))
+    return [
+        Expected("methylation/P04_postop1.cov", 12, "count_methylated", "no read covers this CpG", severity="warning")
+    ]
+
+
+def fragment_chroms_without_chr(root: Path) -> list[Expected]:
+    def strip_chr(lines: list[str]) -> None:
+        lines[:] = [ln.removeprefix("chr") for ln in lines]
+
+    edit_text_lines(root / "cfdna" / "P01_preop.frag.gz", strip_chr)
+    return [
+        Expected(
+            "cfdna/P01_preop.frag.gz",
+            None,
+            None,
+            "chromosomes are named '1', '2' but the binning uses 'chr1', 'chr2' (the names in "
+            "references.chrom_sizes, reference/genome.chrom.sizes), so no fragment would be counted: add the 'chr' "
+            "prefix",
+        )
+    ]
+
+
+def bam_chroms_without_chr(root: Path) -> list[Expected]:
+    import pysam
+
+    p = root / "cfdna" / "P03_postop1.bam"
+    with pysam.AlignmentFile(str(p), "rb") as bam:
+        header = bam.header.to_dict()
+        reads = [r.to_dict() for r in bam.fetch(until_eof=True)]
+    header["SQ"] = [{**sq, "SN": sq["SN"].removeprefix("chr")} for sq in header["SQ"]]
+    with pysam.AlignmentFile(str(p), "wb", header=header) as out:
+        for r in reads:
+            for key in ("ref_name", "next_ref_name"):
+                r[key] = r[key].removeprefix("chr")
+            out.write(pysam.AlignedSegment.from_dict(r, out.header))
+    pysam.index(str(p))
+    return [Expected("cfdna/P03_postop1.bam", None, None, "chromosomes are named '1', '2' but the binning uses 'chr1'")]
+
+
+BROKEN.update(
+    {
+        f.__name__: f
+        for f in [
+            image_header_declares_huge_grid,
+            mask_spacing_zero,
+            nifti_mask_spacing_nan,
+            image_direction_not_orthonormal,
+            bismark_counts_swapped,
+            bismark_line_without_reads,
+            fragment_chroms_without_chr,
+            bam_chroms_without_chr,
+        ]
+    }
+)

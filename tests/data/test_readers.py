@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,21 +18,34 @@ import pysam
 import pytest
 import SimpleITK as sitk
 
+from omics_risk.data import readers
 from omics_risk.data.readers import (
+    AUTOSOME_RE,
+    MAX_IMAGE_VOXELS,
+    MAX_IMAGE_VOXELS_ENV,
     DataFileError,
+    FileIssue,
     Fragments,
+    binned_chromosomes,
+    check_image_header,
     check_mask_geometry,
+    check_mask_header,
+    chromosome_naming_problem,
     format_extension_problem,
+    image_voxel_limit,
     read_bed,
     read_bismark_cov,
     read_chrom_sizes,
     read_cn_segments,
     read_fragments,
     read_image,
+    read_image_header,
     read_metabolomics,
     read_table,
     read_variant_table,
+    reference_chromosomes,
 )
+from omics_risk.data.validate import validate_cohort
 
 
 def _error(fn, *args, **kwargs) -> DataFileError:  # type: ignore[no-untyped-def]
@@ -453,3 +472,416 @@ def test_format_extension_problem(tmp_path: Path) -> None:
     assert format_extension_problem(tmp_path, "image") is None
     assert "is a folder" in str(format_extension_problem(tmp_path, "table"))
     assert ".cov.gz" in str(format_extension_problem(tmp_path / "x.txt", "bismark_cov"))
+
+
+# ------------------------------------------------------------------------------------------- header-first images
+
+
+@pytest.mark.parametrize("fmt", ["nifti", "nii", "nrrd", "mha", "dicom"])
+def test_image_header_is_the_grid_of_the_voxels(ct_files: dict[str, Path], fmt: str) -> None:
+    header = read_image_header(ct_files[fmt])
+    img = read_image(ct_files[fmt])
+    assert header.size == img.GetSize() == (16, 16, 8)
+    assert (header.n_voxels, header.dimension, header.components) == (2048, 3, 1)
+    np.testing.assert_allclose(header.spacing, img.GetSpacing(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(header.origin, img.GetOrigin(), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(header.direction, img.GetDirection(), rtol=0, atol=1e-9)
+    assert header.pixel_type == img.GetPixelIDTypeAsString() == "16-bit signed integer"
+    assert header.data_bytes == (352 + 2048 * 2 if fmt in ("nifti", "nii") else None)
+    assert len(header.files) == (8 if fmt == "dicom" else 1)
+    assert check_image_header(header) == []
+    assert check_mask_header(header, read_image_header(ct_files["mask"])) == []
+
+
+def _no_voxel_reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every voxel read (file or DICOM series) instead of doing it; the list of what was asked for."""
+    asked: list[str] = []
+
+    def read_image_spy(path: object, *args: object, **kwargs: object) -> None:
+        asked.append(str(path))
+        raise AssertionError(f"voxels of {path} were read")
+
+    def series_spy(self: sitk.ImageSeriesReader) -> None:
+        asked.append(str(Path(self.GetFileNames()[0]).parent))
+        raise AssertionError("a DICOM series was read")
+
+    monkeypatch.setattr(sitk, "ReadImage", read_image_spy)
+    monkeypatch.setattr(sitk.ImageSeriesReader, "Execute", series_spy)
+    return asked
+
+
+@pytest.fixture
+def plain_mha(tmp_path: Path, data_writers: SimpleNamespace) -> Path:
+    """The test volume as MetaImage (identity direction), whose text header is easy to break."""
+    image, _ = data_writers.ct_volume(5, origin=(0.0, 0.0, 0.0))
+    path = tmp_path / "plain.mha"
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+SPACING_ADVICE = "fix the header (pixdim / ElementSpacing / PixelSpacing) or re-export the image"
+BAD_MHA_HEADERS = {
+    "zero spacing": (
+        b"ElementSpacing = 0.75 0.80000000000000004 2.5",
+        b"ElementSpacing = 0.75 0 2.5",
+        f"voxel spacing (0.75, 0, 2.5) mm must be finite and > 0 on every axis; {SPACING_ADVICE}",
+    ),
+    "negative spacing": (
+        b"ElementSpacing = 0.75 0.80000000000000004 2.5",
+        b"ElementSpacing = 0.75 -0.8 2.5",
+        f"voxel spacing (0.75, -0.8, 2.5) mm must be finite and > 0 on every axis; {SPACING_ADVICE}",
+    ),
+    "skewed axes": (
+        b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+        b"TransformMatrix = 1 0 0 0.5 1 0 0 0 1",  # MetaImage is column-major: ITK's direction row 0 is (1, 0.5, 0)
+        "direction cosines (1, 0.5, 0, 0, 1, 0, 0, 0, 1) are not orthonormal (axes skewed or scaled); re-export the "
+        "image with a valid orientation",
+    ),
+    "scaled axis": (
+        b"TransformMatrix = 1 0 0 0 1 0 0 0 1",
+        b"TransformMatrix = 1 0 0 0 2 0 0 0 1",
+        "direction cosines (1, 0, 0, 0, 2, 0, 0, 0, 1) are not orthonormal (axes skewed or scaled); re-export the "
+        "image with a valid orientation",
+    ),
+    "empty axis": (
+        b"DimSize = 16 16 8",
+        b"DimSize = 16 0 8",
+        "the header declares an empty grid (16 x 0 x 8 voxels); re-export the image",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_MHA_HEADERS))
+def test_bad_image_headers_are_refused_before_any_voxel_is_read(
+    plain_mha: Path, case: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old, new, message = BAD_MHA_HEADERS[case]
+    data = plain_mha.read_bytes()
+    assert old in data
+    plain_mha.write_bytes(data.replace(old, new))
+    assert check_image_header(read_image_header(plain_mha)) == [message]
+    asked = _no_voxel_reads(monkeypatch)
+    err = _error(read_image, plain_mha)
+    assert err.issues == [FileIssue(str(plain_mha), message)]
+    assert asked == []
+
+
+@pytest.mark.parametrize("pixdim", [float("nan"), 0.0, -0.5, float("inf")])
+@pytest.mark.parametrize("name", ["ct.nii", "ct.nii.gz"])
+def test_nifti_spacing_is_judged_on_the_raw_header(
+    ct_files: dict[str, Path], tmp_path: Path, pixdim: float, name: str
+) -> None:
+    """ITK silently reads a zero, NaN or infinite pixdim as 1 (and a negative one as its absolute value)."""
+    raw = bytearray(gzip.decompress(ct_files["nifti"].read_bytes()))
+    struct.pack_into("<f", raw, 76 + 4 * 2, pixdim)  # pixdim[2], the y voxel size
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(bytes(raw)) if name.endswith(".gz") else bytes(raw))
+    header = read_image_header(path)
+    assert header.spacing[0] == pytest.approx(0.75) and header.spacing[2] == pytest.approx(2.5)
+    assert str(header.spacing[1]) == str(pixdim)
+    (why,) = check_image_header(header)
+    assert why.startswith(f"voxel spacing (0.75, {pixdim:.4g}, 2.5) mm must be finite and > 0")
+    assert "must be finite and > 0" in _error(read_image, path).message
+
+
+def test_voxel_limit_from_argument_and_environment(ct_files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MAX_IMAGE_VOXELS_ENV, raising=False)
+    assert image_voxel_limit() == MAX_IMAGE_VOXELS == 512 * 512 * 2048
+    header = read_image_header(ct_files["mha"])
+    assert check_image_header(header, 2048) == []
+    too_big = (
+        "the header declares 16 x 16 x 8 = 2,048 voxels, more than the limit of 2,047; no voxel was read. A corrupt "
+        "header needs a re-export; a real scan that large needs cropping or resampling, or a higher limit "
+        "(environment variable OMICS_RISK_MAX_IMAGE_VOXELS)"
+    )
+    assert check_image_header(header, 2047) == [too_big]
+    monkeypatch.setenv(MAX_IMAGE_VOXELS_ENV, "2047")
+    assert image_voxel_limit() == 2047 and image_voxel_limit(5000) == 5000
+    assert _error(read_image, ct_files["dicom"]).message == too_big
+    assert read_image(ct_files["dicom"], max_voxels=2048).GetSize() == (16, 16, 8)  # the argument wins
+    monkeypatch.setenv(MAX_IMAGE_VOXELS_ENV, "lots")
+    with pytest.raises(ValueError, match="OMICS_RISK_MAX_IMAGE_VOXELS='lots' must be a whole number of voxels > 0"):
+        image_voxel_limit()
+    assert _error(read_image, ct_files["mha"]).message.startswith("cannot check the image size: environment variable")
+    with pytest.raises(ValueError, match="max_voxels must be > 0"):
+        image_voxel_limit(0)
+
+
+def test_validate_applies_the_voxel_limit(valid_cohort: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(MAX_IMAGE_VOXELS_ENV, raising=False)
+    report = validate_cohort(valid_cohort, workers=1, max_image_voxels=2047)
+    assert sorted(p.file for p in report.errors) == [
+        "ct/P01_preop.nii.gz",
+        "ct/P01_preop_mask.nii.gz",
+        "ct/P02_preop.nrrd",
+        "ct/P02_preop_mask.nrrd",
+        "ct/P03_preop_dicom",
+        "ct/P03_preop_mask.nii.gz",
+        "ct/P04_preop.mha",
+        "ct/P04_preop_mask.mha",
+    ]
+    assert all("= 2,048 voxels, more than the limit of 2,047" in p.message for p in report.errors)
+    monkeypatch.setenv(MAX_IMAGE_VOXELS_ENV, "2048")
+    assert validate_cohort(valid_cohort, workers=1).ok
+    monkeypatch.setenv(MAX_IMAGE_VOXELS_ENV, "-1")
+    (err,) = validate_cohort(valid_cohort, workers=1).errors  # reported once, not once per image
+    assert (err.file, err.line, err.column) == ("OMICS_RISK_MAX_IMAGE_VOXELS", None, None)
+    assert err.message.endswith("fix or unset it; images are checked against the default meanwhile")
+
+
+def test_mask_on_another_grid_is_found_from_the_headers(
+    make_valid_cohort: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from broken_cohorts import mask_geometry_mismatch
+
+    root = make_valid_cohort(tmp_path / "cohort")
+    (expected,) = mask_geometry_mismatch(root)  # P01's mask: spacing (1, 1, 2.5) against (0.75, 0.8, 2.5)
+    asked: list[str] = []
+    real_read = sitk.ReadImage
+
+    def spy(path: object, *args: object, **kwargs: object) -> object:
+        asked.append(Path(str(path)).name)
+        return real_read(path, *args, **kwargs)
+
+    monkeypatch.setattr(sitk, "ReadImage", spy)
+    (err,) = validate_cohort(root, workers=1).errors
+    assert (err.file, expected.contains) == (expected.file, "spacing differs")
+    assert err.message.startswith(
+        "is not a usable mask for its image ct/P01_preop.nii.gz: spacing differs: mask (1, 1, 2.5) mm, image "
+        "(0.75, 0.8, 2.5) mm; resample the mask onto the image grid"
+    )
+    assert sorted(asked) == [
+        "P02_preop.nrrd",
+        "P02_preop_mask.nrrd",
+        "P03_preop_mask.nii.gz",
+        "P04_preop.mha",
+        "P04_preop_mask.mha",
+    ]  # every other scan's voxels, none of P01's
+
+
+def test_huge_image_header_costs_validate_no_memory(make_valid_cohort: Callable[..., Path], tmp_path: Path) -> None:
+    """A complete .nii.gz declaring 1024^3 int16 voxels (2 GiB): validate used to decompress and read all of it
+    (4.5 GB peak); the header alone now refuses it. Peak memory is measured in a fresh process (ru_maxrss of the
+    child itself, after its imports), never time."""
+    from broken_cohorts import image_header_declares_huge_grid
+
+    root = make_valid_cohort(tmp_path / "cohort")
+    (expected,) = image_header_declares_huge_grid(root)
+    assert (root / "ct" / "P01_preop.nii.gz").stat().st_size < 4_000_000
+    script = (
+        "import json, resource, sys\n"
+        "import nibabel, pysam, SimpleITK\n"  # loaded lazily by validate: imported first, so only its own peak counts
+        "from omics_risk.data.validate import validate_cohort\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "report = validate_cohort(sys.argv[1], workers=1)\n"
+        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "errors = [[p.file, p.line, p.column, p.message] for p in report.errors]\n"
+        "print(json.dumps({'before_kb': before, 'after_kb': after, 'errors': errors}))\n"
+    )
+    # The timeout only stops a regression from holding the machine; nothing about speed is asserted.
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=900, env=dict(os.environ)
+    )
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    ((file, line, column, message),) = out["errors"]
+    assert (file, line, column) == ("ct/P01_preop.nii.gz", None, None)
+    assert message == (
+        "the header declares 1024 x 1024 x 1024 = 1,073,741,824 voxels, more than the limit of 536,870,912; no voxel "
+        "was read. A corrupt header needs a re-export; a real scan that large needs cropping or resampling, or a "
+        "higher limit (environment variable OMICS_RISK_MAX_IMAGE_VOXELS) (referenced by samples.csv line 2)"
+    )
+    assert expected.contains in message
+    assert (out["after_kb"] - out["before_kb"]) / 1024 < 100, out  # MB; reading the image would add 2,000+
+
+
+def test_huge_image_header_is_not_decompressed(
+    make_valid_cohort: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not even the bounded-memory byte count of the NIfTI completeness check runs on a refused header."""
+    from broken_cohorts import write_huge_nifti
+
+    path = tmp_path / "huge.nii.gz"
+    write_huge_nifti(path)
+    counted: list[Path] = []
+    monkeypatch.setattr(readers, "_check_nifti_complete", lambda p, need: counted.append(p))
+    asked = _no_voxel_reads(monkeypatch)
+    header = read_image_header(path)
+    assert header.size == (1024, 1024, 1024) and header.data_bytes == 352 + 2 * 1024**3
+    assert "1,073,741,824 voxels" in _error(read_image, path).message
+    assert (counted, asked) == ([], [])
+
+
+# --------------------------------------------------------------------------------------------------- Bismark counts
+
+
+COLUMN_ORDER = "check the column order (chrom, start, end, percent_methylated, count_methylated, count_unmethylated)"
+
+
+def test_bismark_percent_must_agree_with_the_counts(tmp_path: Path) -> None:
+    # 2 of 3 reads methylated is 66.67 %: rounded (67), truncated (66, as MethylDackel) and 0.97 off are accepted.
+    for k, pct in enumerate(["66.6666666666667", "67", "66", "65.7", "67.6"]):
+        df = read_bismark_cov(_write(tmp_path / f"ok{k}.cov", COV_TEXT.replace("66.6666666666667", pct)))
+        assert df["percent"].tolist()[0] == float(pct)
+    swapped = COV_TEXT.replace("\t2\t1\n", "\t1\t2\n").replace("\t0\t0\t4\n", "\t0\t4\t0\n")
+    err = _error(read_bismark_cov, _write(tmp_path / "swapped.cov", swapped))
+    assert _where(err) == [(1, "percent"), (2, "percent")]
+    assert (
+        err.issues[0].message
+        == f"percent_methylated 66.6667 contradicts the counts: 100 x 1 / (1 + 2) = 33.33; {COLUMN_ORDER}"
+    )
+    assert (
+        err.issues[1].message == f"percent_methylated 0 contradicts the counts: 100 x 4 / (4 + 0) = 100; {COLUMN_ORDER}"
+    )
+    err = _error(read_bismark_cov, _write(tmp_path / "off.cov", COV_TEXT.replace("66.6666666666667", "65.6")))
+    assert _where(err) == [(1, "percent")] and "percent_methylated 65.6 contradicts" in err.message
+    fraction = COV_TEXT.replace("66.6666666666667", "0.666666666666667").replace("\t100\t7", "\t1\t7")
+    assert _where(_error(read_bismark_cov, _write(tmp_path / "fraction.cov", fraction))) == [
+        (1, "percent"),
+        (3, "percent"),
+    ]
+
+
+def test_bismark_lines_without_reads_are_noted_not_fatal(tmp_path: Path) -> None:
+    p = _write(tmp_path / "zero.cov", COV_TEXT + "chr2\t9\t9\t0\t0\t0\n")
+    assert len(read_bismark_cov(p)) == 4  # extraction reads it: the line adds nothing to any count
+    notes: list[FileIssue] = []
+    df = read_bismark_cov(p, notes=notes)
+    assert df["count_methylated"].tolist() == [2, 0, 7, 0] and len(notes) == 1
+    assert (notes[0].path, notes[0].line, notes[0].column) == (str(p), 4, "count_methylated")
+    assert notes[0].message.startswith("no read covers this CpG (count_methylated and count_unmethylated are 0)")
+    many = _write(tmp_path / "many.cov", "".join(f"chr1\t{k}\t{k}\t0\t0\t0\n" for k in range(1, 26)))
+    notes = []
+    read_bismark_cov(many, notes=notes)
+    assert [n.line for n in notes[:-1]] == list(range(1, 21))
+    assert notes[-1] == FileIssue(str(many), "... and 5 more line(s) without reads")
+
+
+# --------------------------------------------------------------------------------------------------- chromosome names
+
+
+def test_autosome_names_are_the_fragmentomics_ones() -> None:
+    from omics_risk.features.fragmentomics import AUTOSOME_RE as BINNED
+
+    assert AUTOSOME_RE.pattern == BINNED.pattern
+    assert [bool(AUTOSOME_RE.match(c)) for c in ("1", "chr22", "chr23", "X", "chrM", "chr1_random")] == [
+        True,
+        True,
+        False,
+        False,
+        False,
+        False,
+    ]
+
+
+def test_binned_chromosomes_follow_reference_and_selection() -> None:
+    ref = ["chr1", "chr2", "chrX", "chr1_KI270706v1_random"]
+    assert binned_chromosomes(["1"], ref) == ["chr1", "chr2"]
+    assert binned_chromosomes(["1"], ref, "all") == ref
+    assert binned_chromosomes(["1"], ref, ["chrX", "chr9"]) == ["chrX"]
+    assert binned_chromosomes(["2", "1", "MT", "NC_1"], None) == ["2", "1"]  # no reference: the file's own names
+    with pytest.raises(ValueError, match="chroms must be 'autosomes', 'all' or a list"):
+        binned_chromosomes(["1"], None, "sex")
+
+
+def test_chromosome_naming_problem_names_both_spellings() -> None:
+    ref = ["chr1", "chr2", "chr3", "chrX"]
+    label = "references.chrom_sizes, g.sizes"
+    assert chromosome_naming_problem(["1", "2", "3", "X"], ref, reference_label=label) == (
+        "chromosomes are named '1', '2', '3', ... but the binning uses 'chr1', 'chr2', 'chr3' (the names in "
+        "references.chrom_sizes, g.sizes), so no fragment would be counted: add the 'chr' prefix to the file's "
+        "chromosome names, or use a reference with the file's names"
+    )
+    dropped = chromosome_naming_problem(["chr1", "chr2"], ["1", "2"], reference_label=label)
+    assert dropped is not None and "drop the 'chr' prefix" in dropped
+    other = chromosome_naming_problem(["NC_000001.11"], ref, reference_label=label)
+    assert other is not None and "rename the file's chromosomes to the reference's names" in other
+    assert chromosome_naming_problem(["chrUn_KN707606v1_decoy", "chr1", "1"], ref) is None  # partial overlap is fine
+    assert chromosome_naming_problem([], ref) is None
+    assert chromosome_naming_problem(["NC_000001.11", "NC_000002.12"], None, settings_label="S") == (
+        "none of the chromosomes ('NC_000001.11', 'NC_000002.12') is one the binning selects with chroms='autosomes' "
+        "(the autosomes '1'-'22' or 'chr1'-'chr22'); rename them, or set S to the names used"
+    )
+    assert chromosome_naming_problem(["NC_000001.11"], None, "all") is None
+    assert chromosome_naming_problem(["1"], ["NC_000001.11"], reference_label="R", settings_label="S") == (
+        "the binning has no chromosome: R names none that chroms='autosomes' (the autosomes '1'-'22' or "
+        "'chr1'-'chr22') selects; use a reference with the usual names, or set S"
+    )
+
+
+FASTA_TEXT = ">chr1 Homo sapiens chromosome 1\nACGTACGTAC\nGTACG\n>chr2\nAAAA\n>chrM\tmito\nCC\n"
+
+
+@pytest.mark.parametrize("how", ["plain", "gzip", "bgzf"])
+def test_reference_chromosomes_of_a_fasta(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    p = _write(tmp_path / ("g.fa" + (".gz" if how != "plain" else "")), FASTA_TEXT, how)
+    assert reference_chromosomes(p, "genome_fasta") == ["chr1", "chr2", "chrM"]
+    monkeypatch.setattr(readers, "_FASTA_CHUNK", 3)  # headers cut across chunk boundaries at every offset
+    readers._reference_names.cache_clear()
+    assert reference_chromosomes(p, "genome_fasta") == ["chr1", "chr2", "chrM"]
+    monkeypatch.setattr(readers, "_FASTA_LONG_LINE", 8)  # an unwrapped sequence longer than any header
+    readers._reference_names.cache_clear()
+    long = _write(tmp_path / ("long.fa" + (".gz" if how != "plain" else "")), ">a\n" + "A" * 50 + "\n>b x\nC\n", how)
+    assert reference_chromosomes(long, "genome_fasta") == ["a", "b"]
+
+
+def test_reference_chromosomes_use_the_index_and_sizes(tmp_path: Path) -> None:
+    p = _write(tmp_path / "g.fa", FASTA_TEXT)
+    (tmp_path / "g.fa.fai").write_text("chr1\t15\t31\t10\t11\nchr2\t4\t55\t4\t5\n")  # samtools faidx's layout
+    assert reference_chromosomes(p, "genome_fasta") == ["chr1", "chr2"]
+    sizes = _write(tmp_path / "g.sizes", "chr2\t100\nchr1\t200\n")
+    assert reference_chromosomes(sizes, "chrom_sizes") == ["chr2", "chr1"]
+    sizes.write_text("2\t100\n1\t200\nMT\t16569\n")  # a new version of the file is read again, not served from cache
+    assert reference_chromosomes(sizes, "chrom_sizes") == ["2", "1", "MT"]
+    with pytest.raises(ValueError, match="kind must be"):
+        reference_chromosomes(sizes, "bed")
+
+
+def _rename_fragment_chroms(path: Path, names: dict[str, str]) -> None:
+    from broken_cohorts import edit_text_lines
+
+    def rename(lines: list[str]) -> None:
+        lines[:] = [names.get(ln.split("\t", 1)[0], ln.split("\t", 1)[0]) + ln[ln.find("\t") :] for ln in lines]
+
+    edit_text_lines(path, rename)
+
+
+def test_validate_checks_fragment_chromosomes_against_the_cohort_settings(
+    make_valid_cohort: Callable[..., Path], tmp_path: Path
+) -> None:
+    root = make_valid_cohort(tmp_path / "cohort")
+    frag = root / "cfdna" / "P02_postop1.frag.tsv.gz"
+    _rename_fragment_chroms(frag, {"chr1": "1", "chr2": "2"})
+    yaml = root / "cohort.yaml"
+    text = yaml.read_text()
+    # Without chrom_sizes, the FASTA's names are the binned ones (as in FragmentomicsExtractor).
+    yaml.write_text(text.replace("  chrom_sizes: reference/genome.chrom.sizes\n", ""))
+    (err,) = validate_cohort(root, workers=1).errors
+    assert (err.file, err.line, err.column) == ("cfdna/P02_postop1.frag.tsv.gz", None, None)
+    assert err.message.startswith(
+        "chromosomes are named '1', '2' but the binning uses 'chr1', 'chr2' (the names in references.genome_fasta, "
+        "reference/genome.fa), so no fragment would be counted: add the 'chr' prefix"
+    )
+    assert err.message.endswith("(referenced by samples.csv line 8)")
+    # Without a reference the file's own names are binned: '1', '2' are autosomes, RefSeq accessions are not.
+    no_refs = text[: text.index("references:")]
+    yaml.write_text(no_refs)
+    assert validate_cohort(root, workers=1).ok
+    _rename_fragment_chroms(frag, {"1": "NC_000001.11", "2": "NC_000002.12"})
+    (err,) = validate_cohort(root, workers=1).errors
+    assert err.message.startswith(
+        "none of the chromosomes ('NC_000001.11', 'NC_000002.12') is one the binning selects with chroms='autosomes'"
+    )
+    assert "set modalities.cfdna.extract.chroms in cohort.yaml to the names used" in err.message
+    # The cohort's own extractor settings are followed.
+    yaml.write_text(
+        no_refs.replace("  rppa: {format: table}\n", "  rppa: {format: table}\n  cfdna: {extract: {chroms: all}}\n")
+    )
+    assert validate_cohort(root, workers=1).ok
+    yaml.write_text(
+        no_refs.replace(
+            "  rppa: {format: table}\n", "  rppa: {format: table}\n  cfdna: {extract: {chroms: [chr1, chr2]}}\n"
+        )
+    )
+    (err,) = validate_cohort(root, workers=1).errors
+    assert "selects with chroms=['chr1', 'chr2']; rename them" in err.message

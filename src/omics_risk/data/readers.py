@@ -6,14 +6,19 @@ file, the line and column when they are known, and what to do; ``DataFileError.i
 found in the file (up to :data:`MAX_ISSUES`), so ``omics-risk validate`` can report all of them at once.
 
 Text formats are parsed with pyarrow (fast path); only when that fails is the file re-scanned line by line to
-locate the bad lines, so a valid 100k-line fragment file costs tens of milliseconds.
+locate the bad lines, so a valid 100k-line fragment file costs tens of milliseconds. Images are judged from their
+headers before any voxel is read (:func:`read_image_header`, :func:`check_image_header`), so a corrupt header
+declaring a gigantic grid costs milliseconds, not the memory it claims.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import gzip
 import io
+import math
+import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -28,29 +33,45 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 __all__ = [
+    "AUTOSOME_RE",
     "BAM_EXTENSIONS",
     "BISMARK_EXTENSIONS",
+    "BISMARK_PERCENT_TOLERANCE",
+    "DEFAULT_BINNED_CHROMS",
     "FORMAT_EXTENSIONS",
     "FRAGMENT_EXTENSIONS",
+    "GRID_TOLERANCE",
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_VOXELS",
+    "MAX_IMAGE_VOXELS_ENV",
     "MAX_ISSUES",
     "TABLE_EXTENSIONS",
     "DataFileError",
     "FileIssue",
     "Fragments",
+    "ImageHeader",
     "MetabolomicsData",
+    "binned_chromosomes",
+    "check_image_header",
     "check_mask_geometry",
+    "check_mask_header",
+    "check_mask_labels",
+    "chromosome_naming_problem",
     "format_extension_problem",
     "has_extension",
+    "image_voxel_limit",
     "read_bed",
     "read_bismark_cov",
     "read_chrom_sizes",
     "read_cn_segments",
     "read_fragments",
     "read_image",
+    "read_image_header",
+    "read_image_voxels",
     "read_metabolomics",
     "read_table",
     "read_variant_table",
+    "reference_chromosomes",
 ]
 
 #: At most this many problems are itemised per file; the rest are counted.
@@ -180,6 +201,20 @@ def format_extension_problem(path: Path, fmt: str) -> str | None:
 # --------------------------------------------------------------------------------------------------- images
 
 
+#: The largest image (voxel count) read by default: 512 x 512 x 2048. A chest CT is 512 x 512 with 100-700
+#: slices, a thin-slice (0.5-0.625 mm) chest-abdomen-pelvis scan up to ~1,500, and a 1024 x 1024 high-resolution
+#: scan of the chest up to ~500 slices, so real scans fit with room to spare; at the limit the volume is 1 GiB as
+#: int16 and 2 GiB as the float32 copy radiomics makes, what a 16 GB workstation still holds for a few parallel
+#: workers. A header declaring more (1024^3 is twice the limit) is refused before any voxel is read. Override with
+#: the ``max_voxels`` argument or the environment variable :data:`MAX_IMAGE_VOXELS_ENV`.
+MAX_IMAGE_VOXELS = 512 * 512 * 2048
+#: Environment variable overriding :data:`MAX_IMAGE_VOXELS` for validate and every extractor (a whole number).
+MAX_IMAGE_VOXELS_ENV = "OMICS_RISK_MAX_IMAGE_VOXELS"
+#: Largest deviation of a direction matrix from orthonormal (``|D^T D - I|``), and of two grids' spacing / origin
+#: (mm) and direction cosines: loose enough for the 6-decimal rounding of DICOM and the float32 of NIfTI headers.
+GRID_TOLERANCE = 1e-3
+
+
 def _itk_reason(exc: BaseException, path: Path | None = None) -> str:
     """The informative part of an ITK exception (they start with a source location and class address)."""
     text = str(exc)
@@ -190,6 +225,7 @@ def _itk_reason(exc: BaseException, path: Path | None = None) -> str:
         ln for ln in lines if not ln.startswith("Exception thrown in SimpleITK") and not re.match(r"^/\S+:\d+:$", ln)
     ]
     reason = " ".join(keep) or text
+    reason = re.sub(r"\S*\.(cxx|hxx|h):\d+:\s*", "", reason)
     reason = re.sub(r"(sitk::ERROR|ITK ERROR): ?(\w+\(0x[0-9a-f]+\): ?)?", "", reason).strip()
     if len(reason) > 240:
         reason = reason[:240].rsplit(" ", 1)[0] + " ..."
@@ -201,21 +237,277 @@ def _itk_reason(exc: BaseException, path: Path | None = None) -> str:
 _ITK_WARNINGS_LOCK = threading.Lock()
 
 
-def _check_nifti_complete(path: Path) -> None:
-    """ITK silently zero-fills a truncated NIfTI; compare the data bytes present with what the header promises."""
+def image_voxel_limit(max_voxels: int | None = None) -> int:
+    """The largest voxel count to read: ``max_voxels`` if given, else :data:`MAX_IMAGE_VOXELS_ENV`, else the default.
+
+    Read at each call (not at import), so a changed environment applies to the next image.
+    """
+    if max_voxels is not None:
+        if int(max_voxels) <= 0:
+            raise ValueError(f"max_voxels must be > 0, got {max_voxels}")
+        return int(max_voxels)
+    raw = os.environ.get(MAX_IMAGE_VOXELS_ENV, "").strip()
+    if not raw:
+        return MAX_IMAGE_VOXELS
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ValueError(
+            f"environment variable {MAX_IMAGE_VOXELS_ENV}={raw!r} must be a whole number of voxels > 0 "
+            f"(default {MAX_IMAGE_VOXELS}); fix or unset it"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """The grid of an image as its header declares it, read without a single voxel (:func:`read_image_header`).
+
+    ``spacing`` and ``origin`` are in mm, ``direction`` is the row-major direction matrix (LPS, as ITK). For NIfTI,
+    ``size`` and ``spacing`` hold the raw ``dim`` / ``pixdim`` fields where ITK would silently replace a zero,
+    negative or non-finite value, so that :func:`check_image_header` sees what the file really says. ``files`` are
+    the slices of a DICOM series (in ITK's order), else the file itself; ``data_bytes`` is what a NIfTI header
+    promises (offset + voxels), None for other formats.
+    """
+
+    path: str
+    size: tuple[int, ...]
+    spacing: tuple[float, ...]
+    origin: tuple[float, ...]
+    direction: tuple[float, ...]
+    pixel_type: str
+    components: int = 1
+    files: tuple[str, ...] = ()
+    data_bytes: int | None = None
+
+    @property
+    def dimension(self) -> int:
+        return len(self.size)
+
+    @property
+    def n_voxels(self) -> int:
+        return math.prod(self.size)
+
+    @classmethod
+    def of(cls, image: Any, path: str = "") -> ImageHeader:
+        """The header of an image already in memory (a ``SimpleITK.Image``)."""
+        return cls(
+            path,
+            tuple(int(s) for s in image.GetSize()),
+            tuple(float(s) for s in image.GetSpacing()),
+            tuple(float(s) for s in image.GetOrigin()),
+            tuple(float(s) for s in image.GetDirection()),
+            image.GetPixelIDTypeAsString(),
+            int(image.GetNumberOfComponentsPerPixel()),
+        )
+
+
+def _dicom_series_files(path: Path) -> list[str]:
+    """The slices of the one DICOM series in folder ``path``, sorted by ITK/GDCM along the slice normal."""
+    import SimpleITK as sitk
+
+    with _ITK_WARNINGS_LOCK:
+        shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+        sitk.ProcessObject.SetGlobalWarningDisplay(False)
+        try:
+            ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
+        except RuntimeError as exc:
+            raise DataFileError(path, f"cannot scan the folder for DICOM series: {_itk_reason(exc, path)}") from exc
+        finally:
+            sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+    if not ids:
+        raise DataFileError(
+            path,
+            "folder holds no DICOM series; point path to a folder of DICOM slices or to "
+            f"an image file ({', '.join(IMAGE_EXTENSIONS)})",
+        )
+    if len(ids) > 1:
+        raise DataFileError(
+            path,
+            f"folder holds {len(ids)} DICOM series ({', '.join(ids)}); put each series in "
+            "its own folder and give each its own samples.csv row",
+        )
+    return list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0]))
+
+
+def _file_info(path: Path, shown_as: Path) -> Any:
+    """An ``ImageFileReader`` that has read the header of one file (ITK reads no voxel for this)."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as exc:
+        raise DataFileError(
+            shown_as, f"cannot be read as an image ({_itk_reason(exc, path)}); re-export or re-copy it"
+        ) from exc
+    return reader
+
+
+def _nifti_header(path: Path) -> Any:
+    """The raw NIfTI-1/2 header (nibabel, no fixes applied); a .nii.gz is decompressed only as far as the header."""
     import nibabel as nib
 
+    opener = gzip.open if has_extension(path, (".gz",)) else open
     try:
-        img = nib.load(str(path))
+        with opener(path, "rb") as fh:
+            raw = fh.read(540)
+    except (OSError, EOFError) as exc:
+        raise DataFileError(path, f"truncated or corrupt gzip stream ({exc}); re-export or re-copy the image") from exc
+    size_le, size_be = (int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0 for order in ("little", "big"))
+    klass = nib.Nifti2Header if 540 in (size_le, size_be) else nib.Nifti1Header
+    try:
+        return klass.from_fileobj(io.BytesIO(raw), check=False)
     except Exception as exc:  # nibabel raises many types on bad headers
         raise DataFileError(path, f"not a valid NIfTI file ({exc}); re-export the image") from exc
-    proxy = img.dataobj
-    need = int(proxy.offset) + int(np.prod(proxy.shape, dtype=np.int64)) * np.dtype(proxy.dtype).itemsize
+
+
+def read_image_header(path: str | Path) -> ImageHeader:
+    """The grid of a CT volume or mask (any :func:`read_image` format) from its header alone: no voxel is read.
+
+    A DICOM series' grid comes from its first and last slice headers, as ITK's series reader computes it (slice
+    spacing = distance between them / (slices - 1)). Raises :class:`DataFileError` when the header is unreadable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = _dicom_series_files(path)
+        first = _file_info(Path(files[0]), path)
+        size = [int(s) for s in first.GetSize()]
+        spacing = [float(s) for s in first.GetSpacing()]
+        if len(files) > 1:
+            last = _file_info(Path(files[-1]), path)
+            size[-1] = len(files)
+            gap = float(np.linalg.norm(np.subtract(last.GetOrigin(), first.GetOrigin())))
+            spacing[-1] = gap / (len(files) - 1) if gap > 0 else 1.0  # ITK falls back to 1 for coincident slices
+        return ImageHeader(
+            str(path),
+            tuple(size),
+            tuple(spacing),
+            tuple(float(v) for v in first.GetOrigin()),
+            tuple(float(v) for v in first.GetDirection()),
+            _pixel_name(first),
+            int(first.GetNumberOfComponents()),
+            tuple(files),
+        )
+    if not path.exists():
+        raise DataFileError(path, "file not found")
+    if not has_extension(path, IMAGE_EXTENSIONS):
+        raise DataFileError(
+            path,
+            f"unsupported image format; use one of {', '.join(IMAGE_EXTENSIONS)} or a folder holding one DICOM series",
+        )
+    nifti = _nifti_header(path) if has_extension(path, (".nii", ".nii.gz")) else None
+    info = _file_info(path, path)
+    size = tuple(int(s) for s in info.GetSize())
+    spacing = tuple(float(s) for s in info.GetSpacing())
+    data_bytes = None
+    if nifti is not None:
+        shape = tuple(int(n) for n in nifti.get_data_shape())
+        pixdim = [float(v) for v in nifti["pixdim"][1 : 1 + len(spacing)]]
+        if 0 in shape:  # ITK reads dim = 0 as 1
+            size = shape
+        spacing = tuple(p if not (math.isfinite(p) and p > 0) else s for p, s in zip(pixdim, spacing, strict=False))
+        data_bytes = int(nifti.get_data_offset()) + math.prod(shape) * np.dtype(nifti.get_data_dtype()).itemsize
+    return ImageHeader(
+        str(path),
+        size,
+        spacing,
+        tuple(float(v) for v in info.GetOrigin()),
+        tuple(float(v) for v in info.GetDirection()),
+        _pixel_name(info),
+        int(info.GetNumberOfComponents()),
+        (str(path),),
+        data_bytes,
+    )
+
+
+def _pixel_name(reader: Any) -> str:
+    import SimpleITK as sitk
+
+    return str(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
+
+
+def _fmt(v: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
+
+
+def check_image_header(header: ImageHeader, max_voxels: int | None = None) -> list[str]:
+    """Why the grid a header declares is unusable (empty axis, too many voxels, bad spacing or direction); [] if fine.
+
+    ``max_voxels`` defaults to :func:`image_voxel_limit`. Costs nothing: it runs before any voxel is read, so a
+    corrupt header declaring 1024^3 voxels is refused in milliseconds instead of filling the memory.
+    """
+    limit = image_voxel_limit(max_voxels)
+    out: list[str] = []
+    dims = " x ".join(str(s) for s in header.size)
+    if any(s < 1 for s in header.size):
+        out.append(f"the header declares an empty grid ({dims} voxels); re-export the image")
+    elif header.n_voxels > limit:
+        out.append(
+            f"the header declares {dims} = {header.n_voxels:,} voxels, more than the limit of {limit:,}; no voxel "
+            "was read. A corrupt header needs a re-export; a real scan that large needs cropping or resampling, or "
+            f"a higher limit (environment variable {MAX_IMAGE_VOXELS_ENV})"
+        )
+    spacing = np.asarray(header.spacing, dtype=float)
+    if not np.all(np.isfinite(spacing) & (spacing > 0)):
+        out.append(
+            f"voxel spacing {_fmt(header.spacing)} mm must be finite and > 0 on every axis; fix the header "
+            "(pixdim / ElementSpacing / PixelSpacing) or re-export the image"
+        )
+    d = len(header.size)
+    direction = np.asarray(header.direction, dtype=float)
+    if direction.size != d * d or not np.all(np.isfinite(direction)):
+        out.append(f"direction {_fmt(header.direction)} is not a finite {d} x {d} matrix; re-export the image")
+    else:
+        m = direction.reshape(d, d)
+        if np.abs(m.T @ m - np.eye(d)).max() > GRID_TOLERANCE:
+            out.append(
+                f"direction cosines {_fmt(header.direction)} are not orthonormal (axes skewed or scaled); "
+                "re-export the image with a valid orientation"
+            )
+    return out
+
+
+def check_mask_header(image: ImageHeader, mask: ImageHeader, tol: float = GRID_TOLERANCE) -> list[str]:
+    """Why ``mask`` is not on the grid of ``image`` (dimension, size, spacing, origin, direction, one component).
+
+    Headers only, so a mask exported on another grid is found without reading either volume. ``tol`` is the
+    absolute tolerance in mm for spacing and origin and on direction cosines.
+    """
+    if image.dimension != mask.dimension:
+        return [f"mask is {mask.dimension}-D but the image is {image.dimension}-D"]
+    out: list[str] = []
+    if mask.components != 1:
+        out.append(f"mask has {mask.components} components per voxel; it needs one label")
+    if tuple(image.size) != tuple(mask.size):
+        out.append(f"size differs: mask {tuple(mask.size)} voxels, image {tuple(image.size)}")
+    for what, a, b in (
+        ("spacing", image.spacing, mask.spacing),
+        ("origin", image.origin, mask.origin),
+        ("direction", image.direction, mask.direction),
+    ):
+        if not np.allclose(a, b, rtol=0.0, atol=tol):
+            unit = "" if what == "direction" else " mm"
+            out.append(f"{what} differs: mask {_fmt(b)}{unit}, image {_fmt(a)}{unit}")
+    if out:
+        return [*out, "resample the mask onto the image grid (nearest neighbour) or export both from the same series"]
+    return out
+
+
+def _check_nifti_complete(path: Path, need: int) -> None:
+    """ITK silently zero-fills a truncated NIfTI; compare the data bytes present with the ``need`` the header promises.
+
+    Only called once the header has passed :func:`check_image_header`, so the bytes counted are bounded by the
+    voxel limit: a .nii.gz is decompressed in 4 MB chunks and never held whole.
+    """
     if has_extension(path, (".gz",)):
         have = 0
         try:
             with gzip.open(path, "rb") as fh:
-                while chunk := fh.read(1 << 22):
+                while have < need and (chunk := fh.read(1 << 22)):
                     have += len(chunk)
         except (EOFError, OSError, gzip.BadGzipFile) as exc:
             raise DataFileError(
@@ -231,58 +523,44 @@ def _check_nifti_complete(path: Path) -> None:
         )
 
 
-def read_image(path: str | Path) -> Any:
-    """Read a CT volume or mask (NIfTI, NRRD, MetaImage, or a folder holding exactly one DICOM series).
-
-    Returns a ``SimpleITK.Image`` in LPS physical space, whichever format it came from.
-    """
+def read_image_voxels(header: ImageHeader) -> Any:
+    """The voxels of an image whose header was read (and checked) with :func:`read_image_header`."""
     import SimpleITK as sitk
 
-    path = Path(path)
+    path = Path(header.path)
     if path.is_dir():
-        with _ITK_WARNINGS_LOCK:
-            shown = sitk.ProcessObject.GetGlobalWarningDisplay()
-            sitk.ProcessObject.SetGlobalWarningDisplay(False)
-            try:
-                ids = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(path))
-            except RuntimeError as exc:
-                raise DataFileError(path, f"cannot scan the folder for DICOM series: {_itk_reason(exc, path)}") from exc
-            finally:
-                sitk.ProcessObject.SetGlobalWarningDisplay(shown)
-        if not ids:
-            raise DataFileError(
-                path,
-                "folder holds no DICOM series; point path to a folder of DICOM slices or to "
-                f"an image file ({', '.join(IMAGE_EXTENSIONS)})",
-            )
-        if len(ids) > 1:
-            raise DataFileError(
-                path,
-                f"folder holds {len(ids)} DICOM series ({', '.join(ids)}); put each series in "
-                "its own folder and give each its own samples.csv row",
-            )
-        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(path), ids[0])
         reader = sitk.ImageSeriesReader()
-        reader.SetFileNames(files)
+        reader.SetFileNames(list(header.files))
         try:
             return reader.Execute()
         except RuntimeError as exc:
             raise DataFileError(path, f"DICOM series cannot be read: {_itk_reason(exc, path)}") from exc
-    if not path.exists():
-        raise DataFileError(path, "file not found")
-    if not has_extension(path, IMAGE_EXTENSIONS):
-        raise DataFileError(
-            path,
-            f"unsupported image format; use one of {', '.join(IMAGE_EXTENSIONS)} or a folder holding one DICOM series",
-        )
-    if has_extension(path, (".nii", ".nii.gz")):
-        _check_nifti_complete(path)
+    if header.data_bytes is not None:
+        _check_nifti_complete(path, header.data_bytes)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
         raise DataFileError(
             path, f"cannot be read as an image ({_itk_reason(exc, path)}); re-export or re-copy it"
         ) from exc
+
+
+def read_image(path: str | Path, *, max_voxels: int | None = None) -> Any:
+    """Read a CT volume or mask (NIfTI, NRRD, MetaImage, or a folder holding exactly one DICOM series).
+
+    Returns a ``SimpleITK.Image`` in LPS physical space, whichever format it came from. The header is read and
+    checked first (:func:`check_image_header`: at most ``max_voxels`` voxels, default :func:`image_voxel_limit`;
+    positive spacing; orthonormal direction), so a corrupt header fails in milliseconds without reading voxels.
+    """
+    path = Path(path)
+    header = read_image_header(path)
+    try:
+        why = check_image_header(header, max_voxels)
+    except ValueError as exc:  # a malformed OMICS_RISK_MAX_IMAGE_VOXELS: name it rather than crash the extractor
+        raise DataFileError(path, f"cannot check the image size: {exc}") from exc
+    if why:
+        raise DataFileError(path, "; ".join(why))
+    return read_image_voxels(header)
 
 
 _INTEGER_PIXELS = {
@@ -297,42 +575,28 @@ _INTEGER_PIXELS = {
 }
 
 
-def check_mask_geometry(image: Any, mask: Any, tol: float = 1e-3) -> list[str]:
-    """Why ``mask`` cannot serve as the tumour mask of ``image`` (same grid, integer labels, non-empty); [] if fine.
-
-    ``tol`` is an absolute tolerance in mm for spacing and origin and on direction cosines, loose enough for the
-    rounding of DICOM and NIfTI headers.
-    """
+def check_mask_labels(mask: Any) -> list[str]:
+    """Why the voxels of ``mask`` are not a tumour mask (non-integer labels, or no voxel > 0); [] if fine."""
     import SimpleITK as sitk
 
-    out: list[str] = []
-    if image.GetDimension() != mask.GetDimension():
-        return [f"mask is {mask.GetDimension()}-D but the image is {image.GetDimension()}-D"]
-    if mask.GetNumberOfComponentsPerPixel() != 1:
-        out.append(f"mask has {mask.GetNumberOfComponentsPerPixel()} components per voxel; it needs one label")
-    if tuple(image.GetSize()) != tuple(mask.GetSize()):
-        out.append(f"size differs: mask {tuple(mask.GetSize())} voxels, image {tuple(image.GetSize())}")
-
-    def fmt(v: Sequence[float]) -> str:
-        return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
-
-    for what, a, b in (
-        ("spacing", image.GetSpacing(), mask.GetSpacing()),
-        ("origin", image.GetOrigin(), mask.GetOrigin()),
-        ("direction", image.GetDirection(), mask.GetDirection()),
-    ):
-        if not np.allclose(a, b, rtol=0.0, atol=tol):
-            unit = "" if what == "direction" else " mm"
-            out.append(f"{what} differs: mask {fmt(b)}{unit}, image {fmt(a)}{unit}")
-    if out:
-        return [*out, "resample the mask onto the image grid (nearest neighbour) or export both from the same series"]
     values = sitk.GetArrayViewFromImage(mask)
     integral = mask.GetPixelIDTypeAsString() in _INTEGER_PIXELS
     if not integral and not np.all(np.isfinite(values) & (values == np.round(values))):
-        out.append("mask holds non-integer values; a mask holds integer labels (0 = background, > 0 = tumour)")
-    elif not np.any(values > 0):
-        out.append("mask is empty (no voxel > 0); give the tumour a label > 0")
-    return out
+        return ["mask holds non-integer values; a mask holds integer labels (0 = background, > 0 = tumour)"]
+    if not np.any(values > 0):
+        return ["mask is empty (no voxel > 0); give the tumour a label > 0"]
+    return []
+
+
+def check_mask_geometry(image: Any, mask: Any, tol: float = GRID_TOLERANCE) -> list[str]:
+    """Why ``mask`` cannot serve as the tumour mask of ``image`` (same grid, integer labels, non-empty); [] if fine.
+
+    ``tol`` is an absolute tolerance in mm for spacing and origin and on direction cosines, loose enough for the
+    rounding of DICOM and NIfTI headers. The grid is compared first (:func:`check_mask_header`); the labels are
+    looked at only when it agrees.
+    """
+    out = check_mask_header(ImageHeader.of(image), ImageHeader.of(mask), tol)
+    return out or check_mask_labels(mask)
 
 
 # --------------------------------------------------------------------------------------------------- text parsing
@@ -781,6 +1045,138 @@ def _read_bam_fragments(path: Path, *, min_mapq: int, min_length: int | None, ma
     return frags.filter(min_length=min_length, max_length=max_length)
 
 
+# --------------------------------------------------------------------------------------------------- chromosome names
+
+
+#: Human autosome names, with or without the ``chr`` prefix: what cfDNA fragmentomics bins by default (its
+#: ``chroms="autosomes"``). The data layer keeps its own copy because it must not import features;
+#: tests/data/test_readers.py checks that it equals ``omics_risk.features.fragmentomics.AUTOSOME_RE``.
+AUTOSOME_RE = re.compile(r"^(chr)?([1-9]|1[0-9]|2[0-2])$")
+#: The default chromosome selection of fragmentomics binning.
+DEFAULT_BINNED_CHROMS = "autosomes"
+
+
+#: Bytes read at a time when scanning a FASTA for its names, and the line length beyond which a line is known to be
+#: sequence (unwrapped FASTA), not a header: both bound the scan's memory.
+_FASTA_CHUNK = 1 << 24
+_FASTA_LONG_LINE = 1 << 20
+
+
+def _fasta_names(path: Path) -> list[str]:
+    """Sequence names of a FASTA (first word after '>'): from its ``.fai`` when present, else from one pass over the
+    file in 16 MB chunks (plain, gzip or BGZF), so a 3 GB genome costs seconds and bounded memory."""
+    fai = path.with_name(path.name + ".fai")
+    if fai.is_file():
+        return [ln.split("\t", 1)[0] for ln in fai.read_text().splitlines() if ln.strip()]
+    with open(path, "rb") as fh:
+        magic = fh.read(2)
+    opener = gzip.open if magic == _GZIP_MAGIC else open
+    names: list[str] = []
+    carry = b"\n"
+    try:
+        with opener(path, "rb") as fh:
+            while chunk := fh.read(_FASTA_CHUNK):
+                data = carry + chunk
+                cut = data.rfind(b"\n")
+                if cut < 0:  # still inside one long (unwrapped sequence) line: no header can start here
+                    carry = b"-"
+                    continue
+                names += [m.decode("utf-8", "replace") for m in re.findall(rb"\n>(\S*)", data[: cut + 1])]
+                carry = data[cut:]
+                if len(carry) > _FASTA_LONG_LINE:  # unwrapped sequence: keep only a header's name
+                    names += [m.decode("utf-8", "replace") for m in re.findall(rb"^\n>(\S*)", carry[:4096])]
+                    carry = b"-"
+            names += [m.decode("utf-8", "replace") for m in re.findall(rb"\n>(\S*)", carry + b"\n")]
+    except (OSError, EOFError) as exc:
+        raise DataFileError(path, f"cannot be read ({exc}); use a plain or bgzip-compressed FASTA") from exc
+    return names
+
+
+@functools.lru_cache(maxsize=16)
+def _reference_names(path: str, kind: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    if kind == "chrom_sizes":
+        return tuple(read_chrom_sizes(path))
+    return tuple(_fasta_names(Path(path)))
+
+
+def reference_chromosomes(path: str | Path, kind: str) -> list[str]:
+    """Chromosome names of a cohort reference (``kind`` ``chrom_sizes`` or ``genome_fasta``), in file order.
+
+    Cached per file version, so the fragment files of a cohort share one read of the reference.
+    """
+    if kind not in ("chrom_sizes", "genome_fasta"):
+        raise ValueError(f"kind must be 'chrom_sizes' or 'genome_fasta', got {kind!r}")
+    st = Path(path).stat()
+    return list(_reference_names(str(path), kind, st.st_mtime_ns, st.st_size))
+
+
+def binned_chromosomes(
+    present: Sequence[str], reference: Sequence[str] | None, chroms: str | Sequence[str] = DEFAULT_BINNED_CHROMS
+) -> list[str]:
+    """The chromosomes cfDNA fragmentomics bins: the reference's (else the file's own, ``present``), selected by
+    ``chroms`` (``"autosomes"``, ``"all"`` or a list of names), as ``FragmentomicsExtractor`` does."""
+    names = list(reference) if reference is not None else list(present)
+    if chroms == "all":
+        return names
+    if chroms == "autosomes":
+        return [c for c in names if AUTOSOME_RE.match(c)]
+    if isinstance(chroms, str):
+        raise ValueError(f"chroms must be 'autosomes', 'all' or a list of names, got {chroms!r}")
+    wanted = {str(c) for c in chroms}
+    return [c for c in names if c in wanted]
+
+
+def _some(names: Sequence[str], k: int = 3) -> str:
+    shown = ", ".join(repr(n) for n in names[:k])
+    return shown + (", ..." if len(names) > k else "")
+
+
+def chromosome_naming_problem(
+    present: Sequence[str],
+    reference: Sequence[str] | None,
+    chroms: str | Sequence[str] = DEFAULT_BINNED_CHROMS,
+    *,
+    reference_label: str = "the reference",
+    settings_label: str = "the extractor's chroms setting",
+) -> str | None:
+    """Why no fragment of a file would be binned: none of its chromosome names (``present``, in file order) is among
+    the :func:`binned_chromosomes`. None when at least one is: extra contigs (decoys, alt, unplaced, chrM) are
+    normal and simply not binned.
+
+    The message names both spellings and the cure: adding or dropping a ``chr`` prefix when that is what differs,
+    else a reference with the file's names (``reference_label`` says how the cohort declared its reference) or
+    another chromosome selection (``settings_label`` says where it is set).
+    """
+    if not present:
+        return None
+    binned = binned_chromosomes(present, reference, chroms)
+    selection = f"chroms={chroms!r}" + (" (the autosomes '1'-'22' or 'chr1'-'chr22')" if chroms == "autosomes" else "")
+    if not binned:
+        if reference is None:
+            return (
+                f"none of the chromosomes ({_some(present)}) is one the binning selects with {selection}; rename them, "
+                f"or set {settings_label} to the names used"
+            )
+        return (
+            f"the binning has no chromosome: {reference_label} names none that {selection} selects; use a reference "
+            f"with the usual names, or set {settings_label}"
+        )
+    binned_set = set(binned)
+    if binned_set & set(present):
+        return None
+    # Only a reference can be disjoint from the file: without one, the binned names are a subset of the file's.
+    if any(f"chr{c}" in binned_set for c in present):
+        fix = "add the 'chr' prefix to the file's chromosome names"
+    elif any(c.startswith("chr") and c[3:] in binned_set for c in present):
+        fix = "drop the 'chr' prefix from the file's chromosome names"
+    else:
+        fix = "rename the file's chromosomes to the reference's names"
+    return (
+        f"chromosomes are named {_some(present)} but the binning uses {_some(binned)} (the names in "
+        f"{reference_label}), so no fragment would be counted: {fix}, or use a reference with the file's names"
+    )
+
+
 # --------------------------------------------------------------------------------------------------- Bismark
 
 
@@ -800,8 +1196,23 @@ def _start_not_after_end(fields: list[str]) -> tuple[str, str] | None:
     return None
 
 
-def read_bismark_cov(path: str | Path) -> pd.DataFrame:
-    """Read a Bismark coverage file (``.cov`` / ``.cov.gz``) into a typed frame, checking every line."""
+#: Largest difference, in percentage points, between percent_methylated and 100 x count_methylated / coverage before
+#: a line is reported as contradicting its counts. Bismark prints the exact ratio (Perl, 15 significant digits);
+#: files whose percent was rounded to an integer are off by at most 0.5 and those whose percent was truncated to one
+#: (MethylDackel, PileOMeth-style ``printf %d``) by less than 1, so 1 accepts every producer. The mistakes it is
+#: for are far above: swapped count columns are off by |100 - 2p|, a fraction (0-1) written instead of a percent by
+#: ~p. A further 1e-6 absorbs float formatting.
+BISMARK_PERCENT_TOLERANCE = 1.0
+
+
+def read_bismark_cov(path: str | Path, *, notes: list[FileIssue] | None = None) -> pd.DataFrame:
+    """Read a Bismark coverage file (``.cov`` / ``.cov.gz``) into a typed frame, checking every line.
+
+    Besides the format, each line's percent_methylated must agree with its counts (within
+    :data:`BISMARK_PERCENT_TOLERANCE`): a disagreement means swapped or shifted columns, which would silently
+    invert the methylation features. Lines with no read at all (both counts 0) are harmless to the features but
+    are not what Bismark writes; they are listed in ``notes`` when given (``validate`` shows them as warnings).
+    """
     path = Path(path)
     rows = _data_rows(_file_bytes(path), (b"#", b"track"))
     if rows.data:
@@ -827,7 +1238,40 @@ def read_bismark_cov(path: str | Path) -> pd.DataFrame:
     )
     start, end = cols["start"], cols["end"]
     _report_rows(issues, rows, end < start, "end", lambda r: f"end ({end[r]}) must be >= start ({start[r]})")
+    meth, unmeth = cols["count_methylated"], cols["count_unmethylated"]
+    total = meth + unmeth
+    counted = (meth >= 0) & (unmeth >= 0)
+    expected = np.divide(100.0 * meth, total, out=np.zeros(len(total)), where=total > 0)
+    contradicts = (
+        counted & (total > 0) & (pct >= 0) & (pct <= 100) & (np.abs(pct - expected) > BISMARK_PERCENT_TOLERANCE + 1e-6)
+    )
+    _report_rows(
+        issues,
+        rows,
+        contradicts,
+        "percent",
+        lambda r: (
+            f"percent_methylated {pct[r]:g} contradicts the counts: 100 x {meth[r]} / ({meth[r]} + {unmeth[r]}) "
+            f"= {expected[r]:.4g}; check the column order (chrom, start, end, percent_methylated, count_methylated, "
+            "count_unmethylated)"
+        ),
+    )
     issues.raise_if_any()
+    if notes is not None:
+        empty = _Issues(path)
+        _report_rows(
+            empty,
+            rows,
+            counted & (total == 0),
+            "count_methylated",
+            lambda r: (
+                "no read covers this CpG (count_methylated and count_unmethylated are 0); the line adds "
+                "nothing to the features, and Bismark writes no such line: was the file made by another tool?"
+            ),
+        )
+        notes += empty.items
+        if empty.dropped:
+            notes.append(FileIssue(str(path), f"... and {empty.dropped} more line(s) without reads"))
     return pd.DataFrame(
         {
             "chrom": pd.Categorical(table.column("chrom").to_numpy(zero_copy_only=False)),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import gzip
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -142,11 +142,16 @@ class ValidationReport:
 
 @dataclass(frozen=True)
 class _Job:
-    """One data file (or a shared file with its companions) to open in a worker thread."""
+    """One data file (or a shared file with its companions) to open in a worker thread.
+
+    ``settings`` carries the cohort-level knowledge an opener needs (see :func:`_job_settings`): the image voxel
+    limit, the reference whose chromosomes fragment files are binned on.
+    """
 
     kind: str
     path: str
     extra: tuple[str | None, ...] = ()
+    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
 
 @dataclass
@@ -169,25 +174,74 @@ def _csv_line(path: str) -> Callable[[int], int | None]:
 
 
 def _open_image(job: _Job) -> _Result:
+    """Image and mask, header first: size, voxel limit, spacing, orientation and the mask's grid are judged from the
+    headers; voxels are read (completeness, mask labels) only when all of that passes, so a corrupt header
+    declaring 1024^3 voxels costs milliseconds, not gigabytes."""
     res = _Result()
-    image = mask = None
-    try:
-        image = readers.read_image(job.path)
-    except DataFileError as exc:
-        res.issues += exc.issues
     mask_path = job.extra[0] if job.extra else None
-    if mask_path is not None:
+    limit = job.settings.get("max_image_voxels")
+    headers: dict[str, readers.ImageHeader] = {}
+    for role, path in (("image", job.path), ("mask", mask_path)):
+        if path is None:
+            continue
         try:
-            mask = readers.read_image(mask_path)
+            header = readers.read_image_header(path)
         except DataFileError as exc:
             res.issues += exc.issues
-    if image is not None and mask is not None:
-        why = readers.check_mask_geometry(image, mask)
+            continue
+        why = readers.check_image_header(header, limit)
         if why:
-            res.issues.append(
-                FileIssue(mask_path or "", f"is not a usable mask for its image {{image}}: {'; '.join(why)}")
-            )
+            res.issues.append(FileIssue(path, "; ".join(why)))
+        else:
+            headers[role] = header
+    if res.issues:
+        return res
+    if "mask" in headers:
+        why = readers.check_mask_header(headers["image"], headers["mask"])
+        if why:
+            res.issues.append(_mask_issue(cast(str, mask_path), why))
+            return res
+    images: dict[str, Any] = {}
+    for role, header in headers.items():
+        try:
+            images[role] = readers.read_image_voxels(header)
+        except DataFileError as exc:
+            res.issues += exc.issues
+    if "mask" in images:
+        why = readers.check_mask_labels(images["mask"])
+        if why:
+            res.issues.append(_mask_issue(cast(str, mask_path), why))
     return res
+
+
+def _mask_issue(mask_path: str, why: list[str]) -> FileIssue:
+    return FileIssue(mask_path, f"is not a usable mask for its image {{image}}: {'; '.join(why)}")
+
+
+def _chromosome_issue(job: _Job, present: Sequence[str]) -> FileIssue | None:
+    """A fragment file none of whose chromosome names the fragmentomics binning knows (``1`` against ``chr1``).
+
+    Caught here rather than by ``extract``, where every sample would fail one by one. A reference that cannot be
+    read is skipped: its own check reports it.
+    """
+    chroms = job.settings.get("chroms", readers.DEFAULT_BINNED_CHROMS)
+    if chroms is None:
+        return None
+    ref = job.settings.get("reference")  # (path, kind, how cohort.yaml names it) or None
+    reference = None
+    if ref is not None:
+        try:
+            reference = readers.reference_chromosomes(ref[0], ref[1])
+        except (DataFileError, OSError):
+            return None
+    why = readers.chromosome_naming_problem(
+        present,
+        reference,
+        chroms,
+        reference_label=ref[2] if ref is not None else "the reference",
+        settings_label=f"modalities.{job.settings.get('modality', '?')}.extract.chroms in cohort.yaml",
+    )
+    return FileIssue(job.path, why) if why else None
 
 
 def _open_fragments(job: _Job) -> _Result:
@@ -199,12 +253,17 @@ def _open_fragments(job: _Job) -> _Result:
                 job.path, "holds no fragments (after the read filters); the sample's cfDNA features will be missing"
             )
         )
+    issue = _chromosome_issue(job, frags.chrom_names)  # a BAM's names are its header's, even without fragments
+    if issue is not None:
+        res.issues.append(issue)
     return res
 
 
 def _open_bismark(job: _Job) -> _Result:
     res = _Result()
-    cov = readers.read_bismark_cov(job.path)
+    notes: list[FileIssue] = []
+    cov = readers.read_bismark_cov(job.path, notes=notes)
+    res.warnings += notes
     if not len(cov):
         res.warnings.append(
             FileIssue(job.path, "holds no CpG lines; the sample's methylation features will be missing")
@@ -267,6 +326,35 @@ def _open_chrom_sizes(job: _Job) -> _Result:
 def _open_bed(job: _Job) -> _Result:
     readers.read_bed(job.path)
     return _Result()
+
+
+def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path, max_image_voxels: int) -> _Job:
+    """``job`` with the cohort-level settings its opener needs (workers see no cohort.yaml).
+
+    Images get the voxel limit. Fragment files get what the fragmentomics binning will use, resolved as the
+    extractor does: ``references: chrom_sizes``, else ``genome_fasta``, else the file's own chromosomes, selected
+    by the modality's ``extract: chroms`` in cohort.yaml (default autosomes).
+    """
+    if job.kind == "image":
+        return replace(job, settings={"max_image_voxels": max_image_voxels})
+    if job.kind != "fragments":
+        return job
+    ms = spec.modality(modality) if modality else None
+    extract = ms.options.get("extract") if ms is not None else None
+    chroms: Any = readers.DEFAULT_BINNED_CHROMS
+    if isinstance(extract, Mapping) and "chroms" in extract:
+        chroms = extract["chroms"]
+        if isinstance(chroms, list | tuple) and all(isinstance(c, str | int) for c in chroms):
+            chroms = [str(c) for c in chroms]
+        elif chroms not in ("autosomes", "all"):
+            chroms = None  # a malformed setting is extract's to report; no naming check against it
+    reference = None
+    for kind in ("chrom_sizes", "genome_fasta"):
+        rel = spec.references.get(kind)
+        if rel and (root / rel).is_file():
+            reference = (str(root / rel), kind, f"references.{kind}, {rel}")
+            break
+    return replace(job, settings={"chroms": chroms, "reference": reference, "modality": modality})
 
 
 _OPENERS: dict[str, Callable[[_Job], _Result]] = {
@@ -601,15 +689,35 @@ def _coverage(
     return Cohort(root, cast(CohortSpec, spec), patients, usable).coverage()
 
 
+def _voxel_limit(chk: _Checker, max_image_voxels: int | None) -> int:
+    """The image voxel limit; a malformed environment variable is reported once (not once per image)."""
+    if max_image_voxels is not None:
+        return readers.image_voxel_limit(max_image_voxels)
+    try:
+        return readers.image_voxel_limit()
+    except ValueError as exc:
+        chk.error(readers.MAX_IMAGE_VOXELS_ENV, f"{exc}; images are checked against the default meanwhile")
+        return readers.MAX_IMAGE_VOXELS
+
+
 def validate_cohort(
-    root: str | Path, *, deep: bool = True, workers: int | None = None, progress: bool = False
+    root: str | Path,
+    *,
+    deep: bool = True,
+    workers: int | None = None,
+    progress: bool = False,
+    max_image_voxels: int | None = None,
 ) -> ValidationReport:
     """Check a cohort directory against the data contract and report every problem found, never just the first.
 
     ``deep=False`` checks only the tables and that referenced files exist (no data file is opened). ``workers``
     is the number of threads that open data files (default: the CPU count, at most 8); ``progress`` shows a
-    progress bar on stderr.
+    progress bar on stderr. ``max_image_voxels`` overrides the largest image accepted (default
+    :func:`omics_risk.data.readers.image_voxel_limit`: the ``OMICS_RISK_MAX_IMAGE_VOXELS`` environment variable,
+    else 512 x 512 x 2048 voxels); a value <= 0 raises ValueError.
     """
+    if max_image_voxels is not None:
+        readers.image_voxel_limit(max_image_voxels)  # a bad argument is the caller's bug: raise, do not report
     t0 = time.perf_counter()
     root = Path(root)
     chk = _Checker(root)
@@ -637,7 +745,9 @@ def validate_cohort(
             planned += _check_references(chk, spec, deep)
         if deep and planned:
             n_workers = workers if workers is not None else min(8, os.cpu_count() or 1)
-            results = _run_jobs([p.job for p in planned], n_workers, progress)
+            limit = _voxel_limit(chk, max_image_voxels)
+            jobs = [_job_settings(p.job, p.modality, cast(CohortSpec, spec), root, limit) for p in planned]
+            results = _run_jobs(jobs, n_workers, progress)
             _report_results(chk, planned, results)
             n_opened = len(planned)
         coverage = _coverage(spec, clinical, samples, root)
