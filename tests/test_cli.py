@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -61,3 +62,40 @@ def test_console_script_installed() -> None:
     res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
     assert res.returncode == 0
     assert "synth" in res.stdout and "validate" in res.stdout
+
+
+def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m omics_risk.cli`` of this checkout, run from ``cwd``, with no MLflow tracking URI set."""
+    import omics_risk
+
+    src = str(Path(omics_risk.__file__).resolve().parents[1])
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
+    return subprocess.run([sys.executable, "-m", "omics_risk.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=300, check=False)
+
+
+def test_score_with_a_missing_cohort_exits_2_with_one_line(tmp_path: Path) -> None:
+    res = _run_cli("score", "--model", "models:/omics-risk-rfs@challenger", "--cohort", "no_such_cohort", "--out",
+                   "scores.parquet", cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr == ("omics-risk score: error: --cohort no_such_cohort does not exist: a cohort is a folder with "
+                          "cohort.yaml, clinical.csv and samples.csv (docs/data_format.md)\n")
+    assert list(tmp_path.iterdir()) == []  # nothing created: no work folder, no mlflow.db
+
+
+def test_score_outside_a_project_names_the_registry_it_looked_for(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    assert main(["synth", "--seed", "2", "--out", str(cohort), *SMALL]) == 0
+    run_dir = tmp_path / "elsewhere"
+    run_dir.mkdir()
+    res = _run_cli("score", "--model", "models:/omics-risk-rfs@challenger", "--cohort", str(cohort), "--out",
+                   "scores.parquet", cwd=run_dir)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.splitlines()
+    assert lines[0] == (f"omics-risk score: error: cannot resolve model 'models:/omics-risk-rfs@challenger': there is "
+                        f"no MLflow registry at {run_dir / 'mlflow.db'} (tracking URI sqlite:///{run_dir / 'mlflow.db'}"
+                        "); nothing was created there")
+    assert "came from the default, mlflow.db in the current folder" in lines[1]
+    assert "--tracking-uri sqlite:////path/to/mlflow.db" in lines[1] and "Traceback" not in res.stderr
+    assert list(run_dir.iterdir()) == []  # no empty mlflow.db left behind

@@ -6,9 +6,13 @@ Imports are lazy so that ``omics-risk --help`` answers instantly and a subcomman
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from omics_risk import __version__
@@ -68,8 +72,95 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_score(args: argparse.Namespace) -> int:
+#: Exit codes of ``omics-risk score`` (README.md, docs/scoring.md).
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's stop, ``kill``), raised like Ctrl-C so the run stops the same clean way."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into :class:`_Terminated` while scoring, so checkpoints are kept and locks released as on Ctrl-C
+    (only in the main thread, where Python runs signal handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _tracking_source(cli_uri: str | None) -> str:
+    """Where the tracking URI came from, for the message when the model cannot be found."""
+    if cli_uri is not None and str(cli_uri).strip():
+        return "--tracking-uri"
+    if os.environ.get("MLFLOW_TRACKING_URI", "").strip():
+        return "$MLFLOW_TRACKING_URI"
+    return "the default, mlflow.db in the current folder"
+
+
+def _quiet_library_notices() -> None:
+    """Filter what other libraries say to their own developers (deprecations, optional extras), by category and
+    module; every other warning reaches the printed result (``score_cohort`` turns them into notes)."""
     import warnings
+
+    from omics_risk.scoring.batch import LIBRARY_NOTICES
+
+    for category in LIBRARY_NOTICES:
+        warnings.filterwarnings("ignore", category=category)
+        warnings.filterwarnings("default", category=category, module=r"omics_risk(\.|$)")
+    # urllib3 (MLflow's HTTP client): "SOCKS support requires PySocks", about a proxy feature scoring does not use
+    warnings.filterwarnings("ignore", module=r"urllib3(\.|$)")
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    """``omics-risk score``; Ctrl-C and SIGTERM end it with one line on stderr (exit 130 / 143), never a traceback."""
+    done: list[Path] = []  # the output, once score_cohort has written it
+    try:
+        with _sigterm_as_interrupt():
+            return _score(args, done)
+    except KeyboardInterrupt as exc:
+        from omics_risk.scoring.batch import ScoringInterrupted
+
+        terminated = any(isinstance(e, _Terminated) for e in (exc, exc.__cause__, exc.__context__))
+        what = "terminated (SIGTERM)" if terminated else "interrupted"
+        if isinstance(exc, ScoringInterrupted):
+            text = exc.describe(what)
+        elif done:
+            text = f"{what} after the output {done[0]} was written"
+        else:
+            text = f"{what} before scoring started; nothing was written"
+        print(f"omics-risk score: {text}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
+
+
+def _score(args: argparse.Namespace, done: list[Path]) -> int:
+    import warnings
+
+    from omics_risk.scoring.batch import check_inputs, check_model_uri, parse_horizons, warning_text
+
+    def fail(code: int, message: str, caught: Sequence[warnings.WarningMessage] = ()) -> int:
+        print(f"omics-risk score: error: {message}", file=sys.stderr)
+        for text in dict.fromkeys(warning_text(w) for w in caught):  # what the failed run warned about, too
+            print(f"omics-risk score: warning: {text}", file=sys.stderr)
+        return code
+
+    horizons = parse_horizons(args.horizons)
+    try:  # the cheap checks first: a typo costs a second, not a model load
+        check_inputs(args.cohort, args.out, work_dir=args.work_dir, features_dir=args.features,
+                     risk_groups=args.risk_groups, chunk_size=args.chunk_size, shift_margin=args.shift_margin)
+        if not str(args.model).startswith(("models:/", "runs:/")):  # a model folder: checked without MLflow
+            check_model_uri(args.model)
+    except ValueError as exc:
+        return fail(EXIT_USAGE, str(exc))
 
     import mlflow
 
@@ -78,30 +169,51 @@ def _cmd_score(args: argparse.Namespace) -> int:
         CohortMismatchError,
         ModelLoadError,
         ModelNotFoundError,
-        parse_horizons,
+        RegistryNotFoundError,
+        ScoreInputError,
+        WorkDirLockedError,
         score_cohort,
     )
     from omics_risk.scoring.pyfunc import UntrustedModelClassError
     from omics_risk.tracking.mlflow_utils import tracking_uri
 
-    horizons = parse_horizons(args.horizons)
-    mlflow.set_tracking_uri(tracking_uri(args.tracking_uri, Path.cwd()))
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # everything worth saying is in the result, printed below
+    uri = tracking_uri(args.tracking_uri, Path.cwd())
+    source = _tracking_source(args.tracking_uri)  # before set_tracking_uri, which exports MLFLOW_TRACKING_URI
+    mlflow.set_tracking_uri(uri)
+    with warnings.catch_warnings(record=True) as caught:
+        _quiet_library_notices()
+        try:
             result = score_cohort(args.model, args.cohort, args.out, features_dir=args.features,
                                   work_dir=args.work_dir, horizons=horizons, risk_groups=args.risk_groups,
                                   chunk_size=args.chunk_size, workers=args.workers, resume=not args.no_resume,
                                   keep_checkpoints=args.keep_checkpoints, shift_margin=args.shift_margin,
-                                  progress=not args.quiet)
-    except ModelNotFoundError:
-        raise  # a wrong URI is a usage error (exit 2)
-    except (CohortError, CohortMismatchError, ModelLoadError, UntrustedModelClassError) as exc:
-        print(f"omics-risk score: error: {exc}", file=sys.stderr)
-        return 1
+                                  progress=not args.quiet, allow_unverified_wrapper=args.allow_unverified_wrapper)
+        except ModelNotFoundError as exc:
+            hint = ""
+            if str(args.model).startswith(("models:/", "runs:/")):  # which registry was asked; how to ask another
+                hint = (f"\n  the tracking URI {uri} came from {source}; pass another "
+                        "with --tracking-uri sqlite:////path/to/mlflow.db (or http://host:5000), or set "
+                        "MLFLOW_TRACKING_URI")
+                if isinstance(exc, RegistryNotFoundError):
+                    hint += " (run from the project folder where train.py wrote mlflow.db, or point at it)"
+            return fail(EXIT_USAGE, f"{exc}{hint}", caught)
+        except (ScoreInputError, WorkDirLockedError) as exc:
+            return fail(EXIT_USAGE, str(exc), caught)
+        except (CohortError, CohortMismatchError, ModelLoadError, UntrustedModelClassError) as exc:
+            return fail(EXIT_REFUSED, str(exc), caught)
+    done.append(result.out)
     print(result.to_text())
+    # warnings the result does not already carry (raised outside the scoring proper): printed, never dropped
+    said = set(result.warnings) | ({"\n".join(result.shift.messages())} if result.shift is not None else set())
+    extra: dict[str, None] = {}
+    for w in caught:
+        text = warning_text(w)
+        if text not in said and str(w.message) not in said:
+            extra.setdefault(text, None)
+    for text in extra:
+        print(f"warning: {text}")
     print(f"report: {result.report_path}")
-    return 0
+    return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,6 +278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="extraction processes (default: all cores)")
     p.add_argument("--no-resume", action="store_true", help="ignore checkpoints of an interrupted run")
     p.add_argument("--keep-checkpoints", action="store_true", help="keep the per-chunk checkpoints after success")
+    p.add_argument("--allow-unverified-wrapper", action="store_true",
+                   help="score a model whose python_model.pkl references code other than omics-risk's wrapper (a "
+                        "sign its files were changed after logging; refused by default, exit 1). omics-risk never "
+                        "unpickles that file, but MLflow's loaders (spark_udf, serving) would run that code")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_score)
 

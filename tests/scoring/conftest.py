@@ -4,6 +4,8 @@
   whose risk rises with age, stage and one RPPA feature;
 - ``table_model`` (session): a Cox model over those columns, fitted on one such cohort and wrapped for batch
   scoring with the settings ``log_model`` would store (no MLflow: fast tests);
+- ``logged_table`` (session): that model logged with MLflow and registered as ``omics-risk-table@champion`` in its
+  own SQLite store, a downloaded copy of its folder, and a fresh cohort: the command line end to end in seconds;
 - ``demo_model`` (session, slow): the demo setting end to end: a tiny synthetic nsclc-postop cohort, extracted,
   a fused network trained on every modality, logged and registered as ``omics-risk-rfs@challenger`` in a temporary
   SQLite MLflow store with its feature store and training cohort;
@@ -45,6 +47,34 @@ def table_model(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
                                 training_cohort=root)
     return SimpleNamespace(batch=BatchModel.from_model(model, settings), model=model, data=data, root=root,
                            store=store, settings=settings)
+
+
+@pytest.fixture(scope="session")
+def logged_table(tmp_path_factory: pytest.TempPathFactory, mlflow_template_db: Path,
+                 table_model: SimpleNamespace) -> SimpleNamespace:
+    """``table_model`` registered as ``omics-risk-table@champion``; ``model_dir`` is a local copy of the logged model
+    (MLmodel, python_model.pkl, artifacts/) for tests that tamper with it, ``cohort`` a fresh 20-patient cohort."""
+    import mlflow
+
+    from omics_risk.progress import mlflow_bars_off
+    from omics_risk.scoring.frames import to_frame
+    from omics_risk.scoring.pyfunc import log_model
+    from omics_risk.tracking.mlflow_utils import setup_experiment
+
+    base = tmp_path_factory.mktemp("logged_table")
+    shutil.copy(mlflow_template_db, base / "mlflow.db")
+    uri = f"sqlite:///{base / 'mlflow.db'}"
+    setup_experiment("scoring-cli", uri)
+    with warnings.catch_warnings(), mlflow.start_run():
+        warnings.simplefilter("ignore")
+        info = log_model(table_model.model, input_example_frame=to_frame(table_model.data), horizons=[365.0, 730.0],
+                         registered_model_name="omics-risk-table", alias="champion", feature_store=table_model.store,
+                         training_cohort=table_model.root)
+    with mlflow_bars_off():
+        local = Path(mlflow.artifacts.download_artifacts(info.model_uri, dst_path=str(base / "model")))
+    cohort = write_table_cohort(base / "cohort", n=20, seed=5)
+    return SimpleNamespace(uri="models:/omics-risk-table@champion", tracking_uri=uri, model_dir=local, cohort=cohort,
+                           base=base)
 
 
 # ------------------------------------------------------------------------------------------------ the demo model

@@ -10,6 +10,7 @@ problems, and tamper with its files.
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
 import warnings
@@ -29,11 +30,20 @@ from omics_risk.data.multimodal import load_multimodal
 from omics_risk.features.extract import extract_cohort
 from omics_risk.scoring import batch
 from omics_risk.scoring.batch import (
+    LOCK_FILE,
     BatchModel,
     CohortMismatchError,
     ModelLoadError,
+    ModelNotFoundError,
+    RegistryNotFoundError,
+    ScoreInputError,
+    ScoringInterrupted,
+    UnverifiedWrapperError,
+    WorkDirLockedError,
+    check_model_uri,
     extraction_config,
     load_batch_model,
+    local_store_path,
     parse_horizons,
     pickle_globals,
     prepare_cohort,
@@ -308,11 +318,17 @@ def test_interrupted_run_resumes_from_its_checkpoints(table_model: SimpleNamespa
         return real(self, patients)
 
     monkeypatch.setattr(batch._Scorer, "run", flaky)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stopped:  # still a KeyboardInterrupt, saying how far it got
         _score(table_model.batch, root, out, chunk_size=6)
     assert out.read_text() == "an older result"  # nothing half-written
     ckpts = list((tmp_path / ".s.parquet.work" / "checkpoints").glob("*/chunk-*.parquet"))
     assert len(ckpts) == 2
+    assert isinstance(stopped.value, ScoringInterrupted)
+    assert (stopped.value.stage, stopped.value.done, stopped.value.total) == ("scoring", 2, 4)
+    assert stopped.value.checkpoints == ckpts[0].parent
+    assert str(stopped.value) == (f"interrupted after 2 of 4 chunks; checkpoints kept in {ckpts[0].parent}: run the "
+                                  "same command again to resume")
+    assert not (tmp_path / ".s.parquet.work" / LOCK_FILE).read_text()  # the lock went with the interrupted run
     calls.clear()
     res = _score(table_model.batch, root, out, chunk_size=6)
     assert calls == [6, 2] and res.resumed_chunks == 2 and res.chunks == 4
@@ -415,6 +431,96 @@ def test_model_without_cutoffs_degrades_clearly(table_model: SimpleNamespace, tm
 def test_output_must_be_parquet_or_csv(table_model: SimpleNamespace, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"must end in \.parquet or \.csv"):
         score_cohort(table_model.batch, tmp_path, tmp_path / "s.xlsx")
+
+
+# ------------------------------------------------------------------------------------------------ hardening
+def test_inputs_are_checked_before_the_model_is_loaded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("the model must not be loaded when an input is wrong")
+
+    monkeypatch.setattr(batch, "load_batch_model", never)
+    monkeypatch.chdir(tmp_path)
+    root = write_table_cohort(tmp_path / "c", n=4, seed=1)
+    with pytest.raises(ScoreInputError, match=r"--cohort .*nowhere does not exist"):
+        score_cohort("models:/m@a", tmp_path / "nowhere", tmp_path / "s.csv")
+    (root / "samples.csv").unlink()
+    with pytest.raises(ScoreInputError, match=r"has no samples\.csv: it is not a cohort folder"):
+        score_cohort("models:/m@a", root, tmp_path / "s.csv")
+    with pytest.raises(ScoreInputError, match=r"the output folder .*missing does not exist"):
+        score_cohort("models:/m@a", root, tmp_path / "missing" / "s.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no work folder, no mlflow.db
+
+
+def test_model_uri_is_checked_without_creating_a_registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ModelNotFoundError, match="no such folder"):
+        check_model_uri(tmp_path / "model")
+    with pytest.raises(ModelNotFoundError, match="holds no MLmodel file"):
+        check_model_uri(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", previous)  # set_tracking_uri exports it: restored after the test
+    db = tmp_path / "none" / "mlflow.db"
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{db}")
+        for uri in ("models:/omics-risk-rfs@challenger", "runs:/0123/model"):
+            with pytest.raises(RegistryNotFoundError, match=f"there is no MLflow registry at {db}"):
+                load_batch_model(uri)
+        assert not db.exists() and not db.parent.exists()
+    finally:
+        mlflow.set_tracking_uri(previous)
+    assert local_store_path("sqlite:////abs/mlflow.db?mode=ro") == Path("/abs/mlflow.db")
+    assert local_store_path("sqlite:///rel.db") == Path("rel.db")
+    assert local_store_path("file:///srv/mlruns") == Path("/srv/mlruns")
+    assert local_store_path("http://host:5000") is None and local_store_path("sqlite://") is None
+
+
+def test_a_model_with_a_changed_wrapper_is_refused_unless_allowed(table_model: SimpleNamespace,
+                                                                   tmp_path: Path) -> None:
+    bm = table_model.batch
+    changed = BatchModel(bm.uri, bm.model, bm.manifest, bm.settings, bm.identity,
+                         {**bm.info, "wrapper_ok": False, "wrapper_globals": ["os.system"]})
+    root = write_table_cohort(tmp_path / "fresh", n=6, seed=2)
+    with pytest.raises(UnverifiedWrapperError, match=r"python_model\.pkl references os\.system.*allow_unverified"):
+        _score(changed, root, tmp_path / "s.parquet")
+    assert not (tmp_path / "s.parquet").exists()
+    res = _score(changed, root, tmp_path / "s.parquet", allow_unverified_wrapper=True)
+    assert any("references os.system" in w and "scored anyway" in w for w in res.warnings)
+
+
+def test_two_runs_never_share_a_work_folder_or_a_feature_store(table_model: SimpleNamespace, tmp_path: Path) -> None:
+    root = write_table_cohort(tmp_path / "fresh", n=6, seed=2)
+    out = tmp_path / "s.parquet"
+    work = tmp_path / ".s.parquet.work"
+    with batch._folder_lock(work, "work folder", []):  # another run (in this process: its own OS lock)
+        held = json.loads((work / LOCK_FILE).read_text())
+        assert held["pid"] == os.getpid() and held["host"] and held["started"]
+        with pytest.raises(WorkDirLockedError, match=f"using the work folder {work} \\(pid {os.getpid()} on host"):
+            _score(table_model.batch, root, out)
+    assert not out.exists()
+    store = tmp_path / "shared_features"
+    with batch._folder_lock(store, "feature store", []):
+        with pytest.raises(WorkDirLockedError, match=r"using the feature store .*its own --features folder"):
+            _score(table_model.batch, root, out, features_dir=store)
+        res = _score(table_model.batch, root, out)  # its own store, in its work folder: not blocked
+    assert res.counts["failed"] == 0
+    _score(table_model.batch, root, tmp_path / "t.parquet", features_dir=store)  # released: usable again
+    assert (store / LOCK_FILE).read_text() == "" and (work / LOCK_FILE).read_text() == ""
+
+
+def test_warnings_raised_while_scoring_become_notes_of_the_result(table_model: SimpleNamespace, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    real = batch._Scorer.run
+
+    def noisy(self, patients):
+        warnings.warn("something worth saying", UserWarning, stacklevel=1)
+        return real(self, patients)
+
+    monkeypatch.setattr(batch._Scorer, "run", noisy)
+    root = write_table_cohort(tmp_path / "fresh", n=6, seed=2)
+    with pytest.warns(UserWarning, match="something worth saying"):  # still raised, once, for Python callers
+        res = score_cohort(table_model.batch, root, tmp_path / "s.parquet", progress=False, workers=1, chunk_size=2)
+    assert res.warnings.count("UserWarning from test_batch: something worth saying") == 1
+    report = json.loads(res.report_path.read_text())
+    assert "UserWarning from test_batch: something worth saying" in report["warnings"]
 
 
 # ------------------------------------------------------------------------------------------------ the demo model

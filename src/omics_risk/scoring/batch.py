@@ -2,6 +2,9 @@
 
 What :func:`score_cohort` does, in order:
 
+0. **Check the inputs that need no model** (:func:`check_inputs`, :func:`check_model_uri`: paths, option values, a
+   registry that exists) in milliseconds, then **lock the work folder** (and a feature store outside it) with an OS
+   lock for the whole run, so that two runs never delete each other's files (:class:`WorkDirLockedError`).
 1. **Load the model without unpickling anything** (:func:`load_batch_model`): the logged model's files are
    downloaded from the registry (``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN/model`` or a local
    directory); ``MLmodel`` is read as YAML, ``scoring.json`` and the model's ``config.json`` as JSON, the class is
@@ -29,6 +32,10 @@ What :func:`score_cohort` does, in order:
 Status: ``ok`` = every modality the model uses is present and no sample of them failed; ``partial`` = scored with
 the presence mask while some used modality is missing or one of its samples failed (or a used clinical value was
 unreadable); ``failed`` = no usable input at all, or an error (no score). ``reason`` says why, per modality.
+
+Warnings raised while scoring become notes of the result (printed by ``omics-risk score``, kept in the report), and
+Ctrl-C raises :class:`ScoringInterrupted` saying which chunks are checkpointed; a model whose ``python_model.pkl`` was
+changed is refused (:class:`UnverifiedWrapperError`) unless ``allow_unverified_wrapper``.
 """
 
 from __future__ import annotations
@@ -43,11 +50,15 @@ import pickle
 import pickletools
 import re
 import shutil
+import socket
+import sys
 import tempfile
 import time
+import urllib.parse
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -66,11 +77,13 @@ from omics_risk.data.contract import (
 )
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.progress import mlflow_bars_off, progress_bar, quiet_mlflow_bars
-from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, to_frame
+from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, RISK_GROUPS, FeatureManifest, to_frame
 from omics_risk.scoring.shift import DEFAULT_MARGIN, ShiftCheck, ShiftReport
 
 __all__ = [
     "ALLOWED_EXTRACTOR_PREFIXES",
+    "LIBRARY_NOTICES",
+    "LOCK_FILE",
     "MAX_MISSING_FEATURES",
     "OUTPUT_FORMATS",
     "STATUSES",
@@ -78,13 +91,22 @@ __all__ = [
     "CohortMismatchError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "RegistryNotFoundError",
+    "ScoreInputError",
     "ScoreResult",
+    "ScoringInterrupted",
+    "UnverifiedWrapperError",
+    "WorkDirLockedError",
+    "check_inputs",
+    "check_model_uri",
     "extraction_config",
     "load_batch_model",
+    "local_store_path",
     "parse_horizons",
     "prepare_cohort",
     "score_cohort",
     "spark_result_type",
+    "warning_text",
     "write_feature_table",
 ]
 
@@ -121,7 +143,87 @@ class ModelLoadError(ValueError):
 
 
 class ModelNotFoundError(ModelLoadError):
-    """The model URI cannot be resolved (no such registered model, alias, version or run)."""
+    """The model URI cannot be resolved (no such registered model, alias, version or run, or no such folder)."""
+
+
+class RegistryNotFoundError(ModelNotFoundError):
+    """A ``models:/`` or ``runs:/`` URI against a local tracking store that does not exist (no registry there).
+
+    Raised before MLflow opens the store, because opening a SQLite URI creates an empty database at that path.
+    """
+
+
+class UnverifiedWrapperError(ModelLoadError):
+    """The model's ``python_model.pkl`` references code other than omics-risk's wrapper: its files were changed."""
+
+
+class ScoreInputError(ValueError):
+    """An input of the scoring points at the wrong thing (no cohort folder, no output folder, a bad option value).
+
+    Checked before the model is loaded, so a typo costs a second, not a model download.
+    """
+
+
+class WorkDirLockedError(RuntimeError):
+    """Another scoring run holds the work folder (or the feature store) this run needs."""
+
+    def __init__(self, what: str, folder: Path, lock: Path, holder: Mapping[str, Any]):
+        self.folder, self.lock, self.holder = folder, lock, dict(holder)
+        parts = [f"pid {holder['pid']}" if holder.get("pid") else "",
+                 f"on host {holder['host']}" if holder.get("host") else "",
+                 f"started {holder['started']}" if holder.get("started") else ""]
+        who = " ".join(p for p in parts if p) or "holder unknown"
+        command = str(holder.get("command") or "")
+        if command:
+            who += f", command: {command if len(command) <= 160 else command[:157] + '...'}"
+        advice = ("wait for it to finish, or give this run another --out or --work-dir" if what == "work folder" else
+                  "wait for it to finish, or give this run its own --features folder (default: in its work folder)")
+        if _holder_gone(holder):
+            advice += (f"; process {holder['pid']} has ended, so a process it started still holds the lock: end it "
+                       f"(`fuser -v {lock}` lists it)")
+        super().__init__(f"another omics-risk score run is using the {what} {folder} ({who}): {advice}. Its lock "
+                         f"{lock} is released by the OS when that process ends, so it never goes stale; do not "
+                         "delete it while a run holds it")
+
+
+def _holder_gone(holder: Mapping[str, Any]) -> bool:
+    """Whether the recorded holder was a process of this host that no longer exists (a child may hold the lock)."""
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or holder.get("host") != socket.gethostname() or sys.platform == "win32":
+        return False  # (on Windows, os.kill(pid, 0) would send Ctrl-C instead of probing)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # exists, owned by someone else
+        return False
+    return False
+
+
+class ScoringInterrupted(KeyboardInterrupt):
+    """Ctrl-C (or SIGTERM turned into KeyboardInterrupt) during :func:`score_cohort`, with how far it got.
+
+    A ``KeyboardInterrupt`` still (callers that stop on Ctrl-C keep doing so); ``str()`` says what is kept and how
+    to resume.
+    """
+
+    def __init__(self, stage: str, done: int, total: int, checkpoints: Path | None, work: Path, resume: bool):
+        self.stage, self.done, self.total = stage, done, total
+        self.checkpoints, self.work, self.resume = checkpoints, work, resume
+        super().__init__(self.describe())
+
+    def describe(self, what: str = "interrupted") -> str:
+        again = "run the same command again" if self.resume else "run the same command again without --no-resume"
+        if self.stage == "scoring" and self.checkpoints is not None:
+            return (f"{what} after {self.done} of {self.total} chunks; checkpoints kept in {self.checkpoints}: "
+                    f"{again} to resume")
+        if self.stage == "writing the output" and self.checkpoints is not None:
+            return (f"{what} while writing the output (all {self.total} chunks were scored); checkpoints kept in "
+                    f"{self.checkpoints}: {again} to write it")
+        if self.stage == "extracting features":
+            return (f"{what} while extracting features; what was extracted is cached in {self.work}: run the same "
+                    "command again to resume")
+        return f"{what} while {self.stage}; nothing was written"
 
 
 # ------------------------------------------------------------------------------------------------ small helpers
@@ -276,11 +378,56 @@ def _inside(root: Path, rel: str) -> Path:
     return path
 
 
-def load_batch_model(uri: str | Path, *, progress: bool = False) -> BatchModel:
+def local_store_path(store: str) -> Path | None:
+    """The file or folder a local tracking / registry URI names (``sqlite:///x.db``, ``file:///mlruns``, a plain
+    path); None for a server (``http://``, ``databricks``) or an in-memory database."""
+    if store.startswith("sqlite:"):
+        rest = store[len("sqlite:"):].split("?", 1)[0]
+        if not rest.startswith("///") or rest[3:] in ("", ":memory:"):
+            return None
+        return Path(rest[3:]).expanduser()  # sqlite:////abs -> /abs; sqlite:///rel -> rel (from the cwd)
+    parsed = urllib.parse.urlparse(store)
+    if parsed.scheme == "file":
+        return Path(urllib.parse.unquote(parsed.path))
+    if parsed.scheme == "":
+        return Path(store).expanduser()
+    return None
+
+
+def check_model_uri(uri: str | Path) -> None:
+    """Fail fast, before anything is downloaded or created, when ``uri`` cannot name a model.
+
+    A local path must be a folder holding ``MLmodel``; a ``models:/`` or ``runs:/`` URI needs a registry, and a local
+    one (SQLite file, file store) must exist: MLflow would otherwise create an empty ``mlflow.db`` and then report the
+    model as missing. Raises :class:`ModelNotFoundError` / :class:`RegistryNotFoundError`.
+    """
+    text = str(uri)
+    scheme = urllib.parse.urlparse(text).scheme
+    if scheme in ("models", "runs"):
+        import mlflow
+
+        store = mlflow.get_registry_uri() if scheme == "models" else mlflow.get_tracking_uri()
+        path = local_store_path(store)
+        if path is not None and not path.exists():
+            raise RegistryNotFoundError(f"cannot resolve model {text!r}: there is no MLflow registry at {path} "
+                                        f"(tracking URI {store}); nothing was created there")
+        return
+    if scheme == "" or len(scheme) == 1:  # a local path (a drive letter on Windows)
+        local = Path(text).expanduser()
+        if not local.exists():
+            raise ModelNotFoundError(f"cannot resolve model {text!r}: no such folder (give a model folder holding "
+                                     "MLmodel, or a registry URI such as models:/NAME@ALIAS)")
+        if not (local / "MLmodel").is_file():
+            raise ModelNotFoundError(f"cannot resolve model {text!r}: {local} holds no MLmodel file, so it is not a "
+                                     "logged MLflow model (give the folder that holds MLmodel)")
+
+
+def load_batch_model(uri: str | Path, *, progress: bool = False, warn_unverified: bool = True) -> BatchModel:
     """Load a logged omics-risk model for batch scoring without unpickling anything (see the module docstring).
 
     ``uri``: ``models:/NAME@ALIAS``, ``models:/NAME/VERSION``, ``runs:/RUN_ID/model``, ``models:/m-<id>`` or a local
-    directory holding ``MLmodel``.
+    directory holding ``MLmodel``. A ``python_model.pkl`` that references more than omics-risk's wrapper is recorded
+    as ``info["wrapper_ok"] = False`` and warned about (``warn_unverified``; :func:`score_cohort` refuses it itself).
     """
     import mlflow
     from mlflow.exceptions import MlflowException
@@ -290,6 +437,7 @@ def load_batch_model(uri: str | Path, *, progress: bool = False) -> BatchModel:
 
     quiet_mlflow_bars()  # one artifact-download bar per file otherwise
     uri = str(uri)
+    check_model_uri(uri)
     with tempfile.TemporaryDirectory(prefix="omics_risk_model_") as tmp:
         local = Path(uri)
         if not (local.is_dir() and (local / "MLmodel").is_file()):
@@ -345,13 +493,17 @@ def load_batch_model(uri: str | Path, *, progress: bool = False) -> BatchModel:
         if sig.get("outputs"):
             outputs = [(str(c["name"]), str(c["type"])) for c in json.loads(sig["outputs"]) if "name" in c]
     identity = _sha(info.get("model_uuid"), h.hexdigest())[:24]
-    if info.get("wrapper_ok") is False:
-        warnings.warn(f"{uri}: python_model.pkl references {', '.join(info['wrapper_globals'])} instead of only "
-                      f"{_WRAPPER_GLOBAL}: loading it with MLflow (mlflow.pyfunc.load_model, spark_udf) would run "
-                      "that code. omics-risk score does not load it; check where this model comes from",
-                      stacklevel=2)
+    if info.get("wrapper_ok") is False and warn_unverified:
+        warnings.warn(f"{uri}: {_unverified_wrapper_text(info)}", stacklevel=2)
     return BatchModel(uri=uri, model=model, manifest=manifest, settings=settings, identity=identity, info=info,
                       output_schema=outputs)
+
+
+def _unverified_wrapper_text(info: Mapping[str, Any]) -> str:
+    return (f"python_model.pkl references {', '.join(info.get('wrapper_globals') or ['?'])} instead of only "
+            f"{_WRAPPER_GLOBAL}: loading it with MLflow (mlflow.pyfunc.load_model, spark_udf, model serving) would run "
+            "that code. omics-risk score does not load it, but a changed file means the model is not the one "
+            "omics-risk logged; check where it comes from (docs/scoring.md, Security)")
 
 
 def spark_result_type(model: BatchModel | str) -> str:
@@ -1085,12 +1237,173 @@ def _content_key(bm: BatchModel, prep: PreparedCohort, store: Path | None, extra
 def _output_format(out: Path) -> str:
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_FORMATS:
-        raise ValueError(f"--out {out}: the output must end in {' or '.join(OUTPUT_FORMATS)}")
+        raise ScoreInputError(f"--out {out}: the output must end in {' or '.join(OUTPUT_FORMATS)}")
     return suffix
 
 
 def _default_work_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.work"
+
+
+def check_inputs(
+    cohort: str | Path,
+    out: str | Path,
+    *,
+    work_dir: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    risk_groups: str = "tertiles",
+    chunk_size: int = 256,
+    shift_margin: float = DEFAULT_MARGIN,
+) -> str:
+    """Check the inputs of :func:`score_cohort` that need no model, in milliseconds; returns the output format.
+
+    Run first, so that a mistyped path is reported at once instead of after the model download and load.
+    Raises :class:`ScoreInputError` naming the input and what to do.
+    """
+    out = Path(out)
+    fmt = _output_format(out)
+    if out.is_dir():
+        raise ScoreInputError(f"--out {out} is a folder: give a file name ending in {' or '.join(OUTPUT_FORMATS)}")
+    if not out.parent.is_dir():
+        raise ScoreInputError(f"--out {out}: the output folder {out.parent} does not exist (create it first)")
+    if not os.access(out.parent, os.W_OK | os.X_OK):
+        raise ScoreInputError(f"--out {out}: the output folder {out.parent} is not writable")
+    if risk_groups not in RISK_GROUPS:
+        raise ScoreInputError(f"risk_groups must be one of {', '.join(RISK_GROUPS)}, got {risk_groups!r}")
+    if chunk_size < 1:
+        raise ScoreInputError(f"--chunk-size must be a positive number of patients, got {chunk_size}")
+    if not (math.isfinite(shift_margin) and shift_margin >= 0):
+        raise ScoreInputError(f"--shift-margin must be a number >= 0, got {shift_margin}")
+    root = Path(cohort)
+    if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
+        raise ScoreInputError(f"--cohort {root} {what}: a cohort is a folder with {SPEC_FILE}, {CLINICAL_FILE} and "
+                              f"{SAMPLES_FILE} (docs/data_format.md)")
+    lacking = [name for name in (SPEC_FILE, CLINICAL_FILE, SAMPLES_FILE) if not (root / name).is_file()]
+    if lacking:
+        raise ScoreInputError(f"--cohort {root} has no {' and no '.join(lacking)}: it is not a cohort folder in the "
+                              f"data contract (docs/data_format.md); check the path, or run `omics-risk validate "
+                              f"{root}`")
+    for flag, folder in (("--work-dir", work_dir), ("--features", features_dir)):
+        if folder is None:
+            continue
+        path = Path(folder)
+        if path.exists() and not path.is_dir():
+            raise ScoreInputError(f"{flag} {folder} is a file: give a folder (it is created if missing)")
+        existing = next(p for p in (path, *path.absolute().parents) if p.exists())
+        if not existing.is_dir():
+            raise ScoreInputError(f"{flag} {folder} cannot be created: {existing} is a file")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ScoreInputError(f"{flag} {folder}: {existing} is not writable (the run writes its checkpoints and "
+                                  "features there); give a folder you can write to")
+    return fmt
+
+
+#: The lock file of a work folder (and of a feature store outside it) while a scoring run uses it.
+LOCK_FILE = ".score.lock"
+
+
+def _read_holder(lock: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(lock.read_text() or "{}")
+    except (OSError, ValueError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+@contextlib.contextmanager
+def _folder_lock(folder: Path, what: str, notes: list[str]) -> Iterator[None]:
+    """Hold an OS lock (``flock`` through filelock) on ``folder`` for the whole run, or raise
+    :class:`WorkDirLockedError` at once: two runs on one work folder would delete each other's checkpoints and
+    cohort view. The kernel drops the lock when the process dies, so a killed run never leaves a stale lock.
+    The lock file records the holder (pid, host, start time, command) for the message of a run that is refused."""
+    from filelock import FileLock, Timeout
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    holder = {"pid": os.getpid(), "host": socket.gethostname(),
+              "started": datetime.now().astimezone().isoformat(timespec="seconds"), "command": " ".join(sys.argv)}
+    record = json.dumps(holder).encode()
+
+    def write_holder(fd: int) -> None:
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, record)
+
+    lock: Any = FileLock(path, on_acquired=write_holder)
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        raise WorkDirLockedError(what, folder, path, _read_holder(path)) from None
+    except OSError as exc:  # a filesystem without flock (some network mounts): run unlocked, and say so
+        notes.append(f"could not lock the {what} {folder} ({exc}): do not start another scoring run on it until "
+                     "this one ends")
+        lock = None
+    try:
+        yield
+    finally:
+        if lock is not None:
+            with contextlib.suppress(OSError):
+                os.truncate(path, 0)  # the holder record goes with the hold
+            lock.release()
+
+
+def _within(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+#: Other libraries' API notices (SQLAlchemy, pandas, MLflow ...): nothing a user of the scoring can act on.
+LIBRARY_NOTICES: tuple[type[Warning], ...] = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+_PACKAGE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+def warning_text(w: warnings.WarningMessage) -> str:
+    """A caught warning as a note: our own as they are, another library's with its category and package."""
+    text = str(w.message)
+    if str(Path(w.filename).resolve()).startswith(_PACKAGE_DIR):
+        return text
+    parts = Path(w.filename).parts
+    package = parts[parts.index("site-packages") + 1] if "site-packages" in parts[:-1] else Path(w.filename).stem
+    return f"{w.category.__name__} from {package}: {text}"
+
+
+@contextlib.contextmanager
+def _collect_warnings(notes: list[str], collected: list[warnings.WarningMessage]) -> Iterator[None]:
+    """The warnings raised while scoring become notes of the result (printed with it, kept in the report) instead of
+    scrolling past in the progress output; the caller's filters still decide what is raised at all. Other libraries'
+    deprecation notices are passed on unchanged, and if the run fails every warning is passed on."""
+    caught: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            yield
+    except BaseException:
+        _reemit(caught)
+        raise
+    for w in caught:
+        own = str(Path(w.filename).resolve()).startswith(_PACKAGE_DIR)
+        if issubclass(w.category, LIBRARY_NOTICES) and not own:
+            _reemit([w])
+            continue
+        text = warning_text(w)
+        if text not in notes:
+            notes.append(text)
+            collected.append(w)
+
+
+def _reemit(caught: Sequence[warnings.WarningMessage]) -> None:
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
+@dataclass
+class _Progress:
+    """How far a run got, for the message of an interruption."""
+
+    stage: str = "loading the model"
+    done: int = 0
+    total: int = 0
+    checkpoints: Path | None = None
 
 
 def _extract(bm: BatchModel, prep: PreparedCohort, store: Path, workers: int | None,
@@ -1120,6 +1433,7 @@ def score_cohort(
     keep_checkpoints: bool = False,
     shift_margin: float = DEFAULT_MARGIN,
     progress: bool = True,
+    allow_unverified_wrapper: bool = False,
 ) -> ScoreResult:
     """Score every patient of ``cohort`` with ``model`` into ``out`` (``.parquet`` or ``.csv``); see the module doc.
 
@@ -1131,90 +1445,130 @@ def score_cohort(
         features_dir: feature store for the extraction (cached; default ``<work_dir>/features``).
         work_dir: checkpoints, the extraction cache, CT tensors and a repaired cohort view (default
             ``.<out name>.work`` next to ``out``). Checkpoints are removed after success unless ``keep_checkpoints``.
+            Locked for the run (``<work_dir>/.score.lock``; a feature store outside it too): a second run on it
+            raises :class:`WorkDirLockedError` at once.
         horizons: survival horizons in days (default: the model's).
         risk_groups: ``tertiles`` (low / intermediate / high) or ``median`` (low / high) of the training risks.
         chunk_size: patients per chunk (memory and checkpoint granularity).
         workers: extraction processes (default: all cores).
         resume: reuse the checkpointed chunks of an interrupted run with the same model, cohort and options.
         shift_margin: how far beyond the training 1st-99th percentile range a value must be to count as shifted.
-    """
-    from omics_risk.scoring.pyfunc import RISK_GROUPS
+        allow_unverified_wrapper: score a model whose ``python_model.pkl`` references more than omics-risk's wrapper
+            (refused by default with :class:`UnverifiedWrapperError`: its files were changed after logging).
 
+    Raises:
+        ScoreInputError: an input is wrong (checked before the model is loaded).
+        ScoringInterrupted: Ctrl-C; finished chunks stay checkpointed, and the same call resumes from them.
+    """
     t0 = time.perf_counter()
     out = Path(out)
-    fmt = _output_format(out)
-    if risk_groups not in RISK_GROUPS:
-        raise ValueError(f"risk_groups must be one of {', '.join(RISK_GROUPS)}, got {risk_groups!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    if not out.parent.is_dir():
-        raise FileNotFoundError(f"the output folder {out.parent} does not exist")
-    timings: dict[str, float] = {}
-    bm = model if isinstance(model, BatchModel) else load_batch_model(model, progress=progress)
-    if horizons is not None:
-        bm = BatchModel(bm.uri, bm.model, bm.manifest, {**bm.settings, "horizons": [float(h) for h in horizons]},
-                        bm.identity, bm.info, bm.output_schema)
-    timings["load"] = time.perf_counter() - t0
+    fmt = check_inputs(cohort, out, work_dir=work_dir, features_dir=features_dir, risk_groups=risk_groups,
+                       chunk_size=chunk_size, shift_margin=shift_margin)
+    if not isinstance(model, BatchModel):
+        check_model_uri(model)
     work = Path(work_dir) if work_dir is not None else _default_work_dir(out)
-    work.mkdir(parents=True, exist_ok=True)
-    notes: list[str] = []
-    prep = prepare_cohort(cohort, work / "cohort_view")
-    notes += prep.warnings
-    notes += check_fit(bm, prep)
-    if "risk_cutoffs" not in bm.settings:
-        notes.append("the model carries no training risk cut-offs (logged before they were stored): risk_group is "
-                     "left empty; re-log it with omics_risk.scoring.pyfunc.log_model to get risk groups")
-    if "feature_ranges" not in bm.settings:
-        notes.append("the model carries no training feature ranges: no distribution-shift check")
     store = Path(features_dir) if features_dir is not None else work / "features"
-    timings["prepare"] = time.perf_counter() - t0 - timings["load"]
-    t1 = time.perf_counter()
-    extracted, more = _extract(bm, prep, store, workers, progress)
-    notes += more
-    if extracted:
-        notes += _check_store(bm, store, extracted)
-    images = _ChunkImages(bm, prep.cohort, work / "ct_tensors") if bm.images else None
-    if images is not None:
-        images.prefill(workers, progress)
-    timings["extract"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    shift = ShiftCheck(bm.settings.get("feature_ranges"), shift_margin)
-    scorer = _Scorer(bm, prep, store, extracted, bm.horizons, risk_groups, shift, images)
-
-    options = {"horizons": bm.horizons, "risk_groups": risk_groups, "chunk_size": chunk_size,
-               "margin": shift_margin, "version": _CHECKPOINT_VERSION, "format": fmt}
-    key = _content_key(bm, prep, store, extracted, options)
-    ckpt = work / "checkpoints" / key
-    if ckpt.exists() and not resume:
-        shutil.rmtree(ckpt)
-    ckpt.mkdir(parents=True, exist_ok=True)
-    patients = prep.order
-    chunks = [patients[i:i + chunk_size] for i in range(0, len(patients), chunk_size)]
-    resumed = 0
-    bar = progress_bar(total=len(patients), desc="scoring", unit="patient", disable=not progress)
+    state = _Progress()
+    notes: list[str] = []
     try:
-        for i, chunk in enumerate(chunks):
-            part, state = ckpt / f"chunk-{i:06d}.parquet", ckpt / f"chunk-{i:06d}.json"
-            if part.is_file() and state.is_file():
-                shift.merge_state(json.loads(state.read_text())["shift"])
-                resumed += 1
-            else:
-                before = shift.state()
-                rows = scorer.run(chunk)
-                delta = _state_delta(shift.state(), before)
-                _atomic_write_text(state, json.dumps({"patients": len(chunk), "shift": delta}))
-                _atomic_write_parquet(rows, part, scorer.schema)
-            bar.update(len(chunk))
-    finally:
-        bar.close()
-    timings["score"] = time.perf_counter() - t1
+        with contextlib.ExitStack() as locks:
+            locks.enter_context(_folder_lock(work, "work folder", notes))
+            if not _within(store, work):  # a shared store (e.g. the cohort's own features/): re-extracted in place
+                locks.enter_context(_folder_lock(store, "feature store", notes))
+            return _score_locked(model, cohort, out, fmt, work, store, notes, state, t0, horizons=horizons,
+                                 risk_groups=risk_groups, chunk_size=chunk_size, workers=workers, resume=resume,
+                                 keep_checkpoints=keep_checkpoints, shift_margin=shift_margin, progress=progress,
+                                 allow_unverified_wrapper=allow_unverified_wrapper)
+    except ScoringInterrupted:
+        raise
+    except KeyboardInterrupt as exc:
+        raise ScoringInterrupted(state.stage, state.done, state.total, state.checkpoints, work, resume) from exc
+
+
+def _score_locked(model: str | BatchModel, cohort: str | Path, out: Path, fmt: str, work: Path, store: Path,
+                  notes: list[str], state: _Progress, t0: float, *, horizons: Sequence[float] | None,
+                  risk_groups: str, chunk_size: int, workers: int | None, resume: bool, keep_checkpoints: bool,
+                  shift_margin: float, progress: bool, allow_unverified_wrapper: bool) -> ScoreResult:
+    """:func:`score_cohort` once its folders are locked."""
+    timings: dict[str, float] = {}
+    collected: list[warnings.WarningMessage] = []
+    with _collect_warnings(notes, collected):
+        bm = model if isinstance(model, BatchModel) else load_batch_model(model, progress=progress,
+                                                                          warn_unverified=False)
+        if bm.info.get("wrapper_ok") is False:
+            if not allow_unverified_wrapper:
+                raise UnverifiedWrapperError(f"refusing {bm.uri}: {_unverified_wrapper_text(bm.info)}. To score it "
+                                             "anyway, pass --allow-unverified-wrapper (allow_unverified_wrapper=True "
+                                             "in Python)")
+            notes.append(f"{_unverified_wrapper_text(bm.info)}; scored anyway (--allow-unverified-wrapper)")
+        if horizons is not None:
+            bm = BatchModel(bm.uri, bm.model, bm.manifest, {**bm.settings, "horizons": [float(h) for h in horizons]},
+                            bm.identity, bm.info, bm.output_schema)
+        timings["load"] = time.perf_counter() - t0
+        state.stage = "reading the cohort"
+        prep = prepare_cohort(cohort, work / "cohort_view")
+        notes += prep.warnings
+        notes += check_fit(bm, prep)
+        if "risk_cutoffs" not in bm.settings:
+            notes.append("the model carries no training risk cut-offs (logged before they were stored): risk_group "
+                         "is left empty; re-log it with omics_risk.scoring.pyfunc.log_model to get risk groups")
+        if "feature_ranges" not in bm.settings:
+            notes.append("the model carries no training feature ranges: no distribution-shift check")
+        timings["prepare"] = time.perf_counter() - t0 - timings["load"]
+        t1 = time.perf_counter()
+        state.stage = "extracting features"
+        extracted, more = _extract(bm, prep, store, workers, progress)
+        notes += more
+        if extracted:
+            notes += _check_store(bm, store, extracted)
+        images = _ChunkImages(bm, prep.cohort, work / "ct_tensors") if bm.images else None
+        if images is not None:
+            images.prefill(workers, progress)
+        timings["extract"] = time.perf_counter() - t1
+        t1 = time.perf_counter()
+        shift = ShiftCheck(bm.settings.get("feature_ranges"), shift_margin)
+        scorer = _Scorer(bm, prep, store, extracted, bm.horizons, risk_groups, shift, images)
+
+        options = {"horizons": bm.horizons, "risk_groups": risk_groups, "chunk_size": chunk_size,
+                   "margin": shift_margin, "version": _CHECKPOINT_VERSION, "format": fmt}
+        key = _content_key(bm, prep, store, extracted, options)
+        ckpt = work / "checkpoints" / key
+        if ckpt.exists() and not resume:
+            shutil.rmtree(ckpt)
+        ckpt.mkdir(parents=True, exist_ok=True)
+        patients = prep.order
+        chunks = [patients[i:i + chunk_size] for i in range(0, len(patients), chunk_size)]
+        state.stage, state.total, state.checkpoints = "scoring", len(chunks), ckpt
+        resumed = 0
+        bar = progress_bar(total=len(patients), desc="scoring", unit="patient", disable=not progress)
+        try:
+            for i, chunk in enumerate(chunks):
+                part, chunk_state = ckpt / f"chunk-{i:06d}.parquet", ckpt / f"chunk-{i:06d}.json"
+                if part.is_file() and chunk_state.is_file():
+                    shift.merge_state(json.loads(chunk_state.read_text())["shift"])
+                    resumed += 1
+                else:
+                    before = shift.state()
+                    rows = scorer.run(chunk)
+                    delta = _state_delta(shift.state(), before)
+                    _atomic_write_text(chunk_state, json.dumps({"patients": len(chunk), "shift": delta}))
+                    _atomic_write_parquet(rows, part, scorer.schema)
+                state.done = i + 1
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+        timings["score"] = time.perf_counter() - t1
     t1 = time.perf_counter()
+    state.stage = "writing the output"
     counts = _write_output(ckpt, len(chunks), out, fmt, scorer.schema)
     report = shift.report() if shift.enabled else None
     if report is not None and report.shifted:
-        warnings.warn("\n".join(report.messages()), stacklevel=2)
+        warnings.warn("\n".join(report.messages()), stacklevel=3)
+    from_warnings = {warning_text(w) for w in collected}
     for n in notes:
-        warnings.warn(n, stacklevel=2)
+        if n not in from_warnings:
+            warnings.warn(n, stacklevel=3)
+    _reemit(collected)  # the warnings caught while scoring, with their own category and place
     timings["write"] = time.perf_counter() - t1
     result = ScoreResult(out=out, n_patients=len(patients), counts=counts, shift=report, warnings=notes,
                          model={"uri": bm.uri, "identity": bm.identity, **bm.info}, chunks=len(chunks),
@@ -1226,7 +1580,7 @@ def score_cohort(
          "horizons": bm.horizons, "risk_groups": risk_groups,
          "risk_cutoffs": (bm.settings.get("risk_cutoffs") or {}).get(risk_groups), "timings": timings},
         indent=1, default=str))
-    if not keep_checkpoints:
+    if not keep_checkpoints:  # only this run's own key: the lock keeps every other run out of this folder
         shutil.rmtree(ckpt, ignore_errors=True)
     return result
 
@@ -1285,16 +1639,27 @@ def write_feature_table(
     The same leniency, fit checks and extraction as :func:`score_cohort`; one row per patient with clinical data,
     columns ``patient_id`` then the model's input columns (modalities a patient lacks are null). Written atomically.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out = Path(out)
     bm = model if isinstance(model, BatchModel) else load_batch_model(model, progress=progress)
     work = Path(work_dir) if work_dir is not None else _default_work_dir(out)
-    work.mkdir(parents=True, exist_ok=True)
+    store = Path(features_dir) if features_dir is not None else work / "features"
+    notes: list[str] = []
+    with contextlib.ExitStack() as locks:  # the same folders as score_cohort: never two runs in them at once
+        locks.enter_context(_folder_lock(work, "work folder", notes))
+        if not _within(store, work):
+            locks.enter_context(_folder_lock(store, "feature store", notes))
+        for n in notes:
+            warnings.warn(n, stacklevel=2)
+        return _write_feature_table(bm, cohort, out, work, store, chunk_size, workers, progress)
+
+
+def _write_feature_table(bm: BatchModel, cohort: str | Path, out: Path, work: Path, store: Path, chunk_size: int,
+                         workers: int | None, progress: bool) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     prep = prepare_cohort(cohort, work / "cohort_view")
     check_fit(bm, prep)
-    store = Path(features_dir) if features_dir is not None else work / "features"
     extracted, _ = _extract(bm, prep, store, workers, progress)
     if extracted:
         _check_store(bm, store, extracted)

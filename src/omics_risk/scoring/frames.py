@@ -34,6 +34,7 @@ from omics_risk.data.multimodal import MultimodalData
 __all__ = [
     "CLINICAL",
     "ID_COLUMN",
+    "RISK_GROUPS",
     "FeatureManifest",
     "from_frame",
     "to_frame",
@@ -41,6 +42,9 @@ __all__ = [
 
 ID_COLUMN = "patient_id"
 CLINICAL = "clinical"
+#: Risk-group schemes whose training cut-offs a logged model stores (see omics_risk.evaluation.riskgroups); here,
+#: not in pyfunc, so that ``omics-risk score`` checks its options without importing torch and MLflow.
+RISK_GROUPS: tuple[str, ...] = ("median", "tertiles")
 #: Kinds of a clinical column in the frame: numbers (numeric, binary) or text (categorical, ordinal levels).
 ClinicalKind = Literal["double", "string"]
 _KIND_OF_TYPE: dict[str, ClinicalKind] = {

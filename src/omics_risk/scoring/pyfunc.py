@@ -48,7 +48,7 @@ from mlflow.types import ColSpec, Schema
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.models.base import SurvivalModel
 from omics_risk.progress import progress_bar, quiet_mlflow_bars
-from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, from_frame
+from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, RISK_GROUPS, FeatureManifest, from_frame
 
 __all__ = [
     "ALLOWED_CLASS_PREFIXES",
@@ -91,8 +91,6 @@ SCORING_PACKAGES: tuple[str, ...] = (
     "pyyaml",
     "mlflow",
 )
-#: Risk-group schemes whose training cut-offs a logged model stores (see omics_risk.evaluation.riskgroups).
-RISK_GROUPS: tuple[str, ...] = ("median", "tertiles")
 #: Version of the ``scoring.json`` layout (1: horizons and chunk size only).
 SCORING_FORMAT = 2
 MODEL_DIR = "model_dir"
