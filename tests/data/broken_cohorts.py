@@ -435,6 +435,179 @@ def reference_not_fasta(root: Path) -> list[Expected]:
     return [Expected("reference/genome.fa", 1, None, "does not start with '>'")]
 
 
+# --------------------------------------------------------------------------------------------------- confinement
+
+
+def _outside_copy(root: Path, rel: str) -> Path:
+    """A copy of a cohort file in a folder next to the cohort (outside it)."""
+    out = root.parent / "elsewhere" / Path(rel).name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / rel, out)
+    return out
+
+
+def path_climbs_out(root: Path) -> list[Expected]:
+    line = sample_line(root, "P02-cfdna-postop1")
+    set_cell(root / "samples.csv", line, "path", "../../../../etc/passwd")
+    return [Expected("samples.csv", line, "path", "path '../../../../etc/passwd' leads outside the cohort folder, to ")]
+
+
+def absolute_path_outside(root: Path) -> list[Expected]:
+    sid = "P01-methylation-postop1"
+    outside = _outside_copy(root, sample_path(root, sid))
+    line = sample_line(root, sid)
+    set_cell(root / "samples.csv", line, "path", str(outside))
+    return [Expected("samples.csv", line, "path", f"path '{outside}' is an absolute path outside the cohort folder")]
+
+
+def symlink_leaves_cohort(root: Path) -> list[Expected]:
+    sid = "P01-cfdna-postop1"
+    rel = sample_path(root, sid)
+    outside = _outside_copy(root, rel)
+    (root / rel).unlink()
+    (root / rel).symlink_to(outside)
+    return [
+        Expected(
+            "samples.csv",
+            sample_line(root, sid),
+            "path",
+            f"path '{rel}' is a symbolic link (or lies under one) that leads outside the cohort folder, to {outside}",
+        )
+    ]
+
+
+def mask_path_climbs_out(root: Path) -> list[Expected]:
+    line = sample_line(root, "P04-ct-preop")
+    outside = _outside_copy(root, "ct/P04_preop_mask.mha")
+    set_cell(root / "samples.csv", line, "mask_path", "../elsewhere/" + outside.name)
+    return [Expected("samples.csv", line, "mask_path", "mask_path '../elsewhere/P04_preop_mask.mha' leads outside")]
+
+
+def nul_byte_in_path(root: Path) -> list[Expected]:
+    line = sample_line(root, "P04-methylation-postop1")
+    set_cell(root / "samples.csv", line, "path", "methylation/P04\x00.cov")
+    return [
+        Expected("samples.csv", line, "path", "path 'methylation/P04\\x00.cov' contains a NUL byte (\\x00); fix it")
+    ]
+
+
+def name_too_long(root: Path) -> list[Expected]:
+    line = sample_line(root, "P02-methylation-postop1")
+    set_cell(root / "samples.csv", line, "path", "methylation/" + "x" * 300 + ".cov.gz")
+    return [Expected("samples.csv", line, "path", "has a name of 307 bytes, more than the 255 a file system allows")]
+
+
+def data_root_missing(root: Path) -> list[Expected]:
+    p = root / "cohort.yaml"
+    p.write_text(p.read_text() + "data_roots: [../archive_not_mounted]\n")
+    return [
+        Expected("cohort.yaml", None, "data_roots", "data_roots entry 1 '../archive_not_mounted' does not exist")
+    ]
+
+
+def reference_outside(root: Path) -> list[Expected]:
+    _outside_copy(root, "reference/genome.fa")
+    p = root / "cohort.yaml"
+    p.write_text(p.read_text().replace("genome_fasta: reference/genome.fa", "genome_fasta: ../elsewhere/genome.fa"))
+    return [
+        Expected(
+            "cohort.yaml",
+            None,
+            "references.genome_fasta",
+            "reference genome_fasta '../elsewhere/genome.fa' leads outside the cohort folder",
+        )
+    ]
+
+
+def sample_sheet_outside(root: Path) -> list[Expected]:
+    outside = _outside_copy(root, "metabolomics/sample_sheet.csv")
+    p = root / "cohort.yaml"
+    p.write_text(p.read_text().replace("sample_sheet: metabolomics/sample_sheet.csv", f"sample_sheet: {outside}"))
+    return [
+        Expected(
+            "cohort.yaml",
+            None,
+            "modalities.metabolomics.sample_sheet",
+            f"modality 'metabolomics' sample_sheet '{outside}' is an absolute path outside the cohort folder",
+        )
+    ]
+
+
+# --------------------------------------------------------------------------------------------------- bounds, ids
+
+
+def duplicate_clinical_column(root: Path) -> list[Expected]:
+    p = root / "clinical.csv"
+    rows = read_rows(p)
+    k = rows[0].index("rfs_time")
+    write_rows(p, [[*r, r[k]] for r in rows])  # the same column again, last
+    return [Expected("clinical.csv", 1, "rfs_time", "column 'rfs_time' appears 2 times in the header (columns 6, 9)")]
+
+
+def duplicate_samples_column(root: Path) -> list[Expected]:
+    p = root / "samples.csv"
+    rows = read_rows(p)
+    write_rows(p, [[*r, r[rows[0].index("day")]] for r in rows])
+    return [Expected("samples.csv", 1, "day", "column 'day' appears 2 times in the header (columns 5, 8)")]
+
+
+def infinite_time(root: Path) -> list[Expected]:
+    set_cell(root / "clinical.csv", 4, "rfs_time", "inf")
+    return [Expected("clinical.csv", 4, "rfs_time", "rfs time must be a finite number, got 'inf'")]
+
+
+def absurd_time(root: Path) -> list[Expected]:
+    set_cell(root / "clinical.csv", 2, "rfs_time", "1e308")
+    return [
+        Expected(
+            "clinical.csv",
+            2,
+            "rfs_time",
+            "rfs time must be <= 1200 (100 years, the horizon set by max_years in cohort.yaml), got '1e308'",
+        )
+    ]
+
+
+def infinite_day(root: Path) -> list[Expected]:
+    line = sample_line(root, "P02-methylation-postop1")
+    set_cell(root / "samples.csv", line, "day", "inf")
+    return [Expected("samples.csv", line, "day", "day must be a finite number, got 'inf'")]
+
+
+def absurd_day(root: Path) -> list[Expected]:
+    line = sample_line(root, "P01-cfdna-preop")
+    set_cell(root / "samples.csv", line, "day", "-1e9")
+    return [
+        Expected(
+            "samples.csv",
+            line,
+            "day",
+            "day must be >= -36525 (100 years before the index date, the horizon set by max_years in cohort.yaml), "
+            "got '-1e9'",
+        )
+    ]
+
+
+def nul_in_patient_id(root: Path) -> list[Expected]:
+    p = root / "clinical.csv"  # P06 has no samples, so nothing else refers to it
+    p.write_text(p.read_text().replace("\nP06,", "\nP0\x006,"))
+    return [Expected("clinical.csv", 7, "patient_id", "patient_id 'P0\\x006' contains a control character (\\x00)")]
+
+
+def control_character_in_sample_id(root: Path) -> list[Expected]:
+    line = sample_line(root, "P02-methylation-postop1")
+    set_cell(root / "samples.csv", line, "sample_id", "P02-methylation\x07-postop1")
+    return [
+        Expected(
+            "samples.csv",
+            line,
+            "sample_id",
+            "sample_id 'P02-methylation\\x07-postop1' contains a control character (\\x07); identifiers must be "
+            "printable text",
+        )
+    ]
+
+
 #: Every builder, by name (the parametrised test ids).
 BROKEN: dict[str, Builder] = {
     f.__name__: f
@@ -484,6 +657,23 @@ BROKEN: dict[str, Builder] = {
         table_orphan_sample,
         cn_segment_end_before_start,
         reference_not_fasta,
+        path_climbs_out,
+        absolute_path_outside,
+        symlink_leaves_cohort,
+        mask_path_climbs_out,
+        nul_byte_in_path,
+        name_too_long,
+        data_root_missing,
+        reference_outside,
+        sample_sheet_outside,
+        duplicate_clinical_column,
+        duplicate_samples_column,
+        infinite_time,
+        absurd_time,
+        infinite_day,
+        absurd_day,
+        nul_in_patient_id,
+        control_character_in_sample_id,
     ]
 }
 

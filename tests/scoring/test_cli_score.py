@@ -79,6 +79,7 @@ def test_cli_exit_codes_for_a_cohort_that_does_not_fit_and_an_unknown_model(
         bad / "clinical.csv", index=False)
     spec = yaml.safe_load((problem_cohort.root / "cohort.yaml").read_text())
     del spec["clinical"]["stage"]
+    spec["data_roots"] = [str(problem_cohort.root)]  # the links lead there: declared, or they are refused
     (bad / "cohort.yaml").write_text(yaml.safe_dump(spec))
     base = ["--tracking-uri", demo.tracking_uri, "--out", str(tmp_path / "s.parquet"), "--quiet"]
     assert main(["score", "--model", demo.uri, "--cohort", str(bad), *base]) == 1

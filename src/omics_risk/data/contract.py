@@ -7,19 +7,28 @@ problem at once, and :func:`load_cohort` raises :class:`CohortError` carrying al
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 import yaml
+
+from omics_risk.data.paths import Confinement, PathOutsideCohortError, printable, refusal, unusable_path
 
 __all__ = [
     "CONTRACT_VERSION",
     "DEFAULT_MODALITY_FORMATS",
     "FORMATS",
+    "MAX_YEARS",
     "SAMPLES_COLUMNS",
     "TIME_UNITS",
     "BinaryEndpoint",
@@ -28,17 +37,22 @@ __all__ = [
     "CohortError",
     "CohortSpec",
     "ModalitySpec",
+    "PathOutsideCohortError",
     "Problem",
     "SurvivalEndpoint",
     "load_cohort",
     "parse_spec",
     "read_clinical",
+    "read_contract_csv",
     "read_samples",
 ]
 
 CONTRACT_VERSION = 1
 #: Days per unit, so every endpoint can be turned into days for horizons and checks.
 TIME_UNITS: dict[str, float] = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12, "years": 365.25}
+#: The default horizon (cohort.yaml ``max_years``): an endpoint time beyond it, or a sample day further than it from
+#: the index date, is a typo or a wrong unit (``1e308``, a day count in seconds), not follow-up.
+MAX_YEARS = 100.0
 FORMATS = ("image", "fragments", "bismark_cov", "variant_table", "metabolomics_matrix", "table", "cn_segments")
 DEFAULT_MODALITY_FORMATS: dict[str, str] = {
     "ct": "image",
@@ -53,6 +67,10 @@ SHARED_FILE_FORMATS = frozenset({"variant_table", "metabolomics_matrix", "table"
 SAMPLES_COLUMNS = ("patient_id", "sample_id", "modality", "timepoint", "day", "path")
 CLINICAL_TYPES = ("numeric", "categorical", "ordinal", "binary")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Identifier columns that must hold printable text: a control character (a NUL, a tab, a line break from an export)
+#: makes two ids that look the same differ, and a NUL cuts a cell short in most CSV readers.
+ID_COLUMNS = ("patient_id", "sample_id", "modality", "timepoint")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 CLINICAL_FILE = "clinical.csv"
 SAMPLES_FILE = "samples.csv"
 SPEC_FILE = "cohort.yaml"
@@ -148,6 +166,10 @@ class CohortSpec:
     modalities: dict[str, ModalitySpec]
     references: dict[str, str]
     contract_version: int = CONTRACT_VERSION
+    #: Shared folders outside the cohort that data paths may lead into (cohort.yaml ``data_roots``), resolved.
+    data_roots: tuple[Path, ...] = ()
+    #: The horizon in years (cohort.yaml ``max_years``) for endpoint times and sample days.
+    max_years: float = MAX_YEARS
 
     def modality(self, name: str) -> ModalitySpec | None:
         """The declared modality, or the default one for a well-known name."""
@@ -161,9 +183,64 @@ class CohortSpec:
     def days_per_unit(self) -> float:
         return TIME_UNITS[self.time_unit]
 
+    @property
+    def horizon_days(self) -> float:
+        """``max_years`` in days: the furthest a sample day may lie from the index date."""
+        return self.max_years * TIME_UNITS["years"]
 
-def parse_spec(path: Path) -> tuple[CohortSpec | None, list[Problem]]:
-    """Parse ``cohort.yaml``; return the spec (None when unusable) and every problem found."""
+    @property
+    def horizon(self) -> float:
+        """``max_years`` in ``time_unit``: the longest endpoint time accepted."""
+        return self.horizon_days / self.days_per_unit
+
+
+def _parse_data_roots(raw: Any, root: Path, problems: list[Problem], fname: str) -> list[Path]:
+    """The resolved ``data_roots`` folders; each must exist and be a folder (else an error naming the key)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
+        problems.append(Problem("error", fname, "'data_roots' must be a list of folders, absolute or relative to the "
+                                f"cohort folder, e.g. data_roots: [/archive/ct]; got {raw!r}", None, "data_roots"))
+        return []
+    out: list[Path] = []
+    for k, entry in enumerate(raw, start=1):
+        where = f"data_roots entry {k} '{printable(entry)}'"
+        why = unusable_path(entry) if entry.strip() else "is empty"
+        if why is not None:
+            problems.append(Problem("error", fname, f"{where} {why}; give the path of an existing folder", None,
+                                    "data_roots"))
+            continue
+        folder = Path(entry) if Path(entry).is_absolute() else root / entry
+        try:
+            exists, is_dir = folder.exists(), folder.is_dir()
+        except OSError as exc:
+            exists, is_dir, why = False, False, str(exc)
+        if not exists:
+            problems.append(Problem("error", fname, f"{where} does not exist ({folder}{'; ' + why if why else ''}): "
+                                    "create or mount it, or remove it from data_roots", None, "data_roots"))
+        elif not is_dir:
+            problems.append(Problem("error", fname, f"{where} is not a folder ({folder}): data_roots lists the "
+                                    "folders that hold data files", None, "data_roots"))
+        else:
+            out.append(Path(os.path.realpath(folder)))
+    return out
+
+
+def _parse_max_years(raw: Any, problems: list[Problem], fname: str) -> float:
+    if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw <= 0:
+        problems.append(Problem("error", fname, "'max_years' must be a positive number of years (the horizon beyond "
+                                "which an endpoint time or a sample day is rejected as a typo; default "
+                                f"{MAX_YEARS:g}); got {raw!r}", None, "max_years"))
+        return MAX_YEARS
+    return float(raw)
+
+
+def parse_spec(path: Path, *, extra_roots: Iterable[str | Path] = ()) -> tuple[CohortSpec | None, list[Problem]]:
+    """Parse ``cohort.yaml``; return the spec (None when unusable) and every problem found.
+
+    Paths it names (``references:``, a metabolomics ``sample_sheet`` / ``features``) must stay inside the cohort
+    folder, its ``data_roots`` or ``extra_roots`` (folders a caller allows, such as the source of a repaired copy).
+    """
     fname = path.name
     problems: list[Problem] = []
 
@@ -179,7 +256,8 @@ def parse_spec(path: Path) -> tuple[CohortSpec | None, list[Problem]]:
     if not isinstance(raw, dict):
         return None, [Problem("error", fname, "must be a YAML mapping with keys name, time_unit, endpoints")]
 
-    known = {"contract_version", "name", "time_unit", "endpoints", "clinical", "modalities", "references"}
+    known = {"contract_version", "name", "time_unit", "endpoints", "clinical", "modalities", "references",
+             "data_roots", "max_years"}
     for key in sorted(set(raw) - known):
         known_txt = ", ".join(sorted(known))
         problems.append(Problem("warning", fname, f"unknown key '{key}' is ignored (known: {known_txt})"))
@@ -269,25 +347,79 @@ def parse_spec(path: Path) -> tuple[CohortSpec | None, list[Problem]]:
     if not isinstance(references, dict) or not all(isinstance(v, str) for v in references.values()):
         err("'references' must map names (genome_fasta, chrom_sizes, methylation_regions, ...) to paths")
         references = {}
+    data_roots = _parse_data_roots(raw.get("data_roots"), path.parent, problems, fname)
+    max_years = _parse_max_years(raw.get("max_years", MAX_YEARS), problems, fname)
+
+    # Checked here, not when the file is opened, so that validate and load_cohort both refuse such a cohort.
+    confinement = Confinement.of(path.parent, [*data_roots, *extra_roots])
+    located = [(f"references.{k}", f"reference {k}", v) for k, v in references.items()]
+    located += [(f"modalities.{m}.{key}", f"modality '{m}' {key}", ms.options[key])
+                for m, ms in modalities.items() for key in ("sample_sheet", "features")
+                if isinstance(ms.options.get(key), str)]
+    for key, label, value in located:
+        _, why = confinement.check(value)
+        if why is not None:
+            problems.append(Problem("error", fname, refusal(label, value, why), None, key))
 
     if any(p.severity == "error" for p in problems) and not endpoints:
         return None, problems
     spec = CohortSpec(str(name), str(time_unit), endpoints, clinical, modalities,
-                      {str(k): str(v) for k, v in references.items()}, int(version) if isinstance(version, int) else 1)
+                      {str(k): str(v) for k, v in references.items()}, int(version) if isinstance(version, int) else 1,
+                      data_roots=tuple(data_roots), max_years=max_years)
     return spec, problems
 
 
 def _read_csv(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
-    """Read a contract CSV as strings so that types are checked by us, with file and line, not guessed."""
+    """Read a contract CSV as strings so that types are checked by us, with file and line, not guessed.
+
+    Two pandas habits would hide a broken file: the C parser cuts a cell at a NUL byte (so such a file is parsed by
+    the Python engine, which keeps it for the control-character check), and a repeated column name is silently
+    renamed ``name.1`` (so names are taken from the raw header, and a repeated one is an error; the first copy is
+    read).
+    """
+    fname = path.name
     if not path.is_file():
-        problems.append(Problem("error", path.name, "missing file"))
+        problems.append(Problem("error", fname, "missing file"))
         return None
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        problems.append(Problem("error", path.name, f"cannot be read as CSV: {exc}"))
+        data = path.read_bytes()
+    except OSError as exc:
+        problems.append(Problem("error", fname, f"cannot be read: {exc}"))
         return None
-    df.columns = [str(c).strip() for c in df.columns]
+    engine: Literal["c", "python"] = "python" if b"\x00" in data else "c"
+    try:
+        header = pd.read_csv(io.BytesIO(data), header=None, nrows=1, dtype=str, na_filter=False,
+                             skipinitialspace=True, engine=engine)
+        df = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True,
+                         engine=engine)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
+        problems.append(Problem("error", fname, f"cannot be read as CSV: {exc}"))
+        return None
+    parsed = [str(c).strip() for c in df.columns]
+    raw = [str(c).strip() for c in header.iloc[0]] if len(header) else []
+    names = [r or p for r, p in zip(raw, parsed, strict=True)] if len(raw) == len(parsed) else parsed
+    positions: dict[str, list[int]] = {}
+    for k, name in enumerate(names, start=1):
+        positions.setdefault(name, []).append(k)
+    for name, where in positions.items():
+        if len(where) > 1:
+            problems.append(Problem("error", fname, f"column '{printable(name)}' appears {len(where)} times in the "
+                                    f"header (columns {', '.join(map(str, where))}); column names must be unique: "
+                                    "delete or rename the extra copies (only the first is read)", 1, name))
+    df.columns = names
+    return df.loc[:, ~df.columns.duplicated(keep="first")]
+
+
+def read_contract_csv(path: Path) -> pd.DataFrame:
+    """A contract CSV exactly as the checks read it (text cells, header names as written, NUL bytes kept).
+
+    For callers that repair rows the checks located (``omics-risk score``): they must see the same rows and columns.
+    Raises :class:`CohortError` when the file cannot be read at all.
+    """
+    problems: list[Problem] = []
+    df = _read_csv(Path(path), problems)
+    if df is None:
+        raise CohortError(problems)
     return df
 
 
@@ -297,38 +429,70 @@ def _line(index: int) -> int:
 
 
 def _duplicates(df: pd.DataFrame, cols: list[str], fname: str, what: str) -> Iterator[Problem]:
-    dup = df.duplicated(subset=cols, keep="first")
-    for idx in df.index[dup]:
-        first = df.index[(df[cols] == df.loc[idx, cols]).all(axis=1)][0]
-        key = ", ".join(f"{c}={df.at[idx, c]}" for c in cols)
-        yield Problem("error", fname, f"duplicate {what} ({key}); first seen on line {_line(first)}",
-                      _line(idx), cols[-1])
+    """Every repeat of a key after its first row, naming that first line (one pass: a dict of first rows)."""
+    first: dict[tuple[Any, ...], Any] = {}
+    for idx, key in zip(df.index, zip(*(df[c] for c in cols), strict=True), strict=True):
+        seen = first.setdefault(key, idx)
+        if seen != idx:
+            desc = ", ".join(f"{c}={printable(str(v))}" for c, v in zip(cols, key, strict=True))
+            yield Problem("error", fname, f"duplicate {what} ({desc}); first seen on line {_line(seen)}",
+                          _line(idx), cols[-1])
+
+
+def _control_characters(df: pd.DataFrame, cols: Iterable[str], fname: str) -> Iterator[Problem]:
+    """Identifier cells holding a control character (checked before stripping, which would hide some of them)."""
+    for c in cols:
+        if c not in df.columns:
+            continue
+        values = df[c]
+        for idx in df.index[values.str.contains(_CONTROL, na=False).to_numpy()]:
+            value = str(values.at[idx])
+            char = printable(_CONTROL.search(value).group())  # type: ignore[union-attr]
+            yield Problem("error", fname, f"{c} '{printable(value)}' contains a control character ({char}); "
+                          "identifiers must be printable text: remove it (often a stray tab, line break or NUL from "
+                          "an export)", _line(idx), c)
 
 
 def _numbers(df: pd.DataFrame, col: str, fname: str, problems: list[Problem], *, what: str,
-             integer: bool = False, minimum: float | None = None, allowed: Iterable[float] | None = None,
-             hint: str = "") -> pd.Series:
-    """Coerce a column to numbers, reporting every unparsable or out-of-range cell with its line."""
+             integer: bool = False, minimum: float | None = None, maximum: float | None = None,
+             allowed: Iterable[float] | None = None, hint: str = "", minimum_note: str = "",
+             maximum_note: str = "") -> pd.Series:
+    """Coerce a column to numbers, reporting every unparsable, non-finite or out-of-range cell with its line.
+
+    The checks are vectorised; Python only loops over the bad cells, to word their messages.
+    """
     raw = df[col]
     values = pd.to_numeric(raw, errors="coerce")
+    given = raw.notna().to_numpy()
+    v = values.to_numpy(dtype=float, na_value=np.nan)
+    with np.errstate(invalid="ignore"):
+        finite = np.isfinite(v)
+        bad = given & ~finite
+        if integer:
+            bad |= finite & (v != np.round(v))
+        if minimum is not None:
+            bad |= finite & (v < minimum)
+        if maximum is not None:
+            bad |= finite & (v > maximum)
     allowed_set = set(allowed) if allowed is not None else None
-    for idx in df.index:
-        cell = raw.at[idx]
-        if pd.isna(cell):
-            continue
-        v = values.at[idx]
-        if pd.isna(v):
-            problems.append(Problem("error", fname, f"{what} must be a number, got {cell!r}{hint}", _line(idx), col))
-        elif integer and float(v) != int(v):
-            problems.append(Problem("error", fname, f"{what} must be a whole number, got {cell!r}{hint}",
-                                    _line(idx), col))
-        elif minimum is not None and v < minimum:
-            problems.append(Problem("error", fname, f"{what} must be >= {minimum:g}, got {cell!r}{hint}",
-                                    _line(idx), col))
-        elif allowed_set is not None and float(v) not in allowed_set:
-            allowed_txt = " or ".join(f"{a:g}" for a in sorted(allowed_set))
-            problems.append(Problem("error", fname, f"{what} must be {allowed_txt}, got {cell!r}{hint}",
-                                    _line(idx), col))
+    if allowed_set is not None:
+        bad |= finite & ~np.isin(v, list(allowed_set))
+    for pos in np.flatnonzero(bad):
+        idx, cell, x = df.index[pos], raw.iloc[pos], v[pos]
+        if np.isnan(x):
+            msg = f"{what} must be a number, got {cell!r}{hint}"
+        elif not np.isfinite(x):
+            msg = f"{what} must be a finite number, got {cell!r}{hint}"
+        elif integer and x != round(x):
+            msg = f"{what} must be a whole number, got {cell!r}{hint}"
+        elif minimum is not None and x < minimum:
+            msg = f"{what} must be >= {minimum:g}{minimum_note}, got {cell!r}{hint}"
+        elif maximum is not None and x > maximum:
+            msg = f"{what} must be <= {maximum:g}{maximum_note}, got {cell!r}{hint}"
+        else:
+            allowed_txt = " or ".join(f"{a:g}" for a in sorted(allowed_set or ()))
+            msg = f"{what} must be {allowed_txt}, got {cell!r}{hint}"
+        problems.append(Problem("error", fname, msg, _line(idx), col))
     return values
 
 
@@ -342,6 +506,7 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
     if "patient_id" not in df.columns:
         problems.append(Problem("error", f, "required column 'patient_id' is missing", 1, "patient_id"))
         return None, problems
+    problems.extend(_control_characters(df, ["patient_id"], f))
     df["patient_id"] = df["patient_id"].str.strip()
     for idx in df.index[df["patient_id"].isna()]:
         problems.append(Problem("error", f, "empty patient_id: every patient needs an identifier", _line(idx),
@@ -359,10 +524,13 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
         if isinstance(ep, SurvivalEndpoint):
             if ep.time in df.columns:
                 df[ep.time] = _numbers(df, ep.time, f, problems, what=f"{ep.name} time", minimum=0.0,
-                                       hint=f" ({spec.time_unit} since the index date)")
-                median_days = float(df[ep.time].median()) * spec.days_per_unit if df[ep.time].notna().any() else None
-                if median_days is not None and not 7.0 <= median_days <= 100 * 365.25:
-                    problems.append(Problem("warning", f, f"median '{ep.time}' is {df[ep.time].median():g} "
+                                       maximum=spec.horizon, hint=f" ({spec.time_unit} since the index date)",
+                                       maximum_note=f" ({spec.max_years:g} years, the horizon set by max_years in "
+                                       "cohort.yaml)")
+                times = df[ep.time].where(np.isfinite(df[ep.time].astype(float)))
+                median = float(times.median()) if times.notna().any() else None
+                if median is not None and not 7.0 <= median * spec.days_per_unit <= spec.horizon_days:
+                    problems.append(Problem("warning", f, f"median '{ep.time}' is {median:g} "
                                             f"{spec.time_unit}: is time_unit right?", None, ep.time))
             if ep.event in df.columns:
                 df[ep.event] = _numbers(df, ep.event, f, problems, what=f"{ep.name} event", allowed=(0.0, 1.0),
@@ -396,9 +564,24 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
     return df, problems
 
 
-def read_samples(root: Path, spec: CohortSpec | None,
-                 patients: Iterable[str] | None) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Read ``samples.csv``, check its schema and keys; does not open the data files (see validate)."""
+def _confine_samples(df: pd.DataFrame, confinement: Confinement, fname: str) -> Iterator[Problem]:
+    """Every path / mask_path cell that resolves outside the cohort folder and its data roots."""
+    for col in ("path", "mask_path"):
+        values = df[col]
+        given = values.notna().to_numpy()
+        for idx, value in zip(df.index[given], values[given], strict=True):
+            _, why = confinement.check(value)
+            if why is not None:
+                yield Problem("error", fname, refusal(col, value, why), _line(idx), col)
+
+
+def read_samples(root: Path, spec: CohortSpec | None, patients: Iterable[str] | None, *,
+                 extra_roots: Iterable[str | Path] = ()) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Read ``samples.csv``, check its schema and keys; does not open the data files (see validate).
+
+    Every ``path`` / ``mask_path`` must resolve (symbolic links followed) inside the cohort folder, one of the
+    spec's ``data_roots`` or ``extra_roots``; this needs the spec, so it is skipped when cohort.yaml is unusable.
+    """
     problems: list[Problem] = []
     f = SAMPLES_FILE
     df = _read_csv(root / f, problems)
@@ -412,32 +595,45 @@ def read_samples(root: Path, spec: CohortSpec | None,
         return None, problems
     if "mask_path" not in df.columns:
         df["mask_path"] = pd.NA
+    problems.extend(_control_characters(df, ID_COLUMNS, f))
     for c in ("patient_id", "sample_id", "modality", "timepoint", "path", "mask_path"):
         df[c] = df[c].str.strip()
     for c in ("patient_id", "sample_id", "modality", "timepoint", "path"):
         for idx in df.index[df[c].isna()]:
             problems.append(Problem("error", f, f"empty {c}", _line(idx), c))
-    df["day"] = _numbers(df, "day", f, problems, what="day",
-                         hint=" (days from the index date; negative before it)")
+    max_years = spec.max_years if spec is not None else MAX_YEARS
+    horizon = max_years * TIME_UNITS["years"]
+    df["day"] = _numbers(df, "day", f, problems, what="day", minimum=-horizon, maximum=horizon,
+                         hint=" (days from the index date; negative before it)",
+                         minimum_note=f" ({max_years:g} years before the index date, the horizon set by max_years "
+                         "in cohort.yaml)",
+                         maximum_note=f" ({max_years:g} years after the index date, the horizon set by max_years "
+                         "in cohort.yaml)")
+    if spec is not None:
+        problems.extend(_confine_samples(df, Confinement.of(root, [*spec.data_roots, *extra_roots]), f))
     problems.extend(_duplicates(df.dropna(subset=["sample_id"]), ["sample_id"], f, "sample_id"))
     keyed = df.dropna(subset=["patient_id", "modality", "timepoint"])
     problems.extend(_duplicates(keyed, ["patient_id", "modality", "timepoint"], f, "(patient, modality, timepoint)"))
     if patients is not None:
         known = set(patients)
         for idx in df.index[df["patient_id"].notna() & ~df["patient_id"].isin(known)]:
-            problems.append(Problem("error", f, f"patient '{df.at[idx, 'patient_id']}' is not in clinical.csv "
-                                    "(add the patient or remove the sample)", _line(idx), "patient_id"))
+            pid = printable(df.at[idx, "patient_id"])
+            problems.append(Problem("error", f, f"patient '{pid}' is not in clinical.csv (add the patient or remove "
+                                    "the sample)", _line(idx), "patient_id"))
     if spec is not None:
-        for idx in df.index[df["modality"].notna()]:
+        formats = {m: spec.modality(m) for m in df["modality"].dropna().unique()}
+        unknown = df["modality"].isin([m for m, ms in formats.items() if ms is None])
+        image = df["modality"].isin([m for m, ms in formats.items() if ms is not None and ms.format == "image"])
+        for idx in df.index[(unknown | (image & df["mask_path"].isna())).to_numpy()]:
             mod = df.at[idx, "modality"]
-            ms = spec.modality(mod)
-            if ms is None:
-                problems.append(Problem("error", f, f"unknown modality '{mod}': declare it in cohort.yaml under "
-                                        f"'modalities: {{{mod}: {{format: table}}}}' (formats: {', '.join(FORMATS)})",
-                                        _line(idx), "modality"))
-            elif ms.format == "image" and pd.isna(df.at[idx, "mask_path"]):
-                problems.append(Problem("error", f, f"image sample '{df.at[idx, 'sample_id']}' needs a mask_path "
-                                        "(the tumour mask on the same grid)", _line(idx), "mask_path"))
+            if formats[mod] is None:
+                problems.append(Problem("error", f, f"unknown modality '{printable(mod)}': declare it in cohort.yaml "
+                                        f"under 'modalities: {{{mod}: {{format: table}}}}' (formats: "
+                                        f"{', '.join(FORMATS)})", _line(idx), "modality"))
+            else:
+                sid = printable(str(df.at[idx, "sample_id"]))
+                problems.append(Problem("error", f, f"image sample '{sid}' needs a mask_path (the tumour mask on the "
+                                        "same grid)", _line(idx), "mask_path"))
     return df, problems
 
 
@@ -450,6 +646,8 @@ class Cohort:
     clinical: pd.DataFrame
     samples: pd.DataFrame
     warnings: list[Problem] = field(default_factory=list)
+    #: Folders besides the cohort folder and the spec's data_roots that data paths may lead into.
+    extra_roots: tuple[Path, ...] = ()
 
     @property
     def patients(self) -> list[str]:
@@ -459,7 +657,18 @@ class Cohort:
     def modalities(self) -> list[str]:
         return sorted(self.samples["modality"].unique().tolist())
 
+    @cached_property
+    def confinement(self) -> Confinement:
+        """The folders this cohort may read from: its own, its data_roots and ``extra_roots``."""
+        return Confinement.of(self.root, [*self.spec.data_roots, *self.extra_roots])
+
     def path(self, relative: str) -> Path:
+        """The file a cohort path names, for reading.
+
+        Checked again here although load_cohort already refused such paths: a caller may build a Cohort or edit its
+        tables directly, and nothing may read outside the cohort. Raises :class:`PathOutsideCohortError`.
+        """
+        self.confinement.resolve(str(relative))
         return self.root / relative
 
     def samples_of(self, modality: str) -> pd.DataFrame:
@@ -481,17 +690,23 @@ class Cohort:
         return pd.DataFrame(rows, columns=["modality", "timepoint", "patients", "percent"])
 
 
-def load_cohort(root: str | Path) -> Cohort:
-    """Parse a cohort's tables (not its data files); raise :class:`CohortError` listing every contract error."""
+def load_cohort(root: str | Path, *, extra_roots: Iterable[str | Path] = ()) -> Cohort:
+    """Parse a cohort's tables (not its data files); raise :class:`CohortError` listing every contract error.
+
+    ``extra_roots``: folders besides the cohort folder and its ``data_roots`` that its paths may lead into (for a
+    copy of a cohort whose entries link back to the original).
+    """
     root = Path(root)
+    extra = tuple(Path(r) for r in extra_roots)
     if not root.is_dir():
         raise CohortError([Problem("error", str(root), "not a directory: a cohort is a folder with cohort.yaml, "
                                    "clinical.csv and samples.csv")])
-    spec, problems = parse_spec(root / SPEC_FILE)
+    spec, problems = parse_spec(root / SPEC_FILE, extra_roots=extra)
     clinical, p = read_clinical(root, spec)
     problems += p
-    samples, p = read_samples(root, spec, clinical["patient_id"].dropna() if clinical is not None else None)
+    samples, p = read_samples(root, spec, clinical["patient_id"].dropna() if clinical is not None else None,
+                              extra_roots=extra)
     problems += p
     if spec is None or clinical is None or samples is None or any(x.severity == "error" for x in problems):
         raise CohortError(problems)
-    return Cohort(root, spec, clinical, samples, [x for x in problems if x.severity == "warning"])
+    return Cohort(root, spec, clinical, samples, [x for x in problems if x.severity == "warning"], extra)

@@ -34,6 +34,7 @@ from omics_risk.data.contract import (
     read_clinical,
     read_samples,
 )
+from omics_risk.data.paths import Confinement, printable
 from omics_risk.data.readers import DataFileError, FileIssue
 
 __all__ = ["ValidationReport", "validate_cohort"]
@@ -464,7 +465,7 @@ def _check_patients(chk: _Checker, clinical: pd.DataFrame, samples: pd.DataFrame
     for idx in ids.index[ids.notna() & ~ids.isin(with_samples) & ~ids.duplicated(keep="first")]:
         chk.warning(
             CLINICAL_FILE,
-            f"patient '{ids[idx]}' has no samples in samples.csv; it is kept, with every modality missing",
+            f"patient '{printable(ids[idx])}' has no samples in samples.csv; it is kept, with every modality missing",
             _line(idx),
             "patient_id",
         )
@@ -479,21 +480,32 @@ def _exists(path: Path) -> bool:
 
 
 def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) -> list[_Planned]:
-    """Existence and format of every path / mask_path; returns the data-file jobs for the deep check."""
+    """Existence and format of every path / mask_path; returns the data-file jobs for the deep check.
+
+    One pass over the rows: a path leaving the cohort (already an error of the contract) is skipped, never opened,
+    and the number of rows sharing a missing file comes from one count per (modality, path), not a rescan per row.
+    """
     root = chk.root
+    confinement = Confinement.of(root, spec.data_roots)
     planned: dict[tuple[str, str, tuple[str | None, ...]], _Planned] = {}
     shared_plans: dict[tuple[str, str], _Planned | None] = {}  # (modality, path) -> its job, None if unusable
     rows = samples[samples["path"].notna() & samples["modality"].notna()]
-    for idx, row in rows.iterrows():
+    n_uses: dict[tuple[str, str], int] = rows.groupby(["modality", "path"], sort=False).size().to_dict()
+    specs: dict[str, ModalitySpec | None] = {m: spec.modality(m) for m in rows["modality"].unique()}
+    companions: dict[str, tuple[str | None, ...] | None] = {}
+    columns = [rows[c] for c in ("modality", "path", "mask_path", "sample_id", "patient_id", "day")]
+    for idx, modality, rel, mask_rel, sid, pid, day in zip(rows.index, *columns, strict=True):
         line = _line(cast(int, idx))
-        ms: ModalitySpec | None = spec.modality(row["modality"])
+        ms = specs[modality]
         if ms is None:
             continue  # unknown modality: reported by the contract
-        rel = str(row["path"])
+        rel = str(rel)
+        if confinement.check(rel)[1] is not None:
+            continue  # leaves the cohort: reported by the contract, and never opened
         path = root / rel
         shared = ms.format in SHARED_FILE_FORMATS
-        sample_row = (line, str(row["sample_id"]), str(row["patient_id"]), row["day"])
-        if Path(rel).is_absolute():
+        sample_row = (line, str(sid), str(pid), day)
+        if os.path.isabs(rel) and not confinement.in_data_root(rel):
             chk.warning(
                 SAMPLES_FILE,
                 f"absolute path {rel}: give paths relative to the cohort folder so the cohort can be moved",
@@ -508,8 +520,8 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
             continue
         ok = True
         if not _exists(path):
-            n_uses = int(((rows["path"] == rel) & (rows["modality"] == ms.name)).sum()) if shared else 1
-            also = f" (used by {n_uses} samples.csv rows)" if n_uses > 1 else ""
+            uses = n_uses.get((ms.name, rel), 1) if shared else 1
+            also = f" (used by {uses} samples.csv rows)" if uses > 1 else ""
             chk.error(
                 SAMPLES_FILE,
                 f"file not found: {rel}{also}; fix the path (relative to the cohort folder) or add the file",
@@ -520,9 +532,8 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
         elif why := readers.format_extension_problem(path, ms.format):
             chk.error(SAMPLES_FILE, f"{rel} {why} (modality '{ms.name}')", line, "path")
             ok = False
-        mask_rel = row.get("mask_path")
         mask_abs: str | None = None
-        if ms.format == "image" and isinstance(mask_rel, str):
+        if ms.format == "image" and isinstance(mask_rel, str) and confinement.check(mask_rel)[1] is None:
             mask = root / mask_rel
             if not _exists(mask):
                 chk.error(
@@ -542,7 +553,12 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
                 line,
                 "mask_path",
             )
-        extra = (mask_abs,) if ms.format == "image" else _companions(chk, ms)
+        if ms.format == "image":
+            extra: tuple[str | None, ...] | None = (mask_abs,)
+        else:
+            if ms.name not in companions:
+                companions[ms.name] = _companions(chk, ms, confinement)
+            extra = companions[ms.name]
         if not ok or extra is None:
             if shared:
                 shared_plans[(ms.name, rel)] = None
@@ -557,10 +573,11 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
     return list(planned.values())
 
 
-def _companions(chk: _Checker, ms: ModalitySpec) -> tuple[str | None, ...] | None:
+def _companions(chk: _Checker, ms: ModalitySpec, confinement: Confinement) -> tuple[str | None, ...] | None:
     """The sample sheet and feature file of a metabolomics modality (() for other formats); None when unusable.
 
-    Each problem is reported once per modality, not once per sample.
+    Called once per modality, so each problem is reported once, not once per sample. A companion leaving the
+    cohort was reported by the contract (naming its cohort.yaml key) and is not opened.
     """
     if ms.format != "metabolomics_matrix":
         return ()
@@ -578,16 +595,13 @@ def _companions(chk: _Checker, ms: ModalitySpec) -> tuple[str | None, ...] | Non
     features = ms.options.get("features")
     ok = True
     for key, rel in (("sample_sheet", sheet), ("features", features)):
-        if isinstance(rel, str) and not (chk.root / rel).is_file():
-            problem = Problem(
-                "error",
-                SPEC_FILE,
-                f"{key} file not found: {rel} (modality '{ms.name}')",
-                None,
-                f"modalities.{ms.name}.{key}",
-            )
-            if problem not in chk.problems:
-                chk.problems.append(problem)
+        if not isinstance(rel, str):
+            continue
+        if confinement.check(rel)[1] is not None:
+            ok = False
+        elif not (chk.root / rel).is_file():
+            chk.error(SPEC_FILE, f"{key} file not found: {rel} (modality '{ms.name}')", None,
+                      f"modalities.{ms.name}.{key}")
             ok = False
     if not ok:
         return None
@@ -596,9 +610,12 @@ def _companions(chk: _Checker, ms: ModalitySpec) -> tuple[str | None, ...] | Non
 
 def _check_references(chk: _Checker, spec: CohortSpec, deep: bool) -> list[_Planned]:
     kinds = {"genome_fasta": "genome_fasta", "chrom_sizes": "chrom_sizes", "methylation_regions": "bed"}
+    confinement = Confinement.of(chk.root, spec.data_roots)
     planned = []
     for name, rel in spec.references.items():
         path = chk.root / rel
+        if confinement.check(rel)[1] is not None:
+            continue  # leaves the cohort: reported by the contract, and never opened
         if not _exists(path):
             chk.error(
                 SPEC_FILE,

@@ -203,8 +203,8 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                     _merge(res, row["sample_id"], per_sample_feats, errors)
             else:
                 shared_paths = sorted({cohort.path(p) for p in samples["path"]})
-                for p in shared_paths:
-                    inputs[str(p.relative_to(cohort.root))] = fps(p)
+                for p in shared_paths:  # a shared table in a data root (outside the cohort) keeps its full path
+                    inputs[str(p.relative_to(cohort.root) if p.is_relative_to(cohort.root) else p)] = fps(p)
                 result = _shared(ext, cohort, samples)
                 for tname, tdf in _side_tables(ext, cohort, samples).items():
                     fname = f"{mod}.{tname}.csv"

@@ -74,8 +74,10 @@ from omics_risk.data.contract import (
     CohortError,
     Problem,
     load_cohort,
+    read_contract_csv,
 )
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.data.paths import rebase_cell, rebase_for_view
 from omics_risk.progress import mlflow_bars_off, progress_bar, quiet_mlflow_bars
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, RISK_GROUPS, FeatureManifest, to_frame
 from omics_risk.scoring.shift import DEFAULT_MARGIN, ShiftCheck, ShiftReport
@@ -601,17 +603,19 @@ class PreparedCohort:
 
 
 def _read_raw(path: Path) -> pd.DataFrame:
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""], skipinitialspace=True)
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+    """The table as the contract checks read it, so that their line numbers point at these rows."""
+    return read_contract_csv(path)
 
 
 def prepare_cohort(root: str | Path, view_dir: str | Path) -> PreparedCohort:
     """Load ``root``; when rows break the contract, set them aside (reasons per patient) in a repaired view.
 
     The view (``view_dir``) holds a corrected cohort.yaml / clinical.csv / samples.csv and symbolic links to every
-    other entry of the cohort, so relative data paths resolve unchanged. Problems that no row-level repair can fix
-    (cohort.yaml, a missing or unreadable table, a missing samples.csv column) raise :class:`CohortError`.
+    other entry of the cohort, so relative data paths resolve unchanged. Those links lead into the source cohort, so
+    the view's cohort.yaml lists the source folder (and the source's data roots, made absolute) under ``data_roots``:
+    every reader of the view (extraction too) allows exactly what the source allows. A samples.csv row leading outside
+    the cohort is set aside like any other broken row. Problems that no row-level repair can fix (cohort.yaml, a
+    missing or unreadable table, a missing samples.csv column) raise :class:`CohortError`.
     """
     root = Path(root)
     try:
@@ -633,6 +637,10 @@ def prepare_cohort(root: str | Path, view_dir: str | Path) -> PreparedCohort:
     missing_cols: set[str] = set()
     drop_clin: set[int] = set()
     drop_samp: set[int] = set()
+    lines_of: dict[str, list[int]] = {}  # patient_id -> its clinical.csv lines, built once (not a rescan per problem)
+    for i, pid in zip(clinical.index, clinical["patient_id"].str.strip(), strict=True):
+        if isinstance(pid, str):
+            lines_of.setdefault(pid, []).append(int(i) + 2)
     for p in problems:
         row = (p.line - 2) if p.line is not None and p.line >= 2 else None
         if p.file == CLINICAL_FILE and row is None:  # a column is missing: add it empty (checked against the model)
@@ -643,11 +651,13 @@ def prepare_cohort(root: str | Path, view_dir: str | Path) -> PreparedCohort:
             pid = clinical.at[row, "patient_id"] if row in clinical.index else None
             if p.column == "patient_id":
                 drop_clin.add(row)
-                if isinstance(pid, str) and pid.strip():
-                    dup_lines = [i + 2 for i in clinical.index[clinical["patient_id"].str.strip() == pid.strip()]]
+                if isinstance(pid, str) and pid.strip() and len(lines_of.get(pid.strip(), ())) > 1:
+                    dup_lines = lines_of[pid.strip()]
                     failed[pid.strip()] = (f"patient_id appears on several lines of clinical.csv "
                                            f"({', '.join(map(str, dup_lines))}): cannot tell which row is this patient")
                     drop_clin.update(i - 2 for i in dup_lines)
+                elif isinstance(pid, str) and pid.strip():  # e.g. a control character: reported, never scored
+                    failed.setdefault(pid.strip(), f"clinical.csv line {p.line} [patient_id]: {p.message}")
                 else:
                     warn.append(f"clinical.csv line {p.line} has no patient_id: that row is left out (no identifier "
                                 "to report it under)")
@@ -683,8 +693,12 @@ def prepare_cohort(root: str | Path, view_dir: str | Path) -> PreparedCohort:
     if view.exists():
         shutil.rmtree(view)
     view.mkdir(parents=True)
-    shutil.copyfile(root / SPEC_FILE, view / SPEC_FILE)
+    spec_view = rebase_for_view(spec_raw if isinstance(spec_raw, Mapping) else {}, root)
+    (view / SPEC_FILE).write_text(yaml.safe_dump(spec_view, sort_keys=False), encoding="utf-8")
     clinical.to_csv(view / CLINICAL_FILE, index=False)
+    for col in ("path", "mask_path"):
+        if col in samples.columns:
+            samples = samples.assign(**{col: samples[col].map(lambda v: rebase_cell(v, root))})
     samples.to_csv(view / SAMPLES_FILE, index=False)
     for entry in root.iterdir():
         if entry.name not in (SPEC_FILE, CLINICAL_FILE, SAMPLES_FILE):
