@@ -126,6 +126,20 @@ def test_fit_sees_only_the_training_rows(tiny) -> None:  # type: ignore[no-untyp
     assert [c for c in rare.get_feature_names_out() if c.startswith("sex_")] == ["sex_M", "sex_infrequent_sklearn"]
 
 
+def test_one_unusable_patient_changes_only_its_own_row(tiny) -> None:  # type: ignore[no-untyped-def]
+    """Clinical columns are not extracted per sample (the contract refuses unparsable cells with file and line, and
+    scoring sets them aside per row); the fitted encoder is row-wise, so a patient whose every value is unusable is
+    encoded as missing without touching anybody else's row."""
+    enc = ClinicalEncoder.from_spec(tiny.spec).fit(_frame())
+    bad = pd.DataFrame({"age": ["sixty"], "sex": [3.5], "stage": ["stage 5"], "egfr_mutant": ["yes"]}, index=["PX"])
+    X = pd.concat([_frame().astype(object), bad])
+    Z = enc.transform(X)
+    pd.testing.assert_frame_equal(Z.loc[_frame().index], enc.transform(_frame()), check_exact=True)
+    row = Z.loc["PX"]
+    assert row["missingindicator_age"] == 1 and row["age"] == Z.loc["P2", "age"]  # P2's age is missing too
+    assert row[["sex_F", "sex_M", "sex_missing"]].tolist() == [0, 0, 0] and np.isfinite(row.to_numpy()).all()
+
+
 def test_sklearn_compatibility(tiny) -> None:  # type: ignore[no-untyped-def]
     enc = ClinicalEncoder.from_spec(tiny.spec)
     X = _frame()

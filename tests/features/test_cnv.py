@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from one_broken import assert_only_sample_failed, clean_and_broken
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.features.cnv import (
@@ -147,6 +148,22 @@ def test_boundary_overlaps_are_trimmed_and_real_overlaps_fail(tmp_path: Path) ->
     assert res.features.loc["A", "cnbin_1_0"] == 1.0 and res.features.loc["A", "cnbin_1_10000"] == 0.0
     assert res.features.loc["A", "cn_n_segments"] == 2
     assert "overlapping segments" in res.failures["B"] and "B" not in res.features.index
+
+
+def test_one_broken_sample_fails_only_itself(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def break_p02(root: Path) -> None:  # P02's second segment ends before it starts (rows: P01 0-2, P02 3-5)
+        seg = pd.read_csv(root / "cnv/segments.csv", dtype=str)
+        seg.loc[4, "end"] = "5"
+        seg.to_csv(root / "cnv/segments.csv", index=False)
+
+    cfg = {"cn_segments": [{"_target_": "omics_risk.features.cnv.CnSegmentsExtractor", "bin_size": 5000}]}
+    clean, broken, _ = clean_and_broken(make_valid_cohort, tmp_path, "cnv", break_p02, cfg)
+    # region_means integrates every sample on one cumulative axis, so a sample's means carry the rounding of the
+    # samples before it (last bits only: -0.3222999999999998 with P02 present, -0.3223 without).
+    table = assert_only_sample_failed(clean, broken, "cnv", "P02-cnv-preop",
+                                      ("cn_segments: cnv/segments.csv:6 [end]: end (5) must be >= start (9001)",),
+                                      rtol=1e-12)
+    assert list(table.index) == ["P01", "P04"] and table.shape[1] == 14  # 7 summaries, 4 + 3 bins
 
 
 def test_canonical_chromosome_names() -> None:

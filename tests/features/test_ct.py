@@ -357,6 +357,32 @@ def test_dataset_from_cohort_with_cache(valid_cohort: Path, tmp_path: Path) -> N
     assert ds.cache is not None and (ds.cache.hits, ds.cache.misses) == (1, 4)
 
 
+def test_one_missing_or_unreadable_scan_fails_only_itself(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Training keys every scan of a cohort before preprocessing: one missing mask must not stop that."""
+    from omics_risk.data.contract import load_cohort
+
+    cfg = CTConfig(pixdim=(1.0, 1.0, 1.0), roi_size=(12, 12, 12))
+    clean, broken = load_cohort(make_valid_cohort(tmp_path / "clean")), load_cohort(make_valid_cohort(tmp_path / "b"))
+    (broken.root / "ct/P02_preop_mask.nrrd").unlink()
+
+    def scans(c):  # type: ignore[no-untyped-def]
+        return [(c.path(r.path), c.path(r.mask_path)) for r in c.samples_of("ct").itertuples()]
+
+    cache = CTTensorCache(cfg, tmp_path / "cache_b")
+    keys = [cache.key(image, mask) for image, mask in scans(broken)]  # no error for the missing mask
+    assert len(set(keys)) == 4
+    reference = CTTensorCache(cfg, tmp_path / "cache_clean")
+    for (image, mask), (clean_image, clean_mask) in zip(scans(broken), scans(clean), strict=True):
+        if mask.name == "P02_preop_mask.nrrd":
+            with pytest.raises(DataFileError, match=r"P02_preop_mask\.nrrd: file not found"):
+                cache(image, mask)
+            continue
+        got, want = cache(image, mask), reference(clean_image, clean_mask)
+        assert torch.equal(got["image"].as_tensor(), want["image"].as_tensor())
+        assert torch.equal(got["mask"].as_tensor(), want["mask"].as_tensor())
+    assert (cache.hits, cache.misses) == (0, 3)
+
+
 # --------------------------------------------------------------------------------------------- settings
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from one_broken import assert_only_sample_failed, clean_and_broken
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.data.readers import read_variant_table
@@ -85,6 +86,69 @@ def test_extractor_on_the_tiny_cohort(make_valid_cohort, tmp_path: Path) -> None
     assert "no rows" in res.failures["P01-ctdna-absent"]
     assert "patient 'P02'" in res.failures[extra.iloc[1]["sample_id"]]
     assert res.features.empty
+
+
+def _variants(root: Path, edit) -> None:  # type: ignore[no-untyped-def]
+    path = root / "ctdna" / "variants.csv"
+    edit(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
+
+
+def _cell(df: pd.DataFrame, row: int, col: str, value: str) -> pd.DataFrame:
+    df.loc[row, col] = value
+    return df
+
+
+BROKEN_VARIANTS = {
+    # (the broken sample, how, what its reason must say); rows 0-2 are P01's, 3-5 P02's, 6-8 P03's, 9-11 P04's
+    "unreadable vaf": ("P03-ctdna-postop1", lambda t: _cell(t, 6, "vaf", "abc"),
+                       "ctdna: ctdna/variants.csv:8 [vaf]: vaf must be a number, got 'abc' (a fraction in [0, 1]"),
+    "variant rows missing": ("P02-ctdna-postop1", lambda t: t[t["sample_id"] != "P02-ctdna-postop1"],
+                             "ctdna: no rows for this sample in ctdna/variants.csv"),
+    "duplicated variant": ("P04-ctdna-postop1", lambda t: pd.concat([t, t.iloc[[10]]]),
+                           "ctdna: ctdna/variants.csv:17 [variant]: duplicate variant of a sample (sample_id="
+                           "P04-ctdna-postop1, gene=TP53, variant=R273H); first seen on line 12"),
+    "two patients": ("P01-ctdna-postop1", lambda t: _cell(t, 1, "patient_id", "P02"),
+                     "ctdna: ctdna/variants.csv:3 [patient_id]: sample 'P01-ctdna-postop1' is given to two patients"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_VARIANTS))
+def test_one_broken_sample_fails_only_itself(make_valid_cohort, tmp_path: Path, case: str) -> None:  # type: ignore[no-untyped-def]
+    sid, edit, reason = BROKEN_VARIANTS[case]
+    clean, broken, summary = clean_and_broken(make_valid_cohort, tmp_path, "ctdna", lambda r: _variants(r, edit))
+    assert_only_sample_failed(clean, broken, "ctdna", sid, (reason,))
+    assert summary.modalities["ctdna"]["ok"] == 4
+
+
+def test_a_bad_parquet_row_fails_only_its_sample(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Parquet has no lines: the reader locates 'row N', and so does the reason."""
+    root = make_valid_cohort(tmp_path / "c")
+    clean = CtdnaExtractor().extract_shared(load_cohort(root), load_cohort(root).samples_of("ctdna")).features
+    table = pd.read_csv(root / "ctdna/variants.csv")
+    table.loc[7, "vaf"] = 1.5  # P03's second variant
+    table.to_parquet(root / "ctdna/variants.parquet", index=False)
+    samples = root / "samples.csv"
+    samples.write_text(samples.read_text().replace("ctdna/variants.csv", "ctdna/variants.parquet"))
+    cohort = load_cohort(root)
+    res = CtdnaExtractor().extract_shared(cohort, cohort.samples_of("ctdna"))
+    assert list(res.failures) == ["P03-ctdna-postop1"]
+    assert res.failures["P03-ctdna-postop1"].startswith("ctdna/variants.parquet row 8 [vaf]: vaf must be <= 1, got")
+    pd.testing.assert_frame_equal(res.features, clean.drop(index="P03-ctdna-postop1"), check_exact=True)
+
+
+def test_an_unusable_second_variant_table_fails_only_its_samples(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def split(root: Path) -> None:
+        table = pd.read_csv(root / "ctdna/variants.csv", dtype=str)
+        mine = table["sample_id"] == "P05-ctdna-postop1"
+        table[~mine].to_csv(root / "ctdna/variants.csv", index=False)
+        table[mine].drop(columns=["depth"]).to_csv(root / "ctdna/variants_b.csv", index=False)
+        samples = root / "samples.csv"
+        samples.write_text(samples.read_text().replace("P05,P05-ctdna-postop1,ctdna,postop1,33,ctdna/variants.csv",
+                                                       "P05,P05-ctdna-postop1,ctdna,postop1,33,ctdna/variants_b.csv"))
+
+    clean, broken, _ = clean_and_broken(make_valid_cohort, tmp_path, "ctdna", split)
+    assert_only_sample_failed(clean, broken, "ctdna", "P05-ctdna-postop1",
+                              ("ctdna/variants_b.csv:1 [depth]: required column 'depth' is missing",))
 
 
 def test_sample_features_do_not_depend_on_other_samples() -> None:

@@ -1,4 +1,5 @@
-"""The feature-store orchestrator: layout, caching, failure isolation and provenance."""
+"""The feature-store orchestrator: layout, caching, failure isolation (one bad sample, even one that kills its
+worker, fails only itself) and provenance."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from one_broken import assert_only_sample_failed
 from toy_extractors import TOY_CONFIG
 
 from omics_risk.cli import main
-from omics_risk.features.extract import extract_cohort, fingerprint
+from omics_risk.features.extract import ExtractSummary, extract_cohort, fingerprint
 
 MODS = ["ct", "cfdna", "rppa"]
 
@@ -130,3 +132,136 @@ def test_cli_extract(valid_cohort: Path, tmp_path: Path, capsys: pytest.CaptureF
     assert main([*args, "--modality", "ct"]) == 0
     assert (out / "ct.parquet").is_file() and not (out / "cfdna.parquet").exists()
     assert "ct" in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------------------ failures stay per sample
+UNSTABLE = "toy_extractors.Unstable"
+
+
+def _cfdna(root: Path, workers: int, **settings: str):
+    cfg = {"fragments": [{"_target_": UNSTABLE, **settings}]}
+    return extract_cohort(root, config=cfg, modalities=["cfdna"], workers=workers, progress=False)
+
+
+def test_a_sample_that_kills_its_worker_fails_alone(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clean = make_valid_cohort(tmp_path / "clean", with_bam=False)
+    broken = make_valid_cohort(tmp_path / "broken", with_bam=False)
+    _cfdna(clean, 2)
+    summary = _cfdna(broken, 2, crash_on="P02-cfdna-postop1")
+    assert_only_sample_failed(clean, broken, "cfdna", "P02-cfdna-postop1",
+                              ("cfdna/P02_postop1.frag.tsv.gz", "the process extracting this sample died"))
+    assert summary.modalities["cfdna"] == {"patients": 2, "n_features": 4, "ok": 3, "failed": 1, "cached": 0,
+                                           "notes": []}
+    # A dead process is not cached (it may have been the machine): a re-run tries that sample again.
+    again = _cfdna(broken, 2, crash_on="P02-cfdna-postop1")
+    assert again.modalities["cfdna"]["cached"] == 3 and again.modalities["cfdna"]["failed"] == 1
+
+
+def test_a_sample_with_only_nan_features_fails(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clean = make_valid_cohort(tmp_path / "clean", with_bam=False)
+    broken = make_valid_cohort(tmp_path / "broken", with_bam=False)
+    _cfdna(clean, 1)
+    _cfdna(broken, 1, nan_on="P03-cfdna-postop1")
+    assert_only_sample_failed(clean, broken, "cfdna", "P03-cfdna-postop1",
+                              ("cfdna/P03_postop1.frag.gz: nothing usable was extracted (all 2 features missing",))
+
+
+def test_an_unreadable_input_fails_only_its_sample(valid_cohort: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = valid_cohort.parent / "clean"
+    shutil.copytree(valid_cohort, clean)
+    _run(clean, workers=1)
+    import omics_risk.features.extract as extract_mod
+
+    real = extract_mod.fingerprint
+    bad = valid_cohort / "ct/P02_preop_mask.nrrd"
+
+    def fingerprint(path: Path) -> str:  # as a file without read permission behaves (the tests run as root)
+        if path == bad:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(extract_mod, "fingerprint", fingerprint)
+    _run(valid_cohort, workers=1)
+    assert_only_sample_failed(clean, valid_cohort, "ct", "P02-ct-preop",
+                              ("ct/P02_preop_mask.nrrd cannot be read (Permission denied)",))
+    manifest = json.loads((valid_cohort / "features/manifest.json").read_text())
+    assert manifest["modalities"]["ct"]["inputs"]["P02-ct-preop"] == "unreadable"
+
+
+def test_a_torn_cache_entry_is_recomputed(valid_cohort: Path) -> None:
+    _run(valid_cohort, workers=1)
+    before = pd.read_parquet(valid_cohort / "features/ct.parquet")
+    entries = sorted((valid_cohort / "features/cache/mask_stats").glob("*.json"))
+    entries[0].write_text('{"features": {"mean": 1.0, "vox')  # a write cut short
+    (valid_cohort / "features/cache/fingerprints.json").write_text("{")
+    again = _run(valid_cohort, workers=1)
+    assert again.modalities["ct"]["cached"] == 3 and again.modalities["ct"]["failed"] == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(valid_cohort / "features/ct.parquet"), before, check_exact=True)
+
+
+def test_a_side_table_that_fails_is_a_note(valid_cohort: Path) -> None:
+    cfg = {"table": [{"_target_": "toy_extractors.TableWithBrokenSideTable"}]}
+    summary = extract_cohort(valid_cohort, config=cfg, modalities=["rppa"], workers=1, progress=False)
+    note = "table_side: side table(s) not written: ValueError: the side statistics need a column 'batch'"
+    assert summary.modalities["rppa"]["notes"] == [note]
+    assert f"note: rppa: {note}" in summary.to_text()
+    manifest = json.loads((valid_cohort / "features/manifest.json").read_text())
+    assert manifest["modalities"]["rppa"]["notes"] == [note]
+    assert summary.modalities["rppa"]["ok"] == 4  # the features themselves are fine
+
+
+def test_summary_counts_the_failures_it_does_not_print(tmp_path: Path) -> None:
+    status = pd.DataFrame({"patient_id": [f"P{i:02d}" for i in range(25)], "modality": "cfdna", "timepoint": "t",
+                           "sample_id": [f"S{i:02d}" for i in range(25)], "status": "failed", "reason": "bad"})
+    text = ExtractSummary(tmp_path, {}, status).to_text()
+    assert "25 sample(s) failed" in text and "cfdna/S19 (patient P19): bad" in text and "S20" not in text
+    assert text.endswith(f"... and 5 more in {tmp_path / 'status.csv'}")
+
+
+def test_cli_extract_reports_a_partial_failure_and_exits_0(valid_cohort: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The tester's case: one sample missing from the metabolomics matrix fails only that sample."""
+    matrix = valid_cohort / "metabolomics/matrix.csv"
+    pd.read_csv(matrix, dtype=str).drop(columns=["P02-metabolomics-preop"]).to_csv(matrix, index=False)
+    code = main(["extract", str(valid_cohort), "--modality", "metabolomics", "--quiet", "--workers", "1"])
+    out, err = capsys.readouterr()
+    assert code == 0 and err == ""
+    assert "metabolomics       3 patients x     6 features   ok 3, failed 1, from cache 0" in out
+    assert ("1 sample(s) failed" in out and "metabolomics/P02-metabolomics-preop (patient P02): metabolomics: "
+            "metabolomics/sample_sheet.csv:4 [sample_id]: sample 'P02-metabolomics-preop' has no column in the "
+            "matrix matrix.csv" in out)
+
+
+def test_after_a_worker_dies_the_rest_goes_on_in_a_fresh_pool(valid_cohort: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the first samples still in flight run alone after a crash; the rest keep their parallel pool."""
+    from toy_extractors import Unstable
+
+    from omics_risk.data.contract import load_cohort
+    from omics_risk.features import extract as extract_mod
+
+    cohort = load_cohort(valid_cohort)
+    base = cohort.samples_of("cfdna").iloc[0]
+    rows = [base.copy() for _ in range(12)]
+    for k, row in enumerate(rows):
+        row["sample_id"] = f"S{k:02d}"
+    alone: list[str] = []
+    real = extract_mod._run_isolated
+
+    def run_isolated(ext, cohort, sample):  # type: ignore[no-untyped-def]
+        alone.append(sample["sample_id"])
+        return real(ext, cohort, sample)
+
+    class Bar:
+        n = 0
+
+        def update(self) -> None:
+            self.n += 1
+
+    bar = Bar()
+    monkeypatch.setattr(extract_mod, "_run_isolated", run_isolated)
+    results = extract_mod._map_pool(Unstable(crash_on="S00"), cohort, rows, 2, bar)
+    assert "died" in results[0]["error"] and results[0]["cache"] is False
+    assert all(r["features"] == results[1]["features"] for r in results[1:]) and bar.n == 12
+    assert alone[0] == "S00" and len(alone) <= 5  # at most 2 x workers + 1 run alone

@@ -8,6 +8,7 @@ finaletoolkit==1.1.0``); without it the same test checks numbers worked out by h
 
 from __future__ import annotations
 
+import gzip
 import os
 import pickle
 import subprocess
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pysam
 import pytest
+from one_broken import assert_only_sample_failed, clean_and_broken
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.data.readers import Fragments, read_fragments
@@ -512,6 +514,38 @@ def test_extractor_without_references_and_failures(valid_cohort: Path) -> None:
         FragmentomicsExtractor(groups=["lengths"])
     with pytest.raises(ValueError, match="multiple"):
         FragmentomicsExtractor(bin_size=300, coarse_bin_size=1000)
+
+
+def _bad_line(root: Path, rel: str = "cfdna/P02_postop1.frag.tsv.gz") -> None:
+    """Line 4 of one fragment file (after its comment line) ends before it starts."""
+    lines = gzip.decompress((root / rel).read_bytes()).decode().splitlines()
+    lines[3] = "chr1\t500\t400\t60\t+"
+    (root / rel).write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+
+def test_one_broken_sample_fails_only_itself(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clean, broken, summary = clean_and_broken(make_valid_cohort, tmp_path, "cfdna", _bad_line)  # default extractor
+    assert_only_sample_failed(clean, broken, "cfdna", "P02-cfdna-postop1",
+                              ("cfdna/P02_postop1.frag.tsv.gz:4 [end]: end (400) must be greater than start (500)",))
+    assert summary.modalities["cfdna"]["ok"] == 3
+
+
+def test_panel_of_normals_leaves_out_a_broken_library(valid_cohort: Path) -> None:
+    ext = FragmentomicsExtractor(bin_size=1000, coarse_bin_size=5000, cna_bin_size=1000)
+    good = ["P01-cfdna-preop", "P01-cfdna-postop1"]
+    reference = ext.build_panel_of_normals(load_cohort(valid_cohort), good)
+    _bad_line(valid_cohort)
+    cohort = load_cohort(valid_cohort)
+    with pytest.warns(UserWarning, match="built from 2 of 3 libraries; left out: P02-cfdna-postop1: "):
+        pon = ext.build_panel_of_normals(cohort, [*good, "P02-cfdna-postop1"])
+    assert pon.n_samples == 2 and list(pon.skipped) == ["P02-cfdna-postop1"]
+    assert "P02_postop1.frag.tsv.gz:4 [end]" in pon.skipped["P02-cfdna-postop1"]
+    np.testing.assert_array_equal(pon.log2, reference.log2)
+    with pytest.raises(ValueError, match=r"needs at least 3 usable normal librar\(ies\); 2 of the 3 given are usable "
+                                         r"\(left out: P02-cfdna-postop1: .*P02_postop1.frag.tsv.gz:4 \[end\]"):
+        ext.build_panel_of_normals(cohort, [*good, "P02-cfdna-postop1"], min_samples=3)
+    with pytest.raises(ValueError, match="0 of the 1 given are usable"):
+        ext.build_panel_of_normals(cohort, ["P02-cfdna-postop1"])
 
 
 # --------------------------------------------------------------------------------------------------- synthetic truth

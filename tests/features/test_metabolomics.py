@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from one_broken import assert_only_sample_failed, clean_and_broken, status_of
 from sklearn.base import clone
 from sksurv.util import Surv
 
 from omics_risk.data.contract import load_cohort
-from omics_risk.data.readers import read_metabolomics
+from omics_risk.data.readers import DataFileError, read_metabolomics
 from omics_risk.features.extract import extract_cohort
 from omics_risk.features.metabolomics import (
     DetectionLimitImputer,
@@ -258,6 +259,102 @@ def test_extractor_through_the_orchestrator(valid_cohort: Path, tmp_path: Path) 
     table = pd.read_parquet(tmp_path / "feats" / "metabolomics.parquet")
     assert summary.modalities["metabolomics"]["failed"] == 0
     assert table.shape == (4, 10) and table.columns[0] == "preop__M001"
+
+
+# ------------------------------------------------------------------------ one broken injection fails alone
+def _edit(root: Path, name: str, edit) -> None:  # type: ignore[no-untyped-def]
+    """Rewrite one metabolomics CSV of the cohort through ``edit(frame of strings)``."""
+    path = root / "metabolomics" / name
+    edit(pd.read_csv(path, dtype=str, keep_default_na=False)).to_csv(path, index=False)
+
+
+def _set(frame: pd.DataFrame, row: int, col: str, value: str) -> pd.DataFrame:
+    frame.loc[row, col] = value
+    return frame
+
+
+def test_a_sample_missing_from_the_matrix_fails_only_itself(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The tester's report: one sample missing from the matrix failed every metabolomics sample."""
+    clean, broken, summary = clean_and_broken(
+        make_valid_cohort, tmp_path, "metabolomics",
+        lambda root: _edit(root, "matrix.csv", lambda m: m.drop(columns=["P02-metabolomics-preop"])),
+    )
+    # The default extractor (blank filter on): the QC-based correction does not use other patients' injections,
+    # so the other samples keep exactly their values.
+    assert_only_sample_failed(
+        clean, broken, "metabolomics", "P02-metabolomics-preop",
+        ("metabolomics/sample_sheet.csv:4 [sample_id]: sample 'P02-metabolomics-preop' has no column in the matrix",),
+    )
+    assert summary.modalities["metabolomics"]["ok"] == 3 and summary.modalities["metabolomics"]["notes"] == []
+    pd.testing.assert_frame_equal(pd.read_csv(broken / "features/metabolomics.qc.csv"),
+                                  pd.read_csv(clean / "features/metabolomics.qc.csv"))
+
+
+def test_a_bad_cell_or_sheet_row_fails_only_its_sample(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clean, broken, _ = clean_and_broken(
+        make_valid_cohort, tmp_path, "metabolomics",
+        lambda root: _edit(root, "matrix.csv", lambda m: _set(m, 4, "P03-metabolomics-preop", "-12.5")),
+    )
+    assert_only_sample_failed(clean, broken, "metabolomics", "P03-metabolomics-preop",
+                              ("metabolomics/matrix.csv:6 [P03-metabolomics-preop]: P03-metabolomics-preop must be > 0,"
+                               " got '-12.5'",))
+    # A sample the matrix has but the sheet lacks, and one whose sheet row has no injection order.
+    sheet_less = make_valid_cohort(tmp_path / "sheet_less")
+    _edit(sheet_less, "sample_sheet.csv", lambda s: s[s["sample_id"] != "P01-metabolomics-preop"])
+    _edit(sheet_less, "sample_sheet.csv", lambda s: _set(s, 4, "injection_order", ""))  # P04's row now
+    extract_cohort(sheet_less, modalities=["metabolomics"], workers=1, progress=False)
+    status = status_of(sheet_less)
+    assert status.loc["P01-metabolomics-preop", "reason"] == (
+        "metabolomics: metabolomics/matrix.csv:1 [P01-metabolomics-preop]: matrix column 'P01-metabolomics-preop' has "
+        "no row in the sample sheet sample_sheet.csv; add one (sample_type sample, qc or blank) or drop the column"
+    )
+    assert status.loc["P04-metabolomics-preop", "reason"] == (
+        "metabolomics: metabolomics/sample_sheet.csv:6 [injection_order]: empty injection_order"
+    )
+    table = pd.read_parquet(sheet_less / "features/metabolomics.parquet")
+    expected = pd.read_parquet(clean / "features/metabolomics.parquet").loc[["P02", "P03"]]
+    pd.testing.assert_frame_equal(table, expected, check_exact=True)
+
+
+def test_a_broken_qc_injection_is_left_out_with_a_note(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    clean, broken, summary = clean_and_broken(
+        make_valid_cohort, tmp_path, "metabolomics",
+        lambda root: _edit(root, "matrix.csv", lambda m: _set(m, 0, "QC02", "n/a")),
+    )
+    note = ("metabolomics: injection QC02 (sample_type qc) is left out of the run: metabolomics/matrix.csv:2 [QC02]: "
+            "QC02 must be a number, got 'n/a' (raw intensity > 0; leave the cell empty below the detection limit)")
+    assert summary.modalities["metabolomics"]["notes"] == [note]
+    assert f"note: metabolomics: {note}" in summary.to_text()
+    status = status_of(broken)
+    assert status.loc[status["modality"] == "metabolomics", "status"].value_counts().to_dict() == {"ok": 4,
+                                                                                                   "missing": 2}
+    # The run is re-centred and blank-filtered on one QC instead of two, so the values and the features that pass
+    # move; every sample is still there, finite wherever its raw intensity was detected.
+    table = pd.read_parquet(broken / "features/metabolomics.parquet")
+    assert list(table.index) == ["P01", "P02", "P03", "P04"] and table.shape[1] >= 1
+    raw = read_metabolomics(clean / "metabolomics/matrix.csv", clean / "metabolomics/sample_sheet.csv").intensities
+    detected = raw.loc[[c.split("__")[1] for c in table.columns], [f"{p}-metabolomics-preop" for p in table.index]]
+    assert np.isfinite(table.to_numpy()[detected.notna().T.to_numpy()]).all()
+    assert table.isna().to_numpy().sum() == detected.isna().to_numpy().sum()
+    assert pd.read_csv(broken / "features/metabolomics.qc.csv")["n_qc"].eq(1).all()
+    cohort = load_cohort(broken)
+    with pytest.warns(UserWarning, match="QC report without 1 unusable injection"):
+        MetabolomicsExtractor().qc_report(cohort)
+    with pytest.raises(DataFileError, match="QC02 must be a number"):
+        MetabolomicsExtractor().read(cohort)  # read() stays strict
+
+
+def test_a_run_without_any_usable_qc_fails_with_the_reason(valid_cohort: Path) -> None:
+    _edit(valid_cohort, "matrix.csv", lambda m: _set(_set(m, 0, "QC01", "0"), 3, "QC02", "x"))
+    summary = extract_cohort(valid_cohort, modalities=["metabolomics"], workers=1, progress=False)
+    status = status_of(valid_cohort)
+    reasons = set(status.loc[(status["modality"] == "metabolomics") & (status["status"] == "failed"), "reason"])
+    assert len(reasons) == 1 and summary.modalities["metabolomics"]["failed"] == 4
+    reason = reasons.pop()
+    assert reason.startswith("metabolomics: DataFileError: metabolomics/matrix.csv: every qc injection of the run is "
+                             "unusable (")
+    assert "QC01: metabolomics/matrix.csv:2 [QC01]: QC01 must be > 0, got '0'" in reason
+    assert "the drift correction and the QC report need at least one" in reason
 
 
 # ---------------------------------------------------------------------------------- synthetic nsclc-postop

@@ -3,12 +3,14 @@ an exact mixture, and tumour fractions that track the synthetic truth."""
 
 from __future__ import annotations
 
+import gzip
 import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from one_broken import assert_only_sample_failed, clean_and_broken
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.data.readers import read_bismark_cov
@@ -107,7 +109,11 @@ def test_deconvolve_recovers_an_exact_mixture() -> None:
 @pytest.fixture(name="tiny")
 def _tiny(make_valid_cohort, tmp_path: Path):  # type: ignore[no-untyped-def]
     """The tiny contract cohort plus a 4-region panel and profiles over its chr1 CpGs."""
-    root = make_valid_cohort(tmp_path / "cohort", with_bam=False)
+    return load_cohort(_with_panel(make_valid_cohort(tmp_path / "cohort", with_bam=False)))
+
+
+def _with_panel(root: Path) -> Path:
+    """Add a 4-region panel and its profiles over the tiny cohort's chr1 CpGs to its references."""
     (root / "reference" / "panel.bed").write_text(
         "track name=panel\nchr1\t0\t5000\tmk_a\nchr1\t5000\t12000\tbg_b\nchr1\t12000\t20000\tmk_c\nchr2\t0\t100\tnone\n"
     )
@@ -130,7 +136,7 @@ def _tiny(make_valid_cohort, tmp_path: Path):  # type: ignore[no-untyped-def]
         "  methylation_regions: reference/panel.bed\n  methylation_profiles: reference/profiles.csv\n",
     )
     (root / "cohort.yaml").write_text(text)
-    return load_cohort(root)
+    return root
 
 
 def test_extractor_exact_features_on_the_tiny_cohort(tiny) -> None:  # type: ignore[no-untyped-def]
@@ -179,6 +185,21 @@ def test_extractor_failures_are_explained(tiny, tmp_path: Path) -> None:  # type
     sample["path"] = "methylation/absent.cov.gz"
     with pytest.raises(SampleFailure, match="not found"):
         MethylationExtractor().extract_sample(tiny, sample)
+
+
+def test_one_broken_sample_fails_only_itself(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def break_p02(root: Path) -> None:  # line 3 of P02's coverage file claims 150 % methylation
+        path = root / "methylation/P02_postop1.cov.gz"
+        lines = gzip.decompress(path.read_bytes()).decode().splitlines()
+        fields = lines[2].split("\t")
+        lines[2] = "\t".join([*fields[:3], "150.0", *fields[4:]])
+        path.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+
+    cfg = {"bismark_cov": [{"_target_": "omics_risk.features.methylation.MethylationExtractor", "min_coverage": 1}]}
+    clean, broken, _ = clean_and_broken(make_valid_cohort, tmp_path, "methylation", break_p02, cfg,
+                                        prepare=_with_panel)
+    assert_only_sample_failed(clean, broken, "methylation", "P02-methylation-postop1",
+                              ("methylation/P02_postop1.cov.gz:3 [percent]: percent must be in [0, 100], got 150",))
 
 
 def test_region_ids_default_to_coordinates_without_a_name_column(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import SimpleITK as sitk
+from one_broken import assert_only_sample_failed, clean_and_broken
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.features import radiomics as rad_mod
@@ -230,6 +231,43 @@ def test_standalone_cache_and_failures(
         changed.features.loc["a", "rad_original_glcm_JointEntropy"]
         > first.features.loc["a", "rad_original_glcm_JointEntropy"]
     )
+
+
+def test_standalone_torn_cache_entry_and_missing_scan(small_scan: SimpleNamespace, tmp_path: Path) -> None:
+    pairs = [("a", small_scan.nifti, small_scan.m1), ("b", small_scan.dir / "absent.nii.gz", small_scan.m1)]
+    first = extract_radiomics(pairs, FAST, workers=1, cache_dir=tmp_path, progress=False)
+    assert list(first.features.index) == ["a"] and "file not found" in first.failures["b"]
+    for entry in tmp_path.rglob("*.json"):
+        entry.write_text('{"features": {"rad_')  # writes cut short: recomputed, not an error for the whole batch
+    again = extract_radiomics(pairs, FAST, workers=1, cache_dir=tmp_path, progress=False)
+    pd.testing.assert_frame_equal(again.features, first.features, check_exact=True)
+    assert again.failures == first.failures
+
+
+def _remask(root: Path) -> None:
+    """P02's mask moved 5 mm off its scan (same voxels, another origin): it no longer fits the image."""
+    path = root / "ct/P02_preop_mask.nrrd"
+    mask = sitk.ReadImage(str(path))
+    mask.SetOrigin(tuple(o + 5.0 for o in mask.GetOrigin()))
+    sitk.WriteImage(mask, str(path))
+
+
+BROKEN_SCANS = {
+    "mask off the scan": ("P02-ct-preop", _remask,
+                          "mask P02_preop_mask.nrrd does not fit image P02_preop.nrrd: origin differs"),
+    "corrupt image": ("P04-ct-preop",
+                      lambda root: (root / "ct/P04_preop.mha").write_bytes(b"ObjectType = Image\nNDims = 3\n garbage"),
+                      "P04_preop.mha"),
+}
+
+
+@pytest.mark.parametrize("case", list(BROKEN_SCANS))
+def test_one_broken_scan_fails_only_itself(make_valid_cohort, tmp_path: Path, case: str) -> None:  # type: ignore[no-untyped-def]
+    sid, breaker, reason = BROKEN_SCANS[case]
+    cfg = {"image": [{"_target_": "omics_risk.features.radiomics.RadiomicsExtractor", "params": FAST}]}
+    clean, broken, summary = clean_and_broken(make_valid_cohort, tmp_path, "ct", breaker, cfg)
+    assert_only_sample_failed(clean, broken, "ct", sid, (reason,))
+    assert summary.modalities["ct"]["ok"] == 3
 
 
 # --------------------------------------------------------------------------------------------- cohorts

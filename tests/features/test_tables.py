@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from one_broken import assert_only_sample_failed, clean_and_broken
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.data.readers import DataFileError, read_table
@@ -66,6 +67,30 @@ def test_missing_and_empty_samples_fail(tiny) -> None:  # type: ignore[no-untype
         "P06-rppa-preop": "every feature of this sample is empty in rppa/rppa.csv",
     }
     assert len(res.features) == len(samples)
+
+
+def test_one_broken_sample_fails_only_itself(make_valid_cohort, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    def break_p05(root: Path) -> None:  # rows: P01, P02, P03, P05
+        table = pd.read_csv(root / "rppa/rppa.csv", dtype=str, keep_default_na=False)
+        table.loc[3, "AKT_pS473"] = "high"
+        table.to_csv(root / "rppa/rppa.csv", index=False)
+
+    clean, broken, _ = clean_and_broken(make_valid_cohort, tmp_path, "rppa", break_p05)
+    assert_only_sample_failed(clean, broken, "rppa", "P05-rppa-preop",
+                              ("table: rppa/rppa.csv:5 [AKT_pS473]: AKT_pS473 must be a number, got 'high'",))
+
+
+def test_a_negative_value_under_log2_fails_only_its_sample(tiny) -> None:  # type: ignore[no-untyped-def]
+    samples = tiny.samples_of("rppa")
+    counts = pd.DataFrame({"sample_id": samples["sample_id"].to_numpy(), "mir_a": [0, -1, 3, 1023],
+                           "mir_b": [7, 1, 15, 0]})
+    counts.to_csv(tiny.path("rppa/rppa.csv"), index=False)
+    res = TableExtractor(log2=True).extract_shared(tiny, samples)
+    assert res.failures == {"P02-rppa-preop": "rppa/rppa.csv [mir_a]: -1 for this sample, but log2(x + 1) needs "
+                                              "values >= 0 (if the table is already log-scaled, set log2: false)"}
+    assert res.features.to_dict("index") == {"P01-rppa-preop": {"mir_a": 0.0, "mir_b": 3.0},
+                                             "P03-rppa-preop": {"mir_a": 2.0, "mir_b": 4.0},
+                                             "P05-rppa-preop": {"mir_a": 10.0, "mir_b": 0.0}}
 
 
 def test_non_numeric_columns_are_named(tiny) -> None:  # type: ignore[no-untyped-def]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
@@ -61,3 +63,32 @@ TOY_CONFIG = {
     "fragments": [{"_target_": "toy_extractors.FragmentLengths"}],
     "table": [{"_target_": "toy_extractors.TablePassThrough"}],
 }
+
+
+class Unstable(Extractor):
+    """Fragment count and mean length, except for chosen samples: one kills its worker process (a native crash),
+    one gets only NaN features (nothing usable in the file)."""
+
+    name = "unstable"
+    formats = ("fragments",)
+
+    def __init__(self, crash_on: str = "", nan_on: str = ""):
+        self.crash_on = crash_on
+        self.nan_on = nan_on
+
+    def extract_sample(self, cohort: Cohort, sample: pd.Series) -> dict[str, float]:
+        if sample["sample_id"] == self.crash_on:
+            os._exit(70)
+        frags = read_fragments(cohort.path(sample["path"]))
+        if sample["sample_id"] == self.nan_on:
+            return {"n": float("nan"), "mean_length": float("nan")}
+        return {"n": float(len(frags)), "mean_length": float(np.mean(frags.end - frags.start))}
+
+
+class TableWithBrokenSideTable(TablePassThrough):
+    """The table as it is, with a side table that cannot be computed."""
+
+    name = "table_side"
+
+    def side_tables(self, cohort: Cohort, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+        raise ValueError("the side statistics need a column 'batch'")

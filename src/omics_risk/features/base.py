@@ -6,6 +6,8 @@ Two kinds of extractor exist because the contract has two kinds of modality form
   orchestrator caches, parallelises and isolates failures per sample (:meth:`Extractor.extract_sample`);
 - shared-file formats (``variant_table``, ``metabolomics_matrix``, ``table``, ``cn_segments``): one file holds
   every sample, so the extractor reads it once (:meth:`Extractor.extract_shared`) and reports failing samples.
+  One sample's bad rows must not fail the others: :mod:`omics_risk.features.shared_files` reads such a file with
+  the strict reader and sets aside only the samples its problems belong to.
 
 Extraction here is deterministic and unsupervised per sample. Anything that learns from several patients
 (scaling, imputation, drift correction statistics, feature screening) is a scikit-learn transformer in the
@@ -35,10 +37,15 @@ class SampleFailure(Exception):
 
 @dataclass
 class ExtractionResult:
-    """Features of the samples that worked and, for every other sample, why it failed."""
+    """Features of the samples that worked and, for every other sample, why it failed.
+
+    ``notes`` says what a cohort-level step left out that is no sample of samples.csv (a broken QC or blank
+    injection of a metabolomics run), so that it is reported (summary, manifest) instead of vanishing.
+    """
 
     features: pd.DataFrame  # index: sample_id; float columns
     failures: dict[str, str] = field(default_factory=dict)  # sample_id -> reason
+    notes: list[str] = field(default_factory=list)
 
 
 def settings_hash(settings: Mapping[str, Any]) -> str:

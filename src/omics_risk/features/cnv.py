@@ -11,7 +11,9 @@ Coordinates: segment ``start``/``end`` are 1-based and inclusive, as in GDC and 
 covers the 0-based half-open interval ``[start - 1, end)``; bins, arms and BED genes are 0-based half-open.
 Chromosome names match with or without ``chr`` (``23``/``24`` are read as X/Y). Sex chromosomes are left out by
 default (they mostly encode the patient's sex). Consecutive segments overlapping by at most ``MAX_TRIM_BP`` (TCGA
-files have segments sharing their boundary base) are trimmed; a sample with larger overlaps fails.
+files have segments sharing their boundary base) are trimmed; a sample with larger overlaps fails. So does a sample
+with bad rows in the segment file (an end before its start, an unreadable segment_mean), alone: the file's other
+samples are extracted.
 
 Everything is computed for all samples at once: every (sample, chromosome) gets its own stretch of one long
 coordinate axis, so overlaps are found with a single ``searchsorted`` on cumulative integrals.
@@ -27,8 +29,9 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.readers import read_bed, read_chrom_sizes, read_cn_segments
+from omics_risk.data.readers import DataFileError, read_bed, read_chrom_sizes, read_cn_segments
 from omics_risk.features.base import ExtractionResult, Extractor
+from omics_risk.features.shared_files import SharedFile, file_failure, read_isolating
 
 __all__ = [
     "ACROCENTRIC",
@@ -363,8 +366,16 @@ class CnSegmentsExtractor(Extractor):
         regions = self.regions(cohort)
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
+        unusable: list[Exception] = []  # files unusable as a whole; their samples fail with the reason
         for rel, group in samples.groupby("path", sort=True):
-            seg = read_cn_segments(cohort.path(str(rel)))
+            try:
+                seg, dropped = read_isolating(
+                    read_cn_segments, [SharedFile(cohort.path(str(rel)), "copy-number segment table", "row", str(rel))]
+                )
+            except (DataFileError, OSError) as exc:
+                failures.update(dict.fromkeys(group["sample_id"], file_failure(exc, str(rel))))
+                unusable.append(exc)
+                continue
             seg = pd.DataFrame(
                 {
                     "sample_id": seg["sample_id"].to_numpy(),
@@ -379,7 +390,9 @@ class CnSegmentsExtractor(Extractor):
             wanted = list(group["sample_id"])
             present = set(seg["sample_id"])
             for sid in wanted:
-                if sid not in present:
+                if sid in dropped:
+                    failures[sid] = dropped[sid]
+                elif sid not in present:
                     failures[sid] = f"no segments for this sample in {rel}" + (
                         "" if self.include_sex_chroms else " (outside the sex chromosomes)"
                     )
@@ -408,6 +421,8 @@ class CnSegmentsExtractor(Extractor):
             means = region_means(seg, regions, ok) if len(regions) else pd.DataFrame(index=pd.Index(ok))
             summ = segment_summaries(seg, self.threshold).reindex(ok)
             feats.append(pd.concat([summ, means], axis=1))
+        if unusable and len(unusable) == samples["path"].nunique():
+            raise unusable[0]  # nothing to extract: the file itself is the problem
         features = pd.concat(feats) if feats else pd.DataFrame()
         features.index.name = "sample_id"
         return ExtractionResult(features.astype(float), failures)

@@ -456,14 +456,21 @@ def _content_hash_memo(path: str, stamp: tuple[int, int]) -> str:
 
 
 def _content_hash(path: Path) -> str:
-    """Content hash of a file or DICOM folder, memoised on (path, size, mtime) so epochs do not re-read inputs."""
-    if path.is_dir():
-        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
-        stamp = (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
-    else:
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-    return _content_hash_memo(str(path.resolve()), stamp)
+    """Content hash of a file or DICOM folder, memoised on (path, size, mtime) so epochs do not re-read inputs.
+
+    A missing or unreadable input gets a marker instead of an error: computing the cache keys of a cohort must not
+    stop at one bad scan; reading that scan then fails with a :class:`DataFileError` naming it, for that scan only.
+    """
+    try:
+        if path.is_dir():
+            stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+            stamp = (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
+        else:
+            st = path.stat()
+            stamp = (st.st_size, st.st_mtime_ns)
+        return _content_hash_memo(str(path.resolve()), stamp)
+    except OSError as exc:
+        return f"unreadable:{path}:{exc.errno}"
 
 
 class CTTensorCache:
@@ -489,6 +496,8 @@ class CTTensorCache:
         for p in (Path(image), Path(mask)):
             if not p.exists():
                 raise DataFileError(p, "file not found")
+            if _content_hash(p).startswith("unreadable:"):
+                raise DataFileError(p, "cannot be read (check its permissions)")
         file = self.dir / f"{self.key(image, mask)}.pt"
         if file.is_file():
             try:

@@ -32,8 +32,9 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.readers import read_variant_table
+from omics_risk.data.readers import DataFileError, read_variant_table
 from omics_risk.features.base import ExtractionResult, Extractor
+from omics_risk.features.shared_files import SharedFile, file_failure, read_isolating
 
 __all__ = [
     "LEVELS",
@@ -157,7 +158,9 @@ def sample_summaries(table: pd.DataFrame, rule: DetectionRule | None = None) -> 
 class CtdnaExtractor(Extractor):
     """Per-sample ctDNA level and detection features (``ctdna_*``) from the cohort's variant table(s).
 
-    Settings are those of :class:`DetectionRule`. Each sample's features come from its own rows only.
+    Settings are those of :class:`DetectionRule`. Each sample's features come from its own rows only, so a sample
+    with bad rows (an unreadable VAF, a duplicated variant) fails alone, and a variant table that is unusable as a
+    whole fails only the samples it holds.
     """
 
     name: ClassVar[str] = "ctdna"
@@ -191,13 +194,21 @@ class CtdnaExtractor(Extractor):
     def extract_shared(self, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
+        unusable: list[Exception] = []  # files unusable as a whole; their samples fail with the reason
         for rel, group in samples.groupby("path", sort=True):
-            table = read_variant_table(cohort.path(str(rel)))
+            try:
+                table, dropped = read_isolating(
+                    read_variant_table, [SharedFile(cohort.path(str(rel)), "ctDNA variant table", "row", str(rel))]
+                )
+            except (DataFileError, OSError) as exc:
+                failures.update(dict.fromkeys(group["sample_id"], file_failure(exc, str(rel))))
+                unusable.append(exc)
+                continue
             summ = sample_summaries(table, self.rule)
             wanted = group.set_index("sample_id")
             found = wanted.index.intersection(summ.index)
             for sid in wanted.index.difference(summ.index):
-                failures[sid] = f"no rows for this sample in {rel}"
+                failures[sid] = dropped.get(sid, f"no rows for this sample in {rel}")
             clash = found[summ.loc[found, "patient_id"].to_numpy() != wanted.loc[found, "patient_id"].to_numpy()]
             for sid in clash:
                 failures[sid] = (
@@ -207,6 +218,8 @@ class CtdnaExtractor(Extractor):
             ok = found.difference(clash)
             block = summ.loc[ok].drop(columns=["patient_id", "day"])
             feats.append(block.add_prefix("ctdna_"))
+        if unusable and len(unusable) == samples["path"].nunique():
+            raise unusable[0]  # nothing to extract: the file itself is the problem
         features = pd.concat(feats) if feats else pd.DataFrame()
         features.index.name = "sample_id"
         return ExtractionResult(features.astype(float), failures)

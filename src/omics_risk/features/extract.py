@@ -11,6 +11,13 @@ Output (default ``COHORT/features/``):
   and a content hash of every input file, so a model can check that scoring sees what training saw;
 - ``cache/``: per-sample results keyed by (extractor, version, settings, input content); a re-run recomputes
   only what changed.
+
+Failures stay per sample: an unreadable or corrupt file, a sample missing from (or with bad rows in) a shared
+table, a sample whose features are all missing, even a worker process that dies on a file, fail only that sample,
+with a reason naming the file. Only what every sample of a modality needs (a reference file, a shared file broken
+as a whole, a cohort-level step left without enough usable samples) fails the whole modality, again with the
+reason in status.csv; other modalities are extracted regardless. What a cohort-level step leaves out that is no
+sample of samples.csv (a QC injection) is a ``note`` in the summary and the manifest.
 """
 
 from __future__ import annotations
@@ -20,7 +27,8 @@ import json
 import os
 import traceback
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,11 +37,14 @@ import pandas as pd
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure, settings_hash
+from omics_risk.features.shared_files import display_path
 from omics_risk.progress import progress_bar
 
 __all__ = ["ExtractSummary", "default_extract_config", "extract_cohort", "fingerprint"]
 
 STORE_VERSION = 1
+#: Failed samples listed in the printed summary (all of them are in status.csv).
+SUMMARY_FAILURES = 20
 
 
 def fingerprint(path: Path) -> str:
@@ -54,7 +65,13 @@ class _Fingerprints:
 
     def __init__(self, file: Path):
         self.file = file
-        self.memo: dict[str, list[Any]] = json.loads(file.read_text()) if file.is_file() else {}
+        self.memo: dict[str, list[Any]] = {}
+        try:
+            memo = json.loads(file.read_text()) if file.is_file() else {}
+        except (OSError, ValueError):  # a torn memo only costs re-hashing the inputs
+            memo = {}
+        if isinstance(memo, dict):
+            self.memo = memo
 
     def __call__(self, path: Path) -> str:
         if not path.exists():
@@ -120,23 +137,49 @@ class ExtractSummary:
         for mod, info in self.modalities.items():
             lines.append(f"  {mod:<14} {info['patients']:>5} patients x {info['n_features']:>5} features   "
                          f"ok {info['ok']}, failed {info['failed']}, from cache {info['cached']}")
+        for mod, info in self.modalities.items():
+            for note in info.get("notes", []):
+                lines.append(f"note: {mod}: {note}")
         failed = self.status[self.status["status"] == "failed"] if len(self.status) else self.status
         if len(failed):
             lines.append(f"{len(failed)} sample(s) failed (see {self.out / 'status.csv'}):")
-            for row in failed.head(20).itertuples():
+            for row in failed.head(SUMMARY_FAILURES).itertuples():
                 lines.append(f"  {row.modality}/{row.sample_id} (patient {row.patient_id}): {row.reason}")
+            if len(failed) > SUMMARY_FAILURES:
+                lines.append(f"  ... and {len(failed) - SUMMARY_FAILURES} more in {self.out / 'status.csv'}")
         return "\n".join(lines)
 
 
 def _run_one(extractor: Extractor, cohort: Cohort, sample: pd.Series) -> dict[str, Any]:
     """Worker: features of one sample, or the reason it failed (never raises)."""
     try:
-        return {"features": {k: float(v) for k, v in extractor.extract_sample(cohort, sample).items()}}
+        return {"features": {str(k): float(v) for k, v in extractor.extract_sample(cohort, sample).items()}}
     except SampleFailure as exc:
         return {"error": str(exc)}
     except Exception as exc:  # a broken file must not abort the cohort: record it for that patient
         last = traceback.extract_tb(exc.__traceback__)[-1]
-        return {"error": f"{type(exc).__name__}: {exc} (at {Path(last.filename).name}:{last.lineno})"}
+        reason = f"{type(exc).__name__}: {exc} (at {Path(last.filename).name}:{last.lineno})"
+        return {"error": _naming_file(reason, sample)}
+
+
+def _naming_file(reason: str, sample: pd.Series) -> str:
+    """``reason`` prefixed with the sample's file unless it already names it, so every failure says which file."""
+    path = str(sample.get("path", ""))
+    return reason if not path or Path(path).name in reason else f"{path}: {reason}"
+
+
+def _run_isolated(extractor: Extractor, cohort: Cohort, sample: pd.Series) -> dict[str, Any]:
+    """One sample in a process of its own, after a worker died: only the sample that kills a process fails.
+
+    The result of a dead process is not cached: it may have been the machine (memory), not the file.
+    """
+    try:
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            return pool.submit(_run_one, extractor, cohort, sample).result()
+    except BrokenProcessPool as exc:
+        return {"error": _naming_file(f"the process extracting this sample died ({exc}); a native library probably "
+                                      "crashed on the file, or the machine ran out of memory", sample),
+                "cache": False}
 
 
 def _sample_inputs(cohort: Cohort, sample: pd.Series) -> list[Path]:
@@ -176,21 +219,30 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
         ext_info = []
         inputs: dict[str, str] = {}
         side_files: list[str] = []
+        notes: list[str] = []
         for ext in exts:
             shash = settings_hash({"name": ext.name, "version": ext.version, **ext.settings()})
-            refs = {k: fps(p) for k, p in ext.references(cohort).items()}
+            refs, ref_error = _reference_digests(ext, cohort, fps)
             ext_info.append({"name": ext.name, "class": f"{type(ext).__module__}.{type(ext).__qualname__}",
                              "version": ext.version, "settings": ext.settings(), "settings_hash": shash,
                              "references": refs})
-            if ext.per_sample:
+            if ref_error is not None:  # every sample needs the reference: the modality fails, with the reason
+                for sid in samples["sample_id"]:
+                    errors.setdefault(sid, []).append(f"{ext.name}: {ref_error}")
+            elif ext.per_sample:
                 todo = []
                 for _, row in samples.iterrows():
-                    digests = [fps(p) for p in _sample_inputs(cohort, row)]
+                    try:
+                        digests = [fps(p) for p in _sample_inputs(cohort, row)]
+                    except OSError as exc:  # unreadable input (permissions, a vanished file): this sample only
+                        errors.setdefault(row["sample_id"], []).append(_unreadable(exc, cohort))
+                        inputs[row["sample_id"]] = "unreadable"
+                        continue
                     inputs[row["sample_id"]] = ",".join(digests)
                     key = hashlib.sha256(json.dumps([shash, refs, digests]).encode()).hexdigest()[:24]
                     cfile = cache / ext.name / f"{key}.json"
-                    if cfile.is_file() and not force:
-                        res = json.loads(cfile.read_text())
+                    res = None if force else _cached(cfile)
+                    if res is not None:
                         cached += 1
                         _merge(res, row["sample_id"], per_sample_feats, errors)
                     else:
@@ -198,25 +250,28 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                 desc = f"{mod}: {ext.name}"
                 results = _map_samples(ext, cohort, [r for r, _ in todo], workers, progress, desc)
                 for (row, cfile), res in zip(todo, results, strict=True):
-                    cfile.parent.mkdir(parents=True, exist_ok=True)
-                    _atomic_write_text(cfile, json.dumps(res))
+                    if res.pop("cache", True):
+                        cfile.parent.mkdir(parents=True, exist_ok=True)
+                        _atomic_write_text(cfile, json.dumps(res))
                     _merge(res, row["sample_id"], per_sample_feats, errors)
             else:
                 shared_paths = sorted({cohort.path(p) for p in samples["path"]})
-                for p in shared_paths:  # a shared table in a data root (outside the cohort) keeps its full path
-                    inputs[str(p.relative_to(cohort.root) if p.is_relative_to(cohort.root) else p)] = fps(p)
+                for p in shared_paths:
+                    try:
+                        inputs[display_path(p, cohort.root)] = fps(p)
+                    except OSError:  # the extractor's read fails on it too and says why, for its samples
+                        inputs[display_path(p, cohort.root)] = "unreadable"
                 result = _shared(ext, cohort, samples)
-                for tname, tdf in _side_tables(ext, cohort, samples).items():
+                tables, table_error = _side_tables(ext, cohort, samples)
+                if table_error is not None:
+                    notes.append(f"{ext.name}: side table(s) not written: {table_error}")
+                for tname, tdf in tables.items():
                     fname = f"{mod}.{tname}.csv"
                     tdf.to_csv(out / fname)
                     side_files.append(fname)
-                for sid in samples["sample_id"]:
-                    if sid in result.failures:
-                        errors.setdefault(sid, []).append(f"{ext.name}: {result.failures[sid]}")
-                    elif sid in result.features.index:
-                        per_sample_feats[sid].update(result.features.loc[sid].astype(float).to_dict())
-                    else:
-                        errors.setdefault(sid, []).append(f"{ext.name}: sample not found in the shared file")
+                notes.extend(f"{ext.name}: {n}" for n in result.notes)
+                _merge_shared(ext.name, result, samples, per_sample_feats, errors)
+        _fail_empty(samples, per_sample_feats, errors)
         table, n_ok = _wide_table(samples, per_sample_feats, errors)
         _atomic_write_parquet(table, out / f"{mod}.parquet")
         for _, row in samples.iterrows():
@@ -229,8 +284,10 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                                 "status": "missing", "reason": "no sample of this modality"})
         manifest["modalities"][mod] = {"format": ms.format, "extractors": ext_info, "columns": list(table.columns),
                                        "patients": len(table), "inputs": inputs, "side_tables": side_files}
+        if notes:
+            manifest["modalities"][mod]["notes"] = notes
         summary.modalities[mod] = {"patients": len(table), "n_features": table.shape[1], "ok": n_ok,
-                                   "failed": len(errors), "cached": cached}
+                                   "failed": len(errors), "cached": cached, "notes": notes}
     fps.save()
     status = pd.DataFrame(status_rows, columns=["patient_id", "modality", "timepoint", "sample_id", "status",
                                                 "reason"])
@@ -247,43 +304,129 @@ def _merge(res: dict[str, Any], sid: str, feats: dict[str, dict[str, float]], er
         feats[sid].update(res["features"])
 
 
+def _unreadable(exc: OSError, cohort: Cohort) -> str:
+    """Reason for an input that cannot even be read for its content hash."""
+    name = display_path(Path(exc.filename), cohort.root) if exc.filename else "an input file"
+    return f"{name} cannot be read ({exc.strerror or exc}); check that it exists and is readable"
+
+
+def _reference_digests(ext: Extractor, cohort: Cohort, fps: _Fingerprints) -> tuple[dict[str, str], str | None]:
+    """Content hashes of the extractor's reference files, or the reason one cannot be read."""
+    refs: dict[str, str] = {}
+    for k, p in ext.references(cohort).items():
+        try:
+            refs[k] = fps(p)
+        except OSError as exc:
+            return refs, f"reference '{k}': {_unreadable(exc, cohort)}"
+    return refs, None
+
+
+def _cached(cfile: Path) -> dict[str, Any] | None:
+    """A cached per-sample result, or None when absent or unreadable (a torn write): then it is recomputed."""
+    try:
+        res = json.loads(cfile.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and ("features" in res or "error" in res) else None
+
+
+def _merge_shared(name: str, result: ExtractionResult, samples: pd.DataFrame, feats: dict[str, dict[str, float]],
+                  errors: dict[str, list[str]]) -> None:
+    """A shared extractor's result into the per-sample features; a sample whose row is unusable fails alone."""
+    counts = result.features.index.value_counts()
+    for sid in samples["sample_id"]:
+        if sid in result.failures:
+            errors.setdefault(sid, []).append(f"{name}: {result.failures[sid]}")
+            continue
+        n = int(counts.get(sid, 0))
+        if n == 0:
+            paths = ", ".join(sorted(set(samples.loc[samples["sample_id"] == sid, "path"])))
+            errors.setdefault(sid, []).append(f"{name}: sample not found in the shared file {paths}")
+        elif n > 1:
+            errors.setdefault(sid, []).append(f"{name}: the extractor returned {n} rows for this sample")
+        else:
+            try:
+                row = pd.to_numeric(result.features.loc[sid], errors="raise").astype(float)
+            except (TypeError, ValueError) as exc:
+                errors.setdefault(sid, []).append(f"{name}: a feature of this sample is not a number ({exc})")
+                continue
+            feats[sid].update({str(k): float(v) for k, v in row.items()})
+
+
+def _fail_empty(samples: pd.DataFrame, feats: dict[str, dict[str, float]], errors: dict[str, list[str]]) -> None:
+    """A sample that 'worked' but has no feature value at all (none, or all NaN) failed: say so, do not store it."""
+    for _, row in samples.iterrows():
+        sid = row["sample_id"]
+        if sid in errors:
+            continue
+        values = list(feats[sid].values())
+        if not values or all(v != v for v in values):
+            what = "no feature" if not values else f"all {len(values)} features missing (NaN)"
+            errors[sid] = [f"{row['path']}: nothing usable was extracted ({what}); check the file's content"]
+
+
 def _map_samples(ext: Extractor, cohort: Cohort, rows: list[pd.Series], workers: int, progress: bool,
                  desc: str) -> list[dict[str, Any]]:
     if not rows:
         return []
     bar = progress_bar(total=len(rows), desc=desc, disable=not progress, unit="sample")
     try:
-        if workers <= 1 or len(rows) == 1:
+        # With workers > 1 even a single sample runs in a worker: a file that crashes a native library (the sample
+        # of a re-run whose worker died, say) must not take the whole extraction down with it.
+        if workers <= 1:
             results = []
             for r in rows:
                 results.append(_run_one(ext, cohort, r))
                 bar.update()
             return results
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(_run_one, ext, cohort, r) for r in rows]
-            results = []
-            for f in futures:
-                results.append(f.result())
-                bar.update()
-            return results
+        return _map_pool(ext, cohort, rows, workers, bar)
     finally:
         bar.close()
+
+
+def _map_pool(ext: Extractor, cohort: Cohort, rows: list[pd.Series], workers: int, bar: Any) -> list[dict[str, Any]]:
+    """``_run_one`` over ``rows`` in worker processes, surviving workers that die.
+
+    A dead worker breaks the pool for every sample not done yet. The pool hands samples out in order, at most
+    2 x workers + 1 at a time, so the sample that killed it is among the first ones not done: those run alone, each
+    in its own process (the culprit fails, with the reason), and the rest go on in a fresh pool.
+    """
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    pending = list(range(len(rows)))
+    while pending:
+        broken: list[int] = []
+        with ProcessPoolExecutor(max_workers=min(workers, len(pending))) as pool:
+            futures: list[tuple[int, Future]] = [(i, pool.submit(_run_one, ext, cohort, rows[i])) for i in pending]
+            for i, future in futures:
+                try:
+                    results[i] = future.result()
+                    bar.update()
+                except BrokenProcessPool:
+                    broken.append(i)
+        in_flight = 2 * workers + 1
+        for i in broken[:in_flight]:
+            results[i] = _run_isolated(ext, cohort, rows[i])
+            bar.update()
+        pending = broken[in_flight:]
+    return [r for r in results if r is not None]
 
 
 def _shared(ext: Extractor, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
     try:
         return ext.extract_shared(cohort, samples)
-    except Exception as exc:  # the shared file is broken: every sample of the modality fails, with the reason
+    except Exception as exc:  # broken as a whole (a reference, the file): every sample fails, with the reason
         reason = f"{type(exc).__name__}: {exc}"
         return ExtractionResult(pd.DataFrame(index=pd.Index([], name="sample_id")),
                                 dict.fromkeys(samples["sample_id"], reason))
 
 
-def _side_tables(ext: Extractor, cohort: Cohort, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def _side_tables(ext: Extractor, cohort: Cohort,
+                 samples: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], str | None]:
+    """The extractor's side tables, or none and the reason (reported as a note, not dropped silently)."""
     try:
-        return ext.side_tables(cohort, samples)
-    except Exception:  # the features' own failure is reported through extract_shared; side tables are extras
-        return {}
+        return ext.side_tables(cohort, samples), None
+    except Exception as exc:
+        return {}, f"{type(exc).__name__}: {exc}"
 
 
 def _wide_table(samples: pd.DataFrame, feats: dict[str, dict[str, float]],

@@ -551,6 +551,8 @@ class PanelOfNormals:
     grid: BinGrid
     log2: np.ndarray
     n_samples: int
+    #: Libraries :meth:`FragmentomicsExtractor.build_panel_of_normals` left out, with the reason (not saved).
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, profiles: Sequence[np.ndarray], grid: BinGrid, min_present: float = 0.5) -> PanelOfNormals:
@@ -981,6 +983,8 @@ class FragmentomicsExtractor(Extractor):
             frags = read_fragments(path, min_mapq=q)
         except DataFileError as exc:
             raise SampleFailure(str(exc)) from exc
+        except OSError as exc:  # permissions, a vanished file: still this sample's file only
+            raise SampleFailure(f"{path} cannot be read ({exc.strerror or exc})") from exc
         if len(frags) == 0:
             raise SampleFailure(f"{path}: no fragments with MAPQ >= {q}")
         return frags
@@ -1057,25 +1061,54 @@ class FragmentomicsExtractor(Extractor):
         grid, fasta, panel = self._inputs(cohort, frags)
         return self.features(frags, grid, fasta, panel)
 
-    def build_panel_of_normals(self, cohort: Cohort, samples: pd.DataFrame | Iterable[str]) -> PanelOfNormals:
+    def build_panel_of_normals(
+        self, cohort: Cohort, samples: pd.DataFrame | Iterable[str], *, min_samples: int = 1
+    ) -> PanelOfNormals:
         """A panel of normals from ``samples`` (rows of samples.csv, or sample ids) of ``cohort``, with these settings.
 
         Use libraries without tumour DNA (healthy donors, or samples of a cohort known to be tumour-free); save it
-        with :meth:`PanelOfNormals.save` and point ``panel_of_normals`` at the file.
+        with :meth:`PanelOfNormals.save` and point ``panel_of_normals`` at the file. A library that cannot be used
+        (unreadable, no fragment passing the filters, no usable copy-number bin) is left out with a warning naming
+        it and the reason (also in ``skipped``), so one bad library does not cost the panel; fewer than
+        ``min_samples`` usable libraries raise a ValueError listing every reason. A broken reference file raises.
         """
         if not isinstance(samples, pd.DataFrame):
             ids = list(samples)
             samples = cohort.samples[cohort.samples["sample_id"].isin(ids)]
         profiles = []
+        skipped: dict[str, str] = {}
         grid = None
         for _, row in samples.iterrows():
-            frags = self._read(cohort, row)
-            grid, fasta, _ = self._inputs(cohort, frags)
-            main = frags.filter(min_mapq=self.min_mapq, min_length=self.min_length, max_length=self.max_length)
-            profiles.append(self.cna_profile(main, grid, fasta)[1])
-        if grid is None:
-            raise ValueError("no samples given for the panel of normals")
-        return PanelOfNormals.build(profiles, grid.with_bin_size(self.cna_bin_size))
+            try:
+                frags = self._read(cohort, row)
+                sample_grid, fasta, _ = self._inputs(cohort, frags)
+                main = frags.filter(min_mapq=self.min_mapq, min_length=self.min_length, max_length=self.max_length)
+                if len(main) == 0:
+                    raise SampleFailure(
+                        f"{row['path']}: no fragments with MAPQ >= {self.min_mapq} and length "
+                        f"{self.min_length}-{self.max_length} bp"
+                    )
+                profile = self.cna_profile(main, sample_grid, fasta)[1]
+                if not np.isfinite(profile).any():
+                    raise SampleFailure(f"{row['path']}: no copy-number bin with enough coverage")
+            except SampleFailure as exc:
+                skipped[str(row["sample_id"])] = str(exc)
+                continue
+            profiles.append(profile)
+            grid = sample_grid
+        shown = "; ".join(f"{k}: {v}" for k, v in skipped.items())
+        if grid is None or len(profiles) < max(1, min_samples):
+            raise ValueError(
+                f"a panel of normals needs at least {max(1, min_samples)} usable normal librar(ies); "
+                f"{len(profiles)} of the {len(samples)} given are usable" + (f" (left out: {shown})" if skipped else "")
+            )
+        if skipped:
+            warnings.warn(
+                f"panel of normals built from {len(profiles)} of {len(samples)} libraries; left out: {shown}",
+                stacklevel=2,
+            )
+        pon = PanelOfNormals.build(profiles, grid.with_bin_size(self.cna_bin_size))
+        return PanelOfNormals(pon.grid, pon.log2, pon.n_samples, skipped)
 
 
 def finaletoolkit_motif_multiplicity(frags: Fragments, sizes: dict[str, int], window: int = 1_000_000) -> np.ndarray:

@@ -14,6 +14,9 @@ Two layers, split by what each step learns from:
       Batches with fewer than ``min_qc_per_batch`` detected QCs for a feature get the re-centring only.
 
    It returns the patient injections' corrected intensities (linear scale; NaN stays NaN = below detection).
+   An injection with unusable cells or sheet row (a sample missing from the matrix, a negative intensity, no
+   injection order) is left out of the run: a patient's fails alone, a QC's or blank's is reported as a note, and
+   the run is corrected with the rest; if no QC (or, with the blank filter, no blank) is left, the run fails.
    The per-feature QC statistics do not fit a sample x feature table, so they come from a separate call,
    :meth:`MetabolomicsExtractor.qc_report` (feature x ``qc_rsd_before, qc_rsd_after, qc_detect_rate,
    blank_ratio, blank_pass, n_qc`` plus the feature annotation), which the caller writes next to the features
@@ -35,6 +38,7 @@ block (e.g. the extractor's own output).
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,9 +51,10 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.readers import MetabolomicsData, read_metabolomics
+from omics_risk.data.readers import DataFileError, MetabolomicsData, read_metabolomics
 from omics_risk.features.base import ExtractionResult, Extractor
 from omics_risk.features.screening import FrameSelector, _quiet
+from omics_risk.features.shared_files import SharedFile, display_path, read_isolating
 from omics_risk.progress import progress_bar
 
 __all__ = [
@@ -170,7 +175,52 @@ class MetabolomicsExtractor(Extractor):
         self.min_qc_per_batch = min_qc_per_batch
 
     def read(self, cohort: Cohort, modality: str = "metabolomics") -> MetabolomicsData:
-        """The run of one metabolomics modality of ``cohort`` (matrix, sample sheet, annotation)."""
+        """The run of one metabolomics modality of ``cohort`` (matrix, sample sheet, annotation), strictly: any
+        problem in the files raises (see :meth:`read_run` for the run without its unusable injections)."""
+        matrix, sheet, features = self._paths(cohort, modality)
+        return read_metabolomics(matrix, sheet, features)
+
+    def read_run(self, cohort: Cohort, modality: str = "metabolomics") -> tuple[MetabolomicsData, dict[str, str]]:
+        """The run without the injections whose own cells or sheet row are unusable, and why each was left out.
+
+        One broken injection must not cost the others their features: problems the reader locates in an
+        injection's matrix column or sheet row set that injection aside; any other problem (the header, a
+        feature_id) still raises. Raises too when the run had QC injections (or blanks, with the blank filter)
+        and none is usable, since the correction and the QC report would then silently mean something else.
+        """
+        matrix, sheet, features = self._paths(cohort, modality)
+        root = cohort.root
+        files = [
+            SharedFile(matrix, "metabolomics matrix", "column", display_path(matrix, root)),
+            SharedFile(sheet, "metabolomics sample sheet", "row", display_path(sheet, root)),
+        ]
+        if features is not None:
+            files.append(SharedFile(features, "metabolomics feature annotation", None, display_path(features, root)))
+        data, dropped = read_isolating(read_metabolomics, files)
+        if dropped:
+            original = SharedFile(sheet, "metabolomics sample sheet", "row").raw()
+            self._check_usable(original, data, dropped, files[0].display)
+        return data, dropped
+
+    def _check_usable(
+        self, original_sheet: pd.DataFrame | None, data: MetabolomicsData, dropped: dict[str, str], matrix: str
+    ) -> None:
+        """Refuse a run whose QCs (or blanks, when the blank filter is on) were all left out."""
+        if original_sheet is None or not {"sample_id", "sample_type"} <= set(original_sheet.columns):
+            return
+        kinds = original_sheet["sample_type"].astype(str).str.strip()
+        ids = original_sheet["sample_id"].astype(str).str.strip()
+        needed = [("qc", "the drift correction and the QC report need at least one")]
+        if self.min_blank_ratio is not None:
+            needed.append(("blank", "the blank filter needs at least one (or set min_blank_ratio: null)"))
+        for kind, why in needed:
+            had = set(ids[kinds == kind])
+            if had and not (data.sheet["sample_type"] == kind).any():
+                reasons = "; ".join(f"{i}: {dropped[i]}" for i in sorted(had) if i in dropped)
+                raise DataFileError(matrix, f"every {kind} injection of the run is unusable ({reasons}); {why}")
+
+    def _paths(self, cohort: Cohort, modality: str) -> tuple[Path, Path, Path | None]:
+        """Matrix, sample sheet and optional annotation of one metabolomics modality."""
         spec = cohort.spec.modality(modality)
         if spec is None or spec.format != "metabolomics_matrix":
             raise ValueError(f"modality '{modality}' of cohort {cohort.root} is not a metabolomics_matrix")
@@ -186,7 +236,7 @@ class MetabolomicsExtractor(Extractor):
                 f"({', '.join(paths[:3])}); a run is one matrix with one sample sheet: merge them"
             )
         features = spec.options.get("features")
-        return read_metabolomics(
+        return (
             cohort.path(paths[0]),
             cohort.path(spec.options["sample_sheet"]),
             cohort.path(features) if features else None,
@@ -233,27 +283,39 @@ class MetabolomicsExtractor(Extractor):
         return corrected, report
 
     def qc_report(self, cohort: Cohort, modality: str = "metabolomics") -> pd.DataFrame:
-        """Per-feature QC statistics of the run (see module docstring), for :class:`QCRSDFilter` and reports."""
-        return self.correct(self.read(cohort, modality))[1]
+        """Per-feature QC statistics of the run (see module docstring), for :class:`QCRSDFilter` and reports.
+
+        Injections :meth:`read_run` leaves out are named in a warning.
+        """
+        data, dropped = self.read_run(cohort, modality)
+        if dropped:
+            shown = "; ".join(f"{k}: {v}" for k, v in sorted(dropped.items()))
+            warnings.warn(f"metabolomics QC report without {len(dropped)} unusable injection(s): {shown}", stacklevel=2)
+        return self.correct(data)[1]
 
     def side_tables(self, cohort: Cohort, samples: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """The QC report, written as ``<modality>.qc.csv`` for :class:`QCRSDFilter` at training time."""
+        """The QC report, written as ``<modality>.qc.csv`` for :class:`QCRSDFilter` at training time (the injections
+        it leaves out are reported by :meth:`extract_shared`)."""
         if samples.empty:
             return {}
-        return {"qc": self.qc_report(cohort, str(samples["modality"].iloc[0]))}
+        data, _ = self.read_run(cohort, str(samples["modality"].iloc[0]))
+        return {"qc": self.correct(data)[1]}
 
     def extract_shared(self, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
         if samples.empty:
             return ExtractionResult(pd.DataFrame(index=pd.Index([], name="sample_id")))
         modality = str(samples["modality"].iloc[0])
-        data = self.read(cohort, modality)
+        data, dropped = self.read_run(cohort, modality)
         corrected, report = self.correct(data)
         keep = report.index[report["blank_pass"].to_numpy(dtype=bool)]
         failures: dict[str, str] = {}
         ok: list[str] = []
+        matrix = display_path(self._paths(cohort, modality)[0], cohort.root)
         for sid in samples["sample_id"]:
-            if sid not in data.sheet.index:
-                failures[sid] = "not a column of the metabolomics matrix"
+            if sid in dropped:
+                failures[sid] = dropped[sid]
+            elif sid not in data.sheet.index:
+                failures[sid] = f"not a column of the metabolomics matrix {matrix} (nor a row of its sample sheet)"
             elif data.sheet.at[sid, "sample_type"] != "sample":
                 failures[sid] = f"the sample sheet marks it as '{data.sheet.at[sid, 'sample_type']}', not 'sample'"
             else:
@@ -265,7 +327,21 @@ class MetabolomicsExtractor(Extractor):
         empty = feats.index[feats.isna().all(axis=1).to_numpy()] if feats.shape[1] else feats.index
         for sid in empty:
             failures[sid] = "no feature detected (every value below the detection limit or removed as blank)"
-        return ExtractionResult(feats.drop(index=empty), failures)
+        wanted = set(samples["sample_id"])
+        notes = [
+            f"injection {inj} ({self._kind(inj, cohort, modality)}) is left out of the run: {reason}"
+            for inj, reason in sorted(dropped.items())
+            if inj not in wanted
+        ]
+        return ExtractionResult(feats.drop(index=empty), failures, notes)
+
+    def _kind(self, injection: str, cohort: Cohort, modality: str) -> str:
+        """The sample type the sample sheet gives an injection that was left out (for the note)."""
+        raw = SharedFile(self._paths(cohort, modality)[1], "metabolomics sample sheet", "row").raw()
+        if raw is None or not {"sample_id", "sample_type"} <= set(raw.columns):
+            return "not in the sample sheet"
+        hit = raw.loc[raw["sample_id"].astype(str).str.strip() == injection, "sample_type"]
+        return f"sample_type {str(hit.iloc[0]).strip()}" if len(hit) else "not in the sample sheet"
 
 
 # ------------------------------------------------------------------------------------- fold-fitted steps

@@ -425,7 +425,12 @@ class MethylationExtractor(Extractor):
         path = cohort.path(sample["path"])
         if not path.is_file():
             raise SampleFailure(f"Bismark coverage file {sample['path']} not found")
-        cov = read_bismark_cov(path)
+        try:
+            cov = read_bismark_cov(path)
+        except DataFileError as exc:  # this library's file: this sample fails, with the reader's located problem
+            raise SampleFailure(str(exc)) from exc
+        except OSError as exc:
+            raise SampleFailure(f"{path} cannot be read ({exc.strerror or exc})") from exc
         if len(cov) == 0:
             raise SampleFailure(f"{sample['path']} holds no CpG")
         feats = self.features_from_cov(cov, panel, masks)

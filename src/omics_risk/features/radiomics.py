@@ -376,10 +376,17 @@ def extract_radiomics(
     for sid, img, msk in pairs:
         cfile = None
         if cache is not None:
-            key = hashlib.sha256(f"{_content_hash(img)}|{_content_hash(msk) if msk else '-'}".encode()).hexdigest()
+            try:
+                key = hashlib.sha256(
+                    f"{_content_hash(img)}|{_content_hash(msk) if msk else '-'}".encode()
+                ).hexdigest()
+            except OSError as exc:  # an unreadable scan fails alone (no content, no cache key)
+                results[sid] = {"error": f"{exc.filename or img} cannot be read ({exc.strerror or exc})"}
+                continue
             cfile = cache / f"{key[:32]}.json"
-            if cfile.is_file():
-                results[sid] = json.loads(cfile.read_text())
+            hit = _cached(cfile)
+            if hit is not None:
+                results[sid] = hit
                 continue
         todo.append((sid, img, msk, cfile))
 
@@ -393,7 +400,7 @@ def extract_radiomics(
 
     bar = progress_bar(total=len(todo), desc="radiomics", unit="scan", disable=not progress)
     try:
-        if workers == 1 or len(todo) <= 1:
+        if workers == 1 or not todo:  # with workers > 1 a lone scan runs in a worker too: a crash stays there
             for sid, img, msk, cfile in todo:
                 res = _job(img, msk, params_json)
                 save(cfile, res)
@@ -404,11 +411,21 @@ def extract_radiomics(
 
             run = Parallel(n_jobs=min(workers, len(todo)), backend="loky", return_as="generator_unordered")
             tasks = (delayed(_indexed)(i, img, msk, params_json) for i, (_, img, msk, _) in enumerate(todo))
-            for i, res in run(tasks):
-                sid, _, _, cfile = todo[i]
-                save(cfile, res)
-                results[sid] = res
-                bar.update()
+            done: set[int] = set()
+            try:
+                for i, res in run(tasks):
+                    sid, _, _, cfile = todo[i]
+                    save(cfile, res)
+                    results[sid] = res
+                    done.add(i)
+                    bar.update()
+            except _WORKER_DEATH:  # a scan killed a worker: the scans not done yet run alone, each in its process
+                for i, (sid, img, msk, cfile) in enumerate(todo):
+                    if i not in done:
+                        res = _job_isolated(img, msk, params_json)
+                        save(cfile, res)
+                        results[sid] = res
+                        bar.update()
     finally:
         bar.close()
 
@@ -421,3 +438,40 @@ def extract_radiomics(
 
 def _indexed(i: int, image: Path, mask: Path | None, params_json: str) -> tuple[int, dict[str, Any]]:
     return i, _job(image, mask, params_json)
+
+
+def _worker_death() -> tuple[type[BaseException], ...]:
+    """The errors joblib (loky) and concurrent.futures raise when a worker process dies."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    return (BrokenProcessPool, TerminatedWorkerError)
+
+
+_WORKER_DEATH = _worker_death()
+
+
+def _job_isolated(image: Path, mask: Path | None, params_json: str) -> dict[str, Any]:
+    """One scan in a process of its own, so that a scan that kills a process fails alone (not cached)."""
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        with ProcessPoolExecutor(max_workers=1) as pool:
+            return pool.submit(_job, image, mask, params_json).result()
+    except BrokenProcessPool as exc:
+        return {
+            "error": f"the process describing {image.name} died ({exc}); a native library probably crashed on "
+            "the scan or its mask, or the machine ran out of memory",
+            "cache": False,
+        }
+
+
+def _cached(cfile: Path) -> dict[str, Any] | None:
+    """A cached result, or None when absent or unreadable (a torn write): then it is recomputed."""
+    try:
+        res = json.loads(cfile.read_text())
+    except (OSError, ValueError):
+        return None
+    return res if isinstance(res, dict) and ("features" in res or "error" in res) else None

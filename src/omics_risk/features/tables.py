@@ -2,7 +2,8 @@
 
 The contract's ``table`` format is already a feature matrix, so extraction only checks it (numeric, finite),
 optionally applies ``log2(x + 1)`` (counts, RPM, intensities) and prefixes the column names, and reports the
-samples of samples.csv the table lacks, or holds only empty cells for, as failures.
+samples of samples.csv the table lacks, holds only empty cells for, or holds unusable cells for (text, infinite,
+negative under log2) as failures; the other samples of the table are extracted.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pandas as pd
 from omics_risk.data.contract import Cohort
 from omics_risk.data.readers import DataFileError, read_table
 from omics_risk.features.base import ExtractionResult, Extractor
+from omics_risk.features.shared_files import SharedFile, file_failure, read_isolating
 
 __all__ = ["TableExtractor", "check_numeric"]
 
@@ -91,19 +93,47 @@ class TableExtractor(Extractor):
             out = out.add_prefix(self.prefix)
         return out
 
+    def _negative(self, table: pd.DataFrame, source: str) -> dict[str, str]:
+        """Samples with a value log2(x + 1) cannot take (x < 0), each with the first such column."""
+        if not self.log2:
+            return {}
+        cols = [c for c in (self.columns or table.columns) if c in table.columns]
+        values = table[cols].to_numpy(dtype=float, na_value=np.nan)
+        out = {}
+        for i in np.flatnonzero((values < 0).any(axis=1)):
+            j = int(np.flatnonzero(values[i] < 0)[0])
+            out[str(table.index[i])] = (
+                f"{source} [{cols[j]}]: {values[i, j]:g} for this sample, but log2(x + 1) needs values >= 0 "
+                "(if the table is already log-scaled, set log2: false)"
+            )
+        return out
+
     def extract_shared(self, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
+        unusable: list[Exception] = []  # files unusable as a whole; their samples fail with the reason
         for rel, group in samples.groupby("path", sort=True):
-            table = self.transform_table(read_table(cohort.path(str(rel))), str(rel))
             wanted = pd.Index(group["sample_id"])
+            try:
+                raw, dropped = read_isolating(
+                    read_table, [SharedFile(cohort.path(str(rel)), "feature table", "row", str(rel))]
+                )
+                raw = raw.loc[wanted.intersection(raw.index, sort=False)]
+                dropped.update(self._negative(raw, str(rel)))
+                table = self.transform_table(raw.drop(index=list(set(dropped) & set(raw.index))), str(rel))
+            except (DataFileError, OSError) as exc:
+                failures.update(dict.fromkeys(wanted, file_failure(exc, str(rel))))
+                unusable.append(exc)
+                continue
             for sid in wanted.difference(table.index):
-                failures[sid] = f"no row for this sample in {rel}"
+                failures[sid] = dropped.get(sid, f"no row for this sample in {rel}")
             block = table.loc[wanted.intersection(table.index, sort=False)]
             empty = block.index[block.isna().all(axis=1).to_numpy()]
             for sid in empty:
                 failures[sid] = f"every feature of this sample is empty in {rel}"
             feats.append(block.drop(index=empty))
+        if unusable and len(unusable) == samples["path"].nunique():
+            raise unusable[0]  # nothing to extract: the file itself is the problem
         features = pd.concat(feats) if feats else pd.DataFrame()
         features.index.name = "sample_id"
         return ExtractionResult(features, failures)
