@@ -105,6 +105,20 @@ def test_broken_file_is_recorded_not_fatal(valid_cohort: Path) -> None:
     assert "P04-ct-preop" in summary.to_text()
 
 
+def test_a_failure_is_retried_and_names_the_cohort_of_this_run(valid_cohort: Path, tmp_path: Path) -> None:
+    """Two cohorts (score's work-folder views of one cohort) sharing a store: each failure names its own folder."""
+    (valid_cohort / "ct/P04_preop.mha").write_bytes(b"ObjectType = Image\nNDims = 3\n garbage")
+    copy = Path(shutil.copytree(valid_cohort, tmp_path / "copy"))
+    store = tmp_path / "store"
+    for root in (valid_cohort, copy):
+        summary = _run(root, out=store, workers=1)
+        assert summary.modalities["ct"] == {**summary.modalities["ct"], "cached": 3 if root == copy else 0,
+                                            "failed": 1}
+        reason = pd.read_csv(store / "status.csv").set_index("sample_id").loc["P04-ct-preop", "reason"]
+        assert str(root / "ct/P04_preop.mha") in reason
+        assert root == valid_cohort or str(valid_cohort) not in reason
+
+
 def test_shared_table_missing_sample_fails_that_sample(valid_cohort: Path) -> None:
     table = valid_cohort / "rppa/rppa.csv"
     lines = table.read_text().splitlines()

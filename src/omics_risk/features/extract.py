@@ -10,7 +10,7 @@ Output (default ``COHORT/features/``):
 - ``manifest.json``: per modality the extractors, their versions and settings hashes, the feature columns,
   and a content hash of every input file, so a model can check that scoring sees what training saw;
 - ``cache/``: per-sample results keyed by (extractor, version, settings, input content); a re-run recomputes
-  only what changed.
+  only what changed; failed samples are tried again on every run (their reasons name the paths of that run).
 
 Failures stay per sample: an unreadable or corrupt file, a sample missing from (or with bad rows in) a shared
 table, a sample whose features are all missing, even a worker process that dies on a file, fail only that sample,
@@ -242,7 +242,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                     key = hashlib.sha256(json.dumps([shash, refs, digests]).encode()).hexdigest()[:24]
                     cfile = cache / ext.name / f"{key}.json"
                     res = None if force else _cached(cfile)
-                    if res is not None:
+                    if res is not None and "error" not in res:  # failures are retried, never served from cache
                         cached += 1
                         _merge(res, row["sample_id"], per_sample_feats, errors)
                     else:
@@ -250,7 +250,9 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                 desc = f"{mod}: {ext.name}"
                 results = _map_samples(ext, cohort, [r for r, _ in todo], workers, progress, desc)
                 for (row, cfile), res in zip(todo, results, strict=True):
-                    if res.pop("cache", True):
+                    # A failure is not cached: its reason names this run's paths (score extracts through a
+                    # work-folder view of the cohort), and the cause may be the machine, not the file.
+                    if res.pop("cache", True) and "error" not in res:
                         cfile.parent.mkdir(parents=True, exist_ok=True)
                         _atomic_write_text(cfile, json.dumps(res))
                     _merge(res, row["sample_id"], per_sample_feats, errors)
