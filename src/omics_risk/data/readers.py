@@ -1049,8 +1049,7 @@ def _read_bam_fragments(path: Path, *, min_mapq: int, min_length: int | None, ma
 
 
 #: Human autosome names, with or without the ``chr`` prefix: what cfDNA fragmentomics bins by default (its
-#: ``chroms="autosomes"``). The data layer keeps its own copy because it must not import features;
-#: tests/data/test_readers.py checks that it equals ``omics_risk.features.fragmentomics.AUTOSOME_RE``.
+#: ``chroms="autosomes"``). Defined here, in the data layer, so that validate and the binning share one pattern.
 AUTOSOME_RE = re.compile(r"^(chr)?([1-9]|1[0-9]|2[0-2])$")
 #: The default chromosome selection of fragmentomics binning.
 DEFAULT_BINNED_CHROMS = "autosomes"

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.readers import DataFileError, Fragments, read_chrom_sizes, read_fragments
+from omics_risk.data.readers import AUTOSOME_RE, DataFileError, Fragments, read_chrom_sizes, read_fragments
 from omics_risk.features.base import Extractor, SampleFailure
 
 __all__ = [
@@ -65,8 +65,6 @@ __all__ = [
 
 FEATURE_GROUPS = ("length", "coverage", "delfi", "motif", "cna")
 IntersectPolicy = Literal["midpoint", "any"]
-#: Human autosome names, with or without the ``chr`` prefix (the default chromosome selection).
-AUTOSOME_RE = re.compile(r"^(chr)?([1-9]|1[0-9]|2[0-2])$")
 #: Base codes: A=0, C=1, G=2, T=3, anything else (N, IUPAC) = 4; lower case (soft-masked) is the same base.
 _BASE_LUT = np.full(256, 4, dtype=np.uint8)
 for _i, _b in enumerate("ACGT"):
