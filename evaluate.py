@@ -28,6 +28,18 @@ def _horizons(cfg: DictConfig) -> list[float] | None:
     return [float(x) for x in (h if OmegaConf.is_list(h) or isinstance(h, list | tuple) else [h])]
 
 
+def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
+    """What the logged per-patient scores carry: the project's keyed pseudonyms, or the raw ids on request
+    (``tracking.raw_ids=true``); None when nothing is logged (no key file is made then)."""
+    from omics_risk.privacy import Pseudonymiser
+
+    if not cfg.tracking.enabled:
+        return None
+    raw = bool(OmegaConf.select(cfg, "tracking.raw_ids", default=False))
+    return Pseudonymiser.for_store(uri, root=Path(cfg.paths.root_dir), raw=raw,
+                                   key_file=OmegaConf.select(cfg, "tracking.pseudonym_key_file", default=None))
+
+
 def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
     from omics_risk.evaluation.compare import compare_experiment
@@ -55,7 +67,7 @@ def evaluate(cfg: DictConfig) -> Any:
             top_n=int(cfg.top_features.n), top_repeats=int(cfg.top_features.n_repeats),
             per_modality=int(cfg.top_features.per_modality), n_jobs=int(ev.n_jobs), tracking_uri=uri,
             experiment=str(cfg.tracking.experiment), log_to_mlflow=bool(cfg.tracking.enabled), params=settings,
-            progress=bool(cfg.progress))
+            pseudonyms=_pseudonyms(cfg, uri), progress=bool(cfg.progress))
     elif cfg.mode == "compare":
         runs = cfg.runs if isinstance(cfg.runs, str) else list(cfg.runs)
         result = compare_experiment(

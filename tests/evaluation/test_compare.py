@@ -1,6 +1,7 @@
 """Model comparison across training runs: the table equals direct computations on the logged out-of-fold risks
-(Harrell's and Uno's C, td-AUC, paired bootstrap of the C difference), patients are matched by id, the comparison is
-logged as its own MLflow run, and runs without out-of-fold artifacts fall back to what train() logged."""
+(Harrell's and Uno's C, td-AUC, paired bootstrap of the C difference), patients are matched by their keyed pseudonym
+(the artifacts hold no raw id), the comparison is logged as its own MLflow run, and runs without out-of-fold artifacts
+fall back to what train() logged."""
 
 from __future__ import annotations
 
@@ -32,10 +33,12 @@ from omics_risk.evaluation.metrics import (
     uno_c,
 )
 from omics_risk.evaluation.run_report import within_fold_ranks
+from omics_risk.privacy import Pseudonymiser
 from omics_risk.tracking import mlflow_utils as mu
 
 N_BOOT = 60
 HORIZONS = [365.0, 730.0]
+SHUFFLE_SEED = 0  # the row order of the shuffled model's artifact (_job(shuffle_model=...))
 
 
 def _simulate(n: int = 160, seed: int = 4) -> SimpleNamespace:
@@ -71,7 +74,7 @@ def _job(sim: SimpleNamespace, experiment: str, uri: str, *, oof: bool = True, n
                 if oof:
                     table = oof_table(sim.patients, sim.time, sim.event, risk, sim.folds)
                     if model == shuffle_model:
-                        table = table.sample(frac=1.0, random_state=0)
+                        table = table.sample(frac=1.0, random_state=SHUFFLE_SEED)
                     log_oof_risks(table)
             if model != "clinical_cox":
                 summary_metrics[f"{model}/delta_vs_clinical_cox"] = 0.1
@@ -126,12 +129,21 @@ def test_compare_equals_direct_computations_and_logs_a_comparison_run(store: str
         assert row["auc_730d"] == pytest.approx(auc[1], abs=1e-12)
         assert row["mean_auc"] == pytest.approx(mean, abs=1e-12)
         assert row["harrell_c_ci_low"] < row["harrell_c"] < row["harrell_c_ci_high"]
-        if model != "clinical_cox":
+        if model not in ("clinical_cox", "noise"):  # noise: its artifact is shuffled (below)
             diff, p = paired_bootstrap_difference(t, e, r, ranks["clinical_cox"], n_boot=N_BOOT, seed=3)
             assert row["delta_c"] == pytest.approx(diff.value, abs=1e-12)
             assert (row["delta_c_ci_low"], row["delta_c_ci_high"]) == pytest.approx((diff.low, diff.high))
             assert row["p_value"] == pytest.approx(p)
     assert np.isnan(table.loc["clinical_cox", "p_value"])
+    # a shuffled artifact pairs its patients with the reference's by pseudonym, and is resampled in its own row order
+    perm = oof_table(sim.patients, t, e, sim.risks["noise"], sim.folds).sample(frac=1.0, random_state=SHUFFLE_SEED)
+    idx = perm.index.to_numpy()
+    assert not np.array_equal(idx, np.arange(len(idx)))
+    diff, p = paired_bootstrap_difference(t[idx], e[idx], ranks["noise"][idx], ranks["clinical_cox"][idx],
+                                          n_boot=N_BOOT, seed=3)
+    row = table.loc["noise"]
+    assert (row["delta_c"], row["delta_c_ci_low"], row["delta_c_ci_high"], row["p_value"]) == pytest.approx(
+        (diff.value, diff.low, diff.high, p))
     # the signal: fused beats the noisier reference, pure noise is worse than it
     assert table.loc["fused", "delta_c"] > 0.05 and table.loc["fused", "p_value"] < 0.05
     assert table.loc["noise", "delta_c"] < 0 and table.loc["noise", "p_value"] < 0.05
@@ -158,6 +170,12 @@ def test_compare_equals_direct_computations_and_logs_a_comparison_run(store: str
     assert {"comparison.csv", "report.html", "summary.json", "plots/comparison.png"} <= arts
     names = [*run.data.metrics, *run.data.params, *run.data.params.values(), *run.data.tags.values()]
     mu.assert_no_identifiers(names, sim.patients)
+    # the logged out-of-fold tables hold the store's pseudonyms, not the patients' ids
+    fused_run = table.loc["fused", "run_id"]
+    oof = pd.read_parquet(client.download_artifacts(fused_run, OOF_ARTIFACT, str(tmp_path / "dl")))
+    key_store = Pseudonymiser.for_store(store)
+    assert oof["patient_id"].tolist() == key_store(sim.patients)
+    assert not set(oof["patient_id"]) & set(sim.patients)
     # a second comparison never compares the comparison run: still the one job
     again = compare_experiment("cmp", output_dir=tmp_path / "again", n_boot=10, tracking_uri=store,
                                log_to_mlflow=False)

@@ -38,10 +38,12 @@ from omics_risk.evaluation.external import (
 from omics_risk.evaluation.metrics import HorizonError, evaluate_survival, time_grid
 from omics_risk.evaluation.riskgroups import RiskGroups
 from omics_risk.features.extract import extract_cohort
+from omics_risk.privacy import ID_MODE_TAG, KEY_ID_TAG, Pseudonymiser
 from omics_risk.scoring.frames import FeatureManifest, to_frame
 from omics_risk.scoring.pyfunc import load_scoring_model, log_model
 from omics_risk.scoring.reference_model import LinearRiskModel
 from omics_risk.tracking import mlflow_utils as mu
+from omics_risk.tracking.audit import audit_store
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPES = {"age": "numeric", "stage": {"type": "ordinal", "levels": ["I", "II", "III"]}}
@@ -197,8 +199,16 @@ def test_validation_run_is_logged_and_linked_to_the_model_version(at_store: Simp
     val_ids = pd.read_csv(reg.val_root / "clinical.csv")["patient_id"].tolist()
     mu.assert_no_identifiers([*run.data.metrics, *run.data.params, *run.data.tags],
                              val_ids, values=[*run.data.params.values(), *tags.values(), *mv.tags.values()])
+    # the logged scores carry the store's keyed pseudonyms; the local scores.csv (it stays with the cohort) the ids
     scores = pd.read_csv(client.download_artifacts(res.run_id, "scores.csv", str(reg.base / "dl")))
-    assert set(scores["patient_id"]) == set(val_ids) and len(scores) == 220
+    pseudonyms = Pseudonymiser.for_store(reg.uri)
+    assert scores["patient_id"].tolist() == pseudonyms(res.scores["patient_id"]) and len(scores) == 220
+    assert tags[ID_MODE_TAG] == "pseudonymised" and tags[KEY_ID_TAG] == pseudonyms.key_id
+    assert set(pd.read_csv(res.paths["scores"])["patient_id"]) == set(val_ids)
+    local = pd.read_csv(res.paths["scores"]).drop(columns="patient_id")
+    pd.testing.assert_frame_equal(scores.drop(columns="patient_id"), local)  # the same numbers
+    assert audit_store([*val_ids, *pd.read_csv(reg.train_root / "clinical.csv")["patient_id"]],
+                       tracking_uri=reg.uri) == []
 
 
 @pytest.mark.slow  # builds the registered model (module fixture, ~10 s)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import yaml
@@ -17,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH
 from omegaconf import OmegaConf
 
+from omics_risk.privacy import Pseudonymiser
 from omics_risk.tracking import mlflow_utils as mu
 from omics_risk.tracking.mlflow_utils import (
     LEVEL_TAG,
@@ -296,3 +298,29 @@ def test_protect_identifiers_accumulates() -> None:
     assert guard.ids == frozenset({"pa0001", "pb0002"})
     with pytest.raises(IdentifierLeakError):
         mu.check_identifiers(["x/PA0001"])
+
+
+def test_log_patient_table_logs_pseudonyms_and_refuses_leftover_ids(uri: str, tmp_path: Path) -> None:
+    table = pd.DataFrame({"patient_id": ["PO0001", "PO0002", "PO0001"], "risk": [0.5, -1.0, 0.25]})
+    key_file = tmp_path / ".omics-risk" / "pseudonym.key"
+    with start_run_tree("cv", uri=uri, run_name="job", parent_run_id=None, patient_ids=PATIENTS) as job:
+        logged = mu.log_patient_table(table, "tables/risk.parquet")  # default: the store's key, made on first use
+        assert key_file.is_file()
+        p = Pseudonymiser.for_store(uri)
+        assert logged["patient_id"].tolist() == p(["PO0001", "PO0002", "PO0001"])
+        mu.log_patient_table(table, "risk.csv", pseudonyms=Pseudonymiser.raw_ids())  # the opt-in keeps them
+        with pytest.raises(IdentifierLeakError, match="<patient-id>_ct_preop"):
+            mu.log_patient_table(table.assign(sample=["PO0001_ct_preop", "x", "y"]), "leak.csv", pseudonyms=p)
+        with pytest.raises(ValueError, match=r"\.parquet or \.csv"):
+            mu.log_patient_table(table, "risk.json", pseudonyms=p)
+        protect_identifiers(p(["PO0001"]))  # a comparison registers the pseudonyms it read: they stay loggable
+        mu.log_patient_table(table, "again.parquet", pseudonyms=p)
+    client = MlflowClient(uri)
+    run_id = job.info.run_id
+    assert {a.path for a in client.list_artifacts(run_id)} == {"tables", "risk.csv", "again.parquet"}  # no leak.csv
+    back = pd.read_parquet(client.download_artifacts(run_id, "tables/risk.parquet", str(tmp_path)))
+    assert back["patient_id"].tolist() == logged["patient_id"].tolist() and back["risk"].tolist() == [0.5, -1.0, 0.25]
+    raw = pd.read_csv(client.download_artifacts(run_id, "risk.csv", str(tmp_path)))
+    assert raw["patient_id"].tolist() == ["PO0001", "PO0002", "PO0001"]
+    with pytest.raises(RuntimeError, match="no active MLflow run"):
+        mu.log_patient_table(table, "risk.csv", pseudonyms=p)

@@ -26,12 +26,16 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, open_dict
 
 from omics_risk.data.contract import load_cohort
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.data.synthetic import generate_cohort
 from omics_risk.models.fused import FusedSurvivalModel
+from omics_risk.privacy import Pseudonymiser
+from omics_risk.tracking.audit import audit_store
+from omics_risk.tracking.mlflow_utils import clear_protected_identifiers
 from omics_risk.training import pipeline
 from omics_risk.training.pipeline import ResponseReference, ct_timepoints_of, train
 
@@ -40,11 +44,10 @@ CONFIGS = ROOT / "configs"
 TINY = {"fragments_per_sample": 300, "n_metabolites": 20, "ct_shape": (24, 24, 16), "workers": 1, "progress": False}
 
 
-def _compose(out: Path, *overrides: str) -> DictConfig:
+def _compose(out: Path, *overrides: str, tracking: str = "tracking=none") -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         return compose("train", overrides=[f"paths.root_dir={out}", f"paths.output_dir={out / 'run'}",
-                                           "tracking=none", "training.progress=false", "extract.workers=1",
-                                           *overrides])
+                                           tracking, "training.progress=false", "extract.workers=1", *overrides])
 
 
 @pytest.fixture(scope="session")
@@ -61,15 +64,21 @@ def sclc_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 # ---------------------------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_fused_ct_trains_end_to_end_with_the_cohort_ct(nsclc_cohort: Path, tmp_path: Path) -> None:
+def test_fused_ct_trains_end_to_end_with_the_cohort_ct(nsclc_cohort: Path, tmp_path: Path,
+                                                       mlflow_template_db: Path) -> None:
+    shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg = _compose(tmp_path, "model=fused_ct", "debug=fast", "baselines=fast", "data=cohort",
                    f"data.root={nsclc_cohort}", "model.ct.roi_size=[16,16,16]", "model.deep_radiomic_score=true",
                    "model.estimator.epochs=3", "+model.estimator.num_threads=1",
-                   "training.final_model=true", "optimized_metric=fused_ct/cindex",
-                   f"data.validation_root={nsclc_cohort}")  # the same cohort as "external": exercises the path
+                   "training.final_model=true", "optimized_metric=fused_ct/cindex", f"tracking.uri={uri}",
+                   "tracking.log_folds=false",
+                   f"data.validation_root={nsclc_cohort}",  # the same cohort as "external": exercises the path
+                   tracking="tracking=mlflow")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metrics = train(cfg)
+    clear_protected_identifiers()
     for name in ("fused_ct", "ct_deep", "clinical_cox", "coxnet_ct"):
         assert 0.0 <= metrics[f"{name}/cindex"] <= 1.0, name
         assert metrics[f"{name}/cindex_ci_low"] <= metrics[f"{name}/cindex_pooled"] <= metrics[f"{name}/cindex_ci_high"]
@@ -94,6 +103,16 @@ def test_fused_ct_trains_end_to_end_with_the_cohort_ct(nsclc_cohort: Path, tmp_p
     scores = pd.read_csv(run / "deep_radiomic_score.csv")
     assert scores["patient_id"].nunique() == summary["n_patients"] == len(scores)
     assert np.isfinite(scores["deep_radiomic_score"]).all() and set(scores["fold"]) == {0, 1}
+    # the local file keeps the cohort's ids; the copy logged to the job run has the store's keyed pseudonyms
+    assert set(scores["patient_id"]) <= set(cohort.clinical["patient_id"])
+    client = MlflowClient(uri)
+    job = client.search_runs([client.get_experiment_by_name("omics-risk").experiment_id],
+                             "tags.`omics_risk.level` = 'job'")[0]
+    logged = pd.read_csv(client.download_artifacts(job.info.run_id, "deep_radiomic_score.csv", str(tmp_path / "dl")))
+    assert logged["patient_id"].tolist() == Pseudonymiser.for_store(uri)(scores["patient_id"])
+    pd.testing.assert_frame_equal(logged.drop(columns="patient_id"), scores.drop(columns="patient_id"))
+    ids = [*cohort.clinical["patient_id"], *cohort.samples["sample_id"]]
+    assert audit_store(ids, tracking_uri=uri) == []
 
     # the final model saw the CT crops, and scores differ with and without them
     final = FusedSurvivalModel.load(run / "model")

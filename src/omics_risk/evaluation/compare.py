@@ -9,7 +9,9 @@ predictions as the artifact :data:`OOF_ARTIFACT` (``oof_risk.parquet``, written 
 ==============  ===================================================================================
 column          meaning
 ==============  ===================================================================================
-patient_id      the cohort's (pseudonymised) patient identifier: artifacts only, never names or tags
+patient_id      the patient's keyed pseudonym (``p_`` + 16 hex digits, :mod:`omics_risk.privacy`), stable
+                across the runs of a project; the raw cohort id only when the run opted in
+                (``tracking.raw_ids=true``, tag ``omics_risk.patient_ids=raw``)
 repeat          CV repeat (0-based)
 fold            test fold of the patient in that repeat
 time, event     the outcome (days; 1 = event)
@@ -20,8 +22,10 @@ label           optional: the response label (NaN = not assessed)
 
 For every model: the risks of repeat 0 (as ``train()`` pools them) are ranked within their test fold, then
 Harrell's and Uno's C and the time-dependent AUC at the horizons get percentile bootstrap CIs, and the C-index
-difference to the reference model **of the same job** (same folds, same patients; matched by ``patient_id``) gets a
-paired bootstrap CI and p-value (:func:`~omics_risk.evaluation.metrics.paired_bootstrap_difference`). Model runs
+difference to the reference model **of the same job** (same folds, same patients; matched by ``patient_id``, i.e. by
+pseudonym) gets a paired bootstrap CI and p-value (:func:`~omics_risk.evaluation.metrics.paired_bootstrap_difference`).
+Patients are resampled in the artifact's row order, which is the training data's patient order, so the paired test of
+a job's models reproduces the one ``train()`` logged with the same ``n_boot`` and seed. Model runs
 without the artifact (runs logged before it existed) fall back to the numbers the training run logged (pooled
 C-index with CI; the paired test from the job's ``summary.json``, available only against the training reference),
 marked ``source = training metrics``.
@@ -40,7 +44,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -50,6 +54,9 @@ from omics_risk.evaluation.metrics import evaluate_survival, paired_bootstrap_di
 from omics_risk.evaluation.plots import plot_model_comparison, save_figure
 from omics_risk.evaluation.run_report import log_outputs, usable_horizons, within_fold_ranks
 from omics_risk.progress import mlflow_bars_off
+
+if TYPE_CHECKING:
+    from omics_risk.privacy import Pseudonymiser
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +103,21 @@ def oof_table(patients: Sequence[Any], time: np.ndarray, event: np.ndarray, risk
     return pd.concat(frames, ignore_index=True)
 
 
-def log_oof_risks(table: pd.DataFrame, *, run_id: str | None = None) -> None:
-    """Log ``table`` (:func:`oof_table`) as :data:`OOF_ARTIFACT` of ``run_id`` or the active run."""
+def log_oof_risks(table: pd.DataFrame, *, pseudonyms: Pseudonymiser | None = None,
+                  run_id: str | None = None) -> pd.DataFrame:
+    """Log ``table`` (:func:`oof_table`, with the cohort's ids) as :data:`OOF_ARTIFACT` of ``run_id`` or the active
+    run, its ``patient_id`` replaced by the project's keyed pseudonyms (``pseudonyms``; default: the key of the
+    current tracking store, :meth:`~omics_risk.privacy.Pseudonymiser.for_store`). Returns the logged table."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
-    if run_id is None:
-        active = mlflow.active_run()
-        if active is None:
-            raise RuntimeError("log_oof_risks needs an active MLflow run (the model run) or run_id=")
-        run_id = active.info.run_id
+    from omics_risk.tracking.mlflow_utils import log_patient_table
+
+    if run_id is None and mlflow.active_run() is None:
+        raise RuntimeError("log_oof_risks needs an active MLflow run (the model run) or run_id=")
     need = {"patient_id", "repeat", "fold", "time", "event", "risk"}
     if need - set(table.columns):
         raise ValueError(f"the out-of-fold table lacks columns {sorted(need - set(table.columns))}")
-    with tempfile.TemporaryDirectory(prefix="omics_risk_oof_") as tmp:
-        path = Path(tmp) / OOF_ARTIFACT
-        table.to_parquet(path, index=False)
-        MlflowClient().log_artifact(run_id, str(path))
+    return log_patient_table(table, OOF_ARTIFACT, pseudonyms=pseudonyms, run_id=run_id)
 
 
 # ------------------------------------------------------------------------------------------------ finding runs
@@ -201,8 +206,9 @@ def _scores(oof: pd.DataFrame, repeat: int) -> pd.DataFrame:
     f = oof[oof["repeat"] == repeat] if "repeat" in oof else oof
     if f.empty:
         raise EvaluationError(f"the out-of-fold table has no repeat {repeat}")
-    # one row per patient in patient-id order, so bootstrap resamples do not depend on the artifact's row order
-    f = f.drop_duplicates("patient_id").set_index("patient_id").sort_index()
+    # one row per patient, in the artifact's row order: the training data's order, which train() bootstrapped in
+    # (ids are keyed pseudonyms now, and sorting by them would tie the resamples to the project's key)
+    f = f.drop_duplicates("patient_id").set_index("patient_id")
     score = within_fold_ranks(f["risk"].to_numpy(float), f["fold"].to_numpy()) if "fold" in f else f["risk"]
     return pd.DataFrame({"time": f["time"].astype(float), "event": f["event"].astype(bool), "score": score},
                         index=f.index)

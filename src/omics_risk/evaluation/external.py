@@ -24,11 +24,13 @@
    per-modality contribution (ablation with paired bootstrap CIs), top features (permutation), ``report.html``,
    ``summary.json``, ``metrics.csv`` and ``scores.csv`` (one row per patient) in the output directory.
 6. **MLflow**: a new run in the validation experiment (default ``omics-risk-validation``) with the metrics, the
-   plots, the report and the per-patient scores as artifacts (patient identifiers only inside artifacts, never in
-   names, params or tags: the run is opened with the cohort's ids registered in the identifier guard), tagged with
-   ``model_name``, ``model_version``, ``model_uri`` and ``source_run_id``; the model version gets tags pointing back
-   to the validation run (``validation.<cohort>.run_id``, ``validation.<cohort>.harrell_c``,
-   ``last_validation_run_id``).
+   plots, the report and the per-patient scores as artifacts. The logged ``scores.csv`` carries the project's keyed
+   pseudonyms in ``patient_id`` (:mod:`omics_risk.privacy`; the raw ids only with ``pseudonyms=
+   Pseudonymiser.raw_ids()``); the ``scores.csv`` of the output directory, which stays with the cohort, keeps the
+   cohort's ids. No id is ever in names, params or tags: the run is opened with the cohort's ids registered in the
+   identifier guard. The run is tagged with ``model_name``, ``model_version``, ``model_uri``, ``source_run_id`` and
+   ``omics_risk.patient_ids``; the model version gets tags pointing back to the validation run
+   (``validation.<cohort>.run_id``, ``validation.<cohort>.harrell_c``, ``last_validation_run_id``).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -73,6 +75,9 @@ from omics_risk.evaluation.run_report import (
     td_auc_curve,
     usable_horizons,
 )
+
+if TYPE_CHECKING:
+    from omics_risk.privacy import Pseudonymiser
 
 log = logging.getLogger(__name__)
 
@@ -345,7 +350,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
                       top_n: int = 20, top_repeats: int = 5, per_modality: int = 10, n_jobs: int = 1,
                       tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
                       log_to_mlflow: bool = True, run_name: str | None = None, params: Mapping[str, Any] | None = None,
-                      progress: bool = False) -> ExternalResult:
+                      pseudonyms: Pseudonymiser | None = None, progress: bool = False) -> ExternalResult:
     """Validate a logged model on a labelled cohort; see the module docstring for every step.
 
     Args:
@@ -366,6 +371,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         tracking_uri / experiment / log_to_mlflow: where the validation run goes (None: ``$MLFLOW_TRACKING_URI`` or
             ``./mlflow.db``, as training).
         params: extra settings logged as params of the validation run (e.g. the evaluate.py config).
+        pseudonyms: what the logged ``scores.csv`` has in ``patient_id`` (default: the keyed pseudonyms of the
+            project whose store ``tracking_uri`` is, :meth:`~omics_risk.privacy.Pseudonymiser.for_store`).
     """
     import mlflow
     from mlflow.tracking import MlflowClient
@@ -594,8 +601,10 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
 
     run_id = None
     if log_to_mlflow:
-        run_id = _log_run(result, client, uri, experiment, run_name, info, data, params or {}, figures, captions,
-                          long, out)
+        from omics_risk.privacy import Pseudonymiser
+
+        run_id = _log_run(result, client, uri, experiment, run_name, info, data, params or {}, long,
+                          pseudonyms or Pseudonymiser.for_store(uri))
         result.run_id = run_id
     meta = {"model": ref.label, "model URI": ref.uri, "source run": ref.source_run_id or "–",
             "training cohort": info.cohort or "–", "validation cohort": f"{spec.name} ({root})",
@@ -663,14 +672,15 @@ def _write_summary(result: ExternalResult, out: Path, meta: Mapping[str, Any]) -
 
 
 def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run_name: str | None,
-             info: TrainingInfo, data: MultimodalData, params: Mapping[str, Any], figures: Mapping[str, Path],
-             captions: Mapping[str, str], long: pd.DataFrame, out: Path) -> str:
-    """The validation run: params, metrics, artifacts, tags linking it to the model (and the model back to it)."""
+             info: TrainingInfo, data: MultimodalData, params: Mapping[str, Any], long: pd.DataFrame,
+             pseudonyms: Pseudonymiser) -> str:
+    """The validation run: params, metrics, artifacts (per-patient scores with ``pseudonyms``), tags linking it to
+    the model (and the model back to it)."""
     from omics_risk.tracking import mlflow_utils as mu
 
     ref = result.model
     tags = {mu.LEVEL_TAG: VALIDATION_LEVEL, "model_uri": ref.uri, "cohort": result.cohort,
-            "endpoint": data.endpoint, "cutoff_source": result.cutoff_source}
+            "endpoint": data.endpoint, "cutoff_source": result.cutoff_source, **pseudonyms.tags()}
     tags.update({k: v for k, v in {"model_name": ref.name, "model_version": ref.version, "model_alias": ref.alias,
                                    "source_run_id": ref.source_run_id, "training_run_id": info.job_run_id,
                                    "training_cohort": info.cohort}.items() if v})
@@ -681,8 +691,9 @@ def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run
     with mu.start_run_tree(experiment, uri=uri, run_name=name, parent_run_id=None, tags=tags,
                            patient_ids=list(data.patients)) as run:
         mu.safe_log_params(all_params)
-        files = {k: v for k, v in result.paths.items()}
+        files = {k: v for k, v in result.paths.items() if k != "scores"}  # the local scores.csv has the raw ids
         log_outputs(files, metrics=flat)
+        mu.log_patient_table(result.scores, result.paths["scores"].name, pseudonyms=pseudonyms)
         summary = "\n".join(f"- {r.metric}: {r.estimate:.3f} ({r.ci_low:.3f}–{r.ci_high:.3f})"
                             for r in long.itertuples() if np.isfinite(r.estimate))
         mu.safe_set_tags({"mlflow.note.content": f"External validation of {ref.label} on {result.cohort} "

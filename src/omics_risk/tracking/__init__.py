@@ -1,4 +1,5 @@
-"""Experiment tracking: MLflow runs per Hydra job (model and fold runs nested), sweep parent runs, id guard."""
+"""Experiment tracking: MLflow runs per Hydra job (model and fold runs nested), sweep parent runs, id guard,
+pseudonymised per-patient tables (:func:`log_patient_table`) and the store audit (:mod:`omics_risk.tracking.audit`)."""
 
 from omics_risk.tracking.mlflow_utils import (
     IdentifierLeakError,
@@ -6,6 +7,7 @@ from omics_risk.tracking.mlflow_utils import (
     end_run_on_failure,
     flatten_params,
     log_config,
+    log_patient_table,
     protect_identifiers,
     safe_log_metrics,
     safe_log_params,
@@ -23,6 +25,7 @@ __all__ = [
     "end_run_on_failure",
     "flatten_params",
     "log_config",
+    "log_patient_table",
     "protect_identifiers",
     "safe_log_metrics",
     "safe_log_params",

@@ -9,9 +9,12 @@ Run tree of one Hydra job (one CV experiment)::
 
 Every name and tag that goes through these helpers (run names, param names and values, metric names, tag names and
 values) is checked against the patient identifiers registered with :func:`protect_identifiers` (or passed to
-:func:`start_run_tree`), so a per-patient metric such as ``risk/PO0001`` raises :class:`IdentifierLeakError`
-instead of reaching the tracking server. Runs opened by the helpers end ``FAILED`` when the block raises (``KILLED``
-on Ctrl-C), so a failed sweep job never leaves an active run behind for the next one.
+:func:`start_run_tree`), so a per-patient metric such as ``risk/ID0042`` raises :class:`IdentifierLeakError`
+instead of reaching the tracking server. Per-patient tables go in as artifacts through :func:`log_patient_table`, which
+replaces the ids by the project's keyed pseudonyms (:mod:`omics_risk.privacy`).
+
+Runs opened by the helpers end ``FAILED`` when the block raises (``KILLED`` on Ctrl-C), so a failed sweep job never
+leaves an active run behind for the next one.
 """
 
 from __future__ import annotations
@@ -22,17 +25,23 @@ import logging
 import math
 import os
 import re
+import tempfile
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from omics_risk.privacy import Pseudonymiser
 
 __all__ = [
     "AUTO",
@@ -47,6 +56,7 @@ __all__ = [
     "flatten_params",
     "hydra_tags",
     "log_config",
+    "log_patient_table",
     "protect_identifiers",
     "safe_log_metrics",
     "safe_log_params",
@@ -137,8 +147,8 @@ class IdentifierLeakError(ValueError):
 class IdentifierGuard:
     """Finds patient identifiers inside names and values, as whole tokens.
 
-    An id matches where it is not glued to further letters or digits: with id ``PO0001``, ``risk/PO0001``,
-    ``PO0001_fold0`` and ``["PO0001"]`` match, ``PO00012`` does not. Matching is case-insensitive and costs a
+    An id matches where it is not glued to further letters or digits: with id ``ID0042``, ``risk/ID0042``,
+    ``ID0042_fold0`` and ``["ID0042"]`` match, ``ID00421`` does not. Matching is case-insensitive and costs a
     few set look-ups per character, independent of the number of patients.
 
     Purely numeric ids (``"1042"``) are only looked for in names, not in values (values are numbers all the
@@ -333,6 +343,49 @@ def safe_log_metrics(metrics: Mapping[str, Any], step: int | None = None, *, run
         log.debug("non-finite metric value(s) at step %s: %s", step, bad)
     if clean:
         mlflow.log_metrics(clean, step=step, run_id=run_id)
+
+
+def log_patient_table(table: pd.DataFrame, artifact_file: str, *, pseudonyms: Pseudonymiser | None = None,
+                      column: str = "patient_id", run_id: str | None = None) -> pd.DataFrame:
+    """Log a per-patient table as the artifact ``artifact_file`` (``.parquet`` or ``.csv``, may hold folders) with
+    its ``column`` of patient ids replaced by keyed pseudonyms; returns the table as logged.
+
+    ``pseudonyms`` defaults to the project's of the current tracking URI
+    (:meth:`omics_risk.privacy.Pseudonymiser.for_store`). Unless it keeps raw ids (the opt-in), every text cell of
+    the other columns (and every column name) is checked against the registered identifiers first, so a raw id left
+    elsewhere (a sample id, a note) raises :class:`IdentifierLeakError` instead of reaching the artifact store.
+    (The pseudonyms themselves are not checked: a comparison registers the pseudonyms it reads as identifiers, so
+    that they never become names or tags.)
+    """
+    from omics_risk.privacy import Pseudonymiser
+
+    if run_id is None:
+        active = mlflow.active_run()
+        if active is None:
+            raise RuntimeError(f"no active MLflow run to log {artifact_file} to: pass run_id=")
+        run_id = active.info.run_id
+    suffix = Path(artifact_file).suffix
+    if suffix not in (".parquet", ".csv"):
+        raise ValueError(f"per-patient tables are logged as .parquet or .csv, not '{artifact_file}'")
+    if column not in table.columns:
+        raise ValueError(f"the table to log as {artifact_file} has no '{column}' column")
+    pseudonyms = pseudonyms or Pseudonymiser.for_store(mlflow.get_tracking_uri())
+    out = table.copy()
+    out[column] = pseudonyms(out[column])
+    if not pseudonyms.raw:  # the id column holds pseudonyms now; any other text must hold no registered id
+        text = out.drop(columns=column).select_dtypes(include=["object", "string", "category"])
+        check_identifiers(values=(v for col in text.columns for v in text[col].dropna().unique()),
+                          what=f"{artifact_file} cell")
+        check_identifiers([str(c) for c in out.columns], what=f"{artifact_file} column")
+    folder, name = os.path.split(artifact_file)
+    with tempfile.TemporaryDirectory(prefix="omics_risk_table_") as tmp:
+        path = Path(tmp) / name
+        if suffix == ".parquet":
+            out.to_parquet(path, index=False)
+        else:
+            out.to_csv(path, index=False)
+        MlflowClient().log_artifact(run_id, str(path), folder or None)
+    return out
 
 
 # --- config -------------------------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ from omics_risk.features.clinical import clinical_types
 from omics_risk.features.extract import extract_cohort
 from omics_risk.models.base import SurvivalModel
 from omics_risk.models.baselines import make_baselines
+from omics_risk.privacy import Pseudonymiser
 from omics_risk.progress import progress_bar
 from omics_risk.training.splits import repeated_stratified_folds
 
@@ -305,6 +306,17 @@ def _tracking(cfg: DictConfig, data: MultimodalData):
     return mu, uri
 
 
+def _pseudonymiser(cfg: DictConfig, uri: str) -> Pseudonymiser:
+    """What the per-patient artifacts of a tracked run carry: the project's keyed pseudonyms, or the raw ids when
+    ``tracking.raw_ids=true`` (key file: ``tracking.pseudonym_key_file``, else :mod:`omics_risk.privacy`'s default)."""
+    raw = bool(OmegaConf.select(cfg, "tracking.raw_ids", default=False))
+    if raw:
+        log.warning("tracking.raw_ids=true: the out-of-fold tables logged to MLflow keep the cohort's patient ids "
+                    "(runs tagged omics_risk.patient_ids=raw)")
+    return Pseudonymiser.for_store(uri, root=Path(cfg.paths.root_dir), raw=raw,
+                                   key_file=OmegaConf.select(cfg, "tracking.pseudonym_key_file", default=None))
+
+
 def _ranked(risk: np.ndarray, folds_of: np.ndarray) -> np.ndarray:
     """Risks made comparable across folds (per-fold percentile ranks) before pooling out-of-fold predictions."""
     out = np.empty_like(risk)
@@ -344,15 +356,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     trk = _tracking(cfg, data)
     mu = trk[0] if trk else None
+    ids = _pseudonymiser(cfg, trk[1]) if trk else None  # per-patient artifacts carry pseudonyms, never raw ids
+    id_tags = ids.tags() if ids else {}
     job = (mu.start_run_tree(cfg.tracking.experiment, uri=trk[1], run_name=str(cfg.run_name), cfg=cfg,
                              hydra_output_dir=output_dir, patient_ids=list(data.patients),
                              tags={"task": cfg.task.name, "cohort": cohort.spec.name,
-                                   "modalities": ",".join(data.modality_names)})
+                                   "modalities": ",".join(data.modality_names), **id_tags})
            if mu else nullcontext())
     metrics: dict[str, float] = {}
     with job:
         for name, make in factories.items():
-            model_ctx = mu.start_model_run(name, params=make().describe()) if mu else nullcontext()
+            model_ctx = mu.start_model_run(name, params=make().describe(), tags=id_tags) if mu else nullcontext()
             with model_ctx:
                 for fold in progress_bar(folds, desc=f"{name}", disable=not cfg.training.progress, unit="fold"):
                     train_d, test_d = data.subset(fold.train), data.subset(fold.test)
@@ -376,16 +390,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 metrics.update(summary_m)
                 if mu:
                     mu.safe_log_metrics({k.split("/", 1)[1]: v for k, v in summary_m.items()})
-                    # Out-of-fold predictions for `evaluate.py mode=compare` (pseudonymised IDs, artifact only).
+                    # Out-of-fold predictions for `evaluate.py mode=compare` (keyed pseudonyms, artifact only).
                     from omics_risk.evaluation.compare import log_oof_risks, oof_table
 
                     label = next(iter(data.extra_labels.values())) if data.extra_labels else None
                     log_oof_risks(oof_table(data.patients, data.time, data.event, oof[name], fold_of,
-                                            response=oof_resp[name], label=label))
+                                            response=oof_resp[name], label=label), pseudonyms=ids)
         ref = str(cfg.evaluation.reference)
         comparisons = _compare(data, oof, fold_of, ref, cfg) if ref in oof else {}
         metrics.update(comparisons)
-        scores_file = _deep_radiomic_scores(data, oof[CT_ONLY], fold_of, output_dir) if CT_ONLY in oof else None
+        scores_file, scores = (_deep_radiomic_scores(data, oof[CT_ONLY], fold_of, output_dir) if CT_ONLY in oof
+                               else (None, None))
         external = _external(cfg, factories, data, images) if cfg.data.validation_root else {}
         metrics.update(external)
         final_info = _final_model(cfg, factories, data, mu, images, cohort=cohort, store=store) \
@@ -413,8 +428,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
             mlflow.log_artifact(str(output_dir / "summary.json"))
             mlflow.log_artifact(str(output_dir / "summary.csv"))
-            if scores_file is not None:
-                mlflow.log_artifact(str(scores_file))
+            if scores_file is not None:  # the local file keeps the cohort's ids; the logged copy has pseudonyms
+                mu.log_patient_table(scores, scores_file.name, pseudonyms=ids)
             mu.safe_log_metrics({str(cfg.optimized_metric): metrics.get(str(cfg.optimized_metric), float("nan"))})
     return metrics
 
@@ -491,15 +506,18 @@ def _response_metrics(name: str, label: np.ndarray, prob: np.ndarray, cfg: DictC
             f"{name}/response_auc_ci_high": auc.high, f"{name}/response_n": float(ok.sum())}
 
 
-def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.ndarray, output_dir: Path) -> Path:
+def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.ndarray,
+                          output_dir: Path) -> tuple[Path, pd.DataFrame]:
     """The CT-only network's out-of-fold log hazard per patient and repeat (the staged design's deep radiomic risk
-    score; ``percentile`` is its rank within the fold, comparable across folds)."""
+    score; ``percentile`` is its rank within the fold, comparable across folds), written to the output directory
+    with the cohort's ids (a feature for later models of the same patients); the table is returned for logging."""
     frames = [pd.DataFrame({"patient_id": data.patients.astype(str), "repeat": r, "fold": fold_of[r],
                             "deep_radiomic_score": oof[r], "percentile": _ranked(oof[r], fold_of[r])})
               for r in range(oof.shape[0])]
     path = output_dir / "deep_radiomic_score.csv"
-    pd.concat(frames, ignore_index=True).to_csv(path, index=False)
-    return path
+    table = pd.concat(frames, ignore_index=True)
+    table.to_csv(path, index=False)
+    return path, table
 
 
 def _compare(data: MultimodalData, oof: dict[str, np.ndarray], fold_of: np.ndarray, ref: str,
