@@ -13,6 +13,10 @@ checkout (``src/`` first on PYTHONPATH) ``--repeats`` times, the cases taking tu
 - ``clinical.csv, N rows, D duplicated patient_ids``: N patients, D of whose rows repeat an earlier patient_id
   (the duplicate check of ``data/contract.py``; before it was made linear a run took minutes).
 
+With ``--baseline SRC`` (the ``src/`` folder of another checkout, e.g. the previous release in a git worktree),
+each case also runs once on that code in the same session, under ``--baseline-timeout`` seconds, and the table gives
+the ratio of its time and memory to this checkout's median (a run killed at the timeout gives a lower bound).
+
 Wall-clock seconds (min / median / max) include interpreter start-up. Peak memory is the child's own ``ru_maxrss``
 (``os.wait4``: what ``getrusage(RUSAGE_CHILDREN)`` reports for a single child), the maximum over the repeats.
 Prints a markdown table and writes it to bench/results_validate.md.
@@ -27,6 +31,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -64,15 +69,20 @@ def _duplicated_clinical(rows: int, duplicates: int) -> Callable[[Path], None]:
     return build
 
 
-def _run(cohort: Path, log: Path) -> tuple[float, float, int]:
-    """Wall seconds, peak RSS (MB) and exit code of one whole ``validate`` process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")]))}
+def _run(cohort: Path, log: Path, src: Path = ROOT / "src", timeout: float | None = None) -> tuple[float, float, int]:
+    """Wall seconds, peak RSS (MB) and exit code of one whole ``validate`` process (exit -9: killed at ``timeout``)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(src), os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "omics_risk.cli", "validate", str(cohort), "--quiet"]
     with open(log, "wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        timer = threading.Timer(timeout, proc.kill) if timeout else None
+        if timer is not None:
+            timer.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - t0
+        if timer is not None:
+            timer.cancel()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return seconds, usage.ru_maxrss / 1024, proc.returncode
 
@@ -89,6 +99,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100_000, help="clinical.csv rows of the duplicate case")
     ap.add_argument("--duplicates", type=int, default=10_000, help="of those rows, how many repeat a patient_id")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--baseline", type=Path, default=None, help="src/ of another checkout to compare against")
+    ap.add_argument("--baseline-timeout", type=float, default=600.0, help="seconds before a baseline run is killed")
     args = ap.parse_args()
 
     cases: dict[str, Callable[[Path], None]] = {
@@ -114,6 +126,13 @@ def main() -> None:
                 summaries[name] = _summary(log)
                 msg = f"{name} repeat {r}: {seconds:.2f} s, {mb:.0f} MB, exit {code}: {summaries[name]}"
                 print(msg, file=sys.stderr, flush=True)
+        baseline: dict[str, tuple[float, float, int]] = {}
+        for name, root in roots.items() if args.baseline is not None else ():
+            log = Path(tmp) / f"{root.name}_baseline.log"
+            baseline[name] = _run(root, log, args.baseline, args.baseline_timeout)
+            seconds, mb, code = baseline[name]
+            print(f"{name} baseline: {seconds:.2f} s, {mb:.0f} MB, exit {code}: {_summary(log)}", file=sys.stderr,
+                  flush=True)
     load_after = os.getloadavg()[0]
 
     lines = [
@@ -141,6 +160,22 @@ def main() -> None:
         "Exit 1 is expected for the broken cases (validate found errors); the report column is the last line of the "
         "last run's report.",
     ]
+    if baseline:
+        lines += [
+            "",
+            f"Baseline: the same cases once on `{args.baseline}` in the same session (killed after "
+            f"{args.baseline_timeout:.0f} s: exit -9, a lower bound).",
+            "",
+            "| case | baseline s | baseline peak RSS MB | baseline exit | time ratio (baseline / median) | "
+            "memory ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, (seconds, mb, code) in baseline.items():
+            med = statistics.median(s for s, _, _ in results[name])
+            peak = max(m for _, m, _ in results[name])
+            bound = ">= " if code == -9 else ""
+            lines.append(f"| {name} | {bound}{seconds:.1f} | {mb:.0f} | {code} | {bound}{seconds / med:.1f}x | "
+                         f"{bound}{mb / peak:.1f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     args.out.write_text(text)
