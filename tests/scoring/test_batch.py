@@ -539,7 +539,7 @@ def test_demo_model_scores_a_fresh_cohort_with_injected_problems(demo: SimpleNam
     assert str(problem_cohort.root) in df.at[who["missing_file"], "reason"]  # the cohort's path, not a work copy
     assert df.at[who["corrupt_image"], "status"] == "partial"
     assert "ct: preop sample" in df.at[who["corrupt_image"], "reason"]
-    assert "not a valid NIfTI file" in df.at[who["corrupt_image"], "reason"]
+    assert "corrupt gzip stream" in df.at[who["corrupt_image"], "reason"]
     assert df.at[who["unknown_modality"], "status"] == "ok"
     assert "unknown modality 'proteomics'" in df.at[who["unknown_modality"], "reason"]
     assert df.at[who["no_sample"], "status"] == "partial"
@@ -657,7 +657,7 @@ def test_ct_image_model_scores_with_the_cohort_scans(demo: SimpleNamespace, prob
     _score(bm, problem_cohort.root, tmp_path / "s.parquet", features_dir=problem_cohort.features, chunk_size=5)
     df = pd.read_parquet(tmp_path / "s.parquet").set_index("patient_id")
     bad = problem_cohort.who["corrupt_image"]
-    assert df.at[bad, "status"] == "partial" and "not a valid NIfTI file" in df.at[bad, "reason"]
+    assert df.at[bad, "status"] == "partial" and "corrupt gzip stream" in df.at[bad, "reason"]
     assert "(scored with its other scans)" in df.at[bad, "reason"] or "ct" in df.at[bad, "modalities_missing"]
     assert df.at[problem_cohort.who["no_sample"], "reason"].endswith("ct: no sample")
     ok = df[df["status"] == "ok"]
