@@ -1344,6 +1344,18 @@ def read_bed(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------- tables
 
 
+def _first_wide_line(text: str, sep: str, width: int) -> int | None:
+    """The line of the first CSV record with more than ``width`` fields (None when the csv module cannot tell)."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
+    try:
+        for row in reader:
+            if len(row) > width:
+                return reader.line_num
+    except csv.Error:
+        return None
+    return None
+
+
 class _Table:
     """A CSV/Parquet table read as text (CSV) or typed (Parquet), with a way to locate a row for messages.
 
@@ -1375,9 +1387,8 @@ class _Table:
         sep = "\t" if has_extension(path, (".tsv", ".tsv.gz")) else ","
         try:
             data = _file_bytes(path)
-            header = next(
-                csv.reader(io.StringIO(data[: data.find(b"\n") + 1 or None].decode("utf-8-sig")), delimiter=sep), []
-            )
+            first = re.split(rb"\r\n|\r|\n", data, maxsplit=1)[0]  # pandas also ends lines at a lone \r
+            header = next(csv.reader([first.decode("utf-8-sig")], delimiter=sep), [])
             df = pd.read_csv(
                 io.BytesIO(data),
                 sep=sep,
@@ -1398,6 +1409,16 @@ class _Table:
             ) from exc
         except UnicodeDecodeError as exc:
             raise DataFileError(path, f"is not UTF-8 text ({exc}); save it as UTF-8 CSV") from exc
+        except csv.Error as exc:
+            raise DataFileError(path, f"the header line cannot be parsed as CSV ({exc})", 1) from exc
+        if not isinstance(df.index, pd.RangeIndex):
+            # pandas silently makes the first column the index when the first data line has one field too many.
+            raise DataFileError(
+                path,
+                f"a data line has more fields than the header has column names ({len(df.columns)}); remove the "
+                "extra field or name its column in the header",
+                _first_wide_line(data.decode("utf-8-sig"), sep, len(df.columns)),
+            )
         header = [h.strip() for h in header]
         dups = sorted({h for h in header if header.count(h) > 1})
         if dups:
