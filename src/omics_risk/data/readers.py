@@ -1682,8 +1682,10 @@ def read_cn_segments(path: str | Path) -> pd.DataFrame:
         t.add(idx, "end", f"end ({end[idx]:g}) must be >= start ({start[idx]:g})")
     df["segment_mean"] = t.numbers("segment_mean", hint=" (log2 copy ratio)")
     if "num_probes" in df.columns:
-        df["num_probes"] = t.numbers("num_probes", integer=True, minimum=0, required=False).astype("Int64")
+        df["num_probes"] = t.numbers("num_probes", integer=True, minimum=0, required=False)
     t.issues.raise_if_any()
+    if "num_probes" in df.columns:  # cast only once every value is known to be a whole number
+        df["num_probes"] = df["num_probes"].astype("Int64")
     df["start"] = start.astype(np.int64)
     df["end"] = end.astype(np.int64)
     df["chrom"] = df["chrom"].astype("category")
