@@ -347,6 +347,31 @@ def _file_info(path: Path, shown_as: Path) -> Any:
     return reader
 
 
+#: teem, ITK's NRRD reader, copies a header line it cannot parse into a fixed-size (about 1 KB) error buffer: a
+#: longer line crashes the whole process (a segfault, not an exception). Such lines are refused before ITK reads
+#: the file. Comments, ``content:`` and ``key:=value`` lines are never echoed into that buffer, so any length is fine.
+_NRRD_MAX_LINE = 512
+
+
+def _check_nrrd_header(path: Path) -> None:
+    """Refuse NRRD header lines long enough to crash ITK's reader (see :data:`_NRRD_MAX_LINE`)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 20)
+    for number, line in enumerate(head.split(b"\n"), 1):
+        line = line.rstrip(b"\r")
+        if not line:
+            return  # the blank line that ends the header
+        kv, field = line.find(b":="), line.find(b": ")
+        if len(line) <= _NRRD_MAX_LINE or line.startswith((b"#", b"content:")) or (kv >= 0 and not 0 <= field < kv):
+            continue
+        raise DataFileError(
+            path,
+            f"NRRD header line of {len(line)} bytes: ITK's NRRD reader cannot take header lines over "
+            f"{_NRRD_MAX_LINE} bytes (comments, content and key:=value lines aside); fix or re-export the image",
+            number,
+        )
+
+
 def _nifti_header(path: Path) -> Any:
     """The raw NIfTI-1/2 header (nibabel, no fixes applied); a .nii.gz is decompressed only as far as the header."""
     import nibabel as nib
@@ -400,6 +425,8 @@ def read_image_header(path: str | Path) -> ImageHeader:
             f"unsupported image format; use one of {', '.join(IMAGE_EXTENSIONS)} or a folder holding one DICOM series",
         )
     nifti = _nifti_header(path) if has_extension(path, (".nii", ".nii.gz")) else None
+    if has_extension(path, (".nrrd", ".nhdr")):
+        _check_nrrd_header(path)
     info = _file_info(path, path)
     size = tuple(int(s) for s in info.GetSize())
     spacing = tuple(float(s) for s in info.GetSpacing())
