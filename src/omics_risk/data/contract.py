@@ -12,6 +12,7 @@ import io
 import math
 import os
 import re
+import reprlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -194,13 +195,23 @@ class CohortSpec:
         return self.horizon_days / self.days_per_unit
 
 
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, 60, 60
+
+
+def _shown(value: object) -> str:
+    """A bounded repr of a YAML value for a message: YAML aliases can nest a 400-byte file into 10^8 elements."""
+    return _SHORT_REPR.repr(value)
+
+
 def _parse_data_roots(raw: Any, root: Path, problems: list[Problem], fname: str) -> list[Path]:
     """The resolved ``data_roots`` folders; each must exist and be a folder (else an error naming the key)."""
     if raw is None:
         return []
     if not isinstance(raw, list) or not all(isinstance(r, str) for r in raw):
         problems.append(Problem("error", fname, "'data_roots' must be a list of folders, absolute or relative to the "
-                                f"cohort folder, e.g. data_roots: [/archive/ct]; got {raw!r}", None, "data_roots"))
+                                f"cohort folder, e.g. data_roots: [/archive/ct]; got {_shown(raw)}", None,
+                                "data_roots"))
         return []
     out: list[Path] = []
     for k, entry in enumerate(raw, start=1):
@@ -230,7 +241,7 @@ def _parse_max_years(raw: Any, problems: list[Problem], fname: str) -> float:
     if isinstance(raw, bool) or not isinstance(raw, int | float) or not math.isfinite(raw) or raw <= 0:
         problems.append(Problem("error", fname, "'max_years' must be a positive number of years (the horizon beyond "
                                 "which an endpoint time or a sample day is rejected as a typo; default "
-                                f"{MAX_YEARS:g}); got {raw!r}", None, "max_years"))
+                                f"{MAX_YEARS:g}); got {_shown(raw)}", None, "max_years"))
         return MAX_YEARS
     return float(raw)
 
@@ -251,28 +262,28 @@ def parse_spec(path: Path, *, extra_roots: Iterable[str | Path] = ()) -> tuple[C
         return None, [Problem("error", fname, f"missing: every cohort directory needs {SPEC_FILE}")]
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+    except Exception as exc:  # PyYAML's constructors also leak ValueError (date 2020-13-45), RecursionError, ...
         return None, [Problem("error", fname, f"not valid YAML: {exc}")]
     if not isinstance(raw, dict):
         return None, [Problem("error", fname, "must be a YAML mapping with keys name, time_unit, endpoints")]
 
     known = {"contract_version", "name", "time_unit", "endpoints", "clinical", "modalities", "references",
              "data_roots", "max_years"}
-    for key in sorted(set(raw) - known):
+    for key in sorted(set(raw) - known, key=str):  # YAML keys may be numbers, dates, None
         known_txt = ", ".join(sorted(known))
         problems.append(Problem("warning", fname, f"unknown key '{key}' is ignored (known: {known_txt})"))
 
     version = raw.get("contract_version", CONTRACT_VERSION)
     if version != CONTRACT_VERSION:
-        err(f"contract_version {version!r} is not supported by this omics-risk (supports {CONTRACT_VERSION})")
+        err(f"contract_version {_shown(version)} is not supported by this omics-risk (supports {CONTRACT_VERSION})")
 
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
         err("'name' is required (a non-empty string)")
         name = path.parent.name
     time_unit = raw.get("time_unit")
-    if time_unit not in TIME_UNITS:
-        err(f"'time_unit' must be one of {', '.join(TIME_UNITS)}; got {time_unit!r}")
+    if not isinstance(time_unit, str) or time_unit not in TIME_UNITS:
+        err(f"'time_unit' must be one of {', '.join(TIME_UNITS)}; got {_shown(time_unit)}")
         time_unit = "days"
 
     endpoints: dict[str, Endpoint] = {}
@@ -300,7 +311,7 @@ def parse_spec(path: Path, *, extra_roots: Iterable[str | Path] = ()) -> tuple[C
                 continue
             endpoints[ep_name] = BinaryEndpoint(ep_name, ep["column"])
         else:
-            err(f"endpoint '{ep_name}' has type {kind!r}; use 'survival' or 'binary'")
+            err(f"endpoint '{ep_name}' has type {_shown(kind)}; use 'survival' or 'binary'")
 
     clinical: dict[str, ClinicalColumn] = {}
     raw_clinical = raw.get("clinical") or {}
@@ -311,10 +322,14 @@ def parse_spec(path: Path, *, extra_roots: Iterable[str | Path] = ()) -> tuple[C
     for col, typ in raw_clinical.items():
         levels: tuple[str, ...] = ()
         if isinstance(typ, dict):
-            levels = tuple(str(v) for v in (typ.get("levels") or []))
+            raw_levels = typ.get("levels") or []
+            if not isinstance(raw_levels, list) or any(isinstance(v, list | dict) for v in raw_levels):
+                err(f"clinical column '{col}' has levels {_shown(raw_levels)}; give a list such as [IA, IB, IIA]")
+                continue
+            levels = tuple(str(v) for v in raw_levels)
             typ = typ.get("type")
         if typ not in CLINICAL_TYPES:
-            err(f"clinical column '{col}' has type {typ!r}; use one of {', '.join(CLINICAL_TYPES)}")
+            err(f"clinical column '{col}' has type {_shown(typ)}; use one of {', '.join(CLINICAL_TYPES)}")
             continue
         if typ == "ordinal" and len(levels) < 2:
             err(f"ordinal clinical column '{col}' needs 'levels' (at least two, lowest risk first)")
@@ -336,7 +351,7 @@ def parse_spec(path: Path, *, extra_roots: Iterable[str | Path] = ()) -> tuple[C
             continue
         fmt = opts.pop("format", DEFAULT_MODALITY_FORMATS.get(mod))
         if fmt not in FORMATS:
-            err(f"modality '{mod}' has format {fmt!r}; use one of {', '.join(FORMATS)}")
+            err(f"modality '{mod}' has format {_shown(fmt)}; use one of {', '.join(FORMATS)}")
             continue
         if fmt == "metabolomics_matrix" and not isinstance(opts.get("sample_sheet"), str):
             err(f"metabolomics modality '{mod}' needs 'sample_sheet: PATH' (sample_id, sample_type, batch, "
