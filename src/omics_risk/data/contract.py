@@ -410,6 +410,12 @@ def _read_csv(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, csv.Error) as exc:
         problems.append(Problem("error", fname, f"cannot be read as CSV: {exc}"))
         return None
+    if not isinstance(df.index, pd.RangeIndex):
+        # pandas silently makes the first column the index when the first data line has one field too many.
+        problems.append(Problem("error", fname, f"a data line has more fields than the header has column names "
+                                f"({len(df.columns)}); remove the extra field or name its column in the header",
+                                _first_wide_line(data, len(df.columns))))
+        return None
     parsed = [str(c).strip() for c in df.columns]
     raw = [str(c).strip() for c in header.iloc[0]] if len(header) else []
     names = [r or p for r, p in zip(raw, parsed, strict=True)] if len(raw) == len(parsed) else parsed
@@ -436,6 +442,15 @@ def read_contract_csv(path: Path) -> pd.DataFrame:
     if df is None:
         raise CohortError(problems)
     return df
+
+
+def _first_wide_line(data: bytes, width: int) -> int | None:
+    """The line of the first CSV record with more than ``width`` fields (None when the csv module cannot tell)."""
+    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline=""), skipinitialspace=True)
+    try:
+        return next((reader.line_num for row in reader if len(row) > width), None)
+    except csv.Error:
+        return None
 
 
 def _line(index: int) -> int:
