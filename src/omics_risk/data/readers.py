@@ -803,6 +803,7 @@ def _parse_tsv(
             parse_options=pacsv.ParseOptions(delimiter="\t", quote_char=False, ignore_empty_lines=False),
             convert_options=pacsv.ConvertOptions(
                 column_types={c.name: c.type for c in columns},
+                null_values=[],  # by default "", NA, null, nan ... become nulls: NaN floats, garbage once cast to int
                 strings_can_be_null=False,
                 quoted_strings_can_be_null=False,
             ),
