@@ -698,13 +698,19 @@ def _data_rows(data: bytes, comment_prefixes: tuple[bytes, ...] = (b"#",)) -> _R
 
 Validator = Callable[[str], str | None]
 
+#: What pyarrow's int64 and float64 conversions accept (ASCII digits; no '+' or '_' in integers, unlike Python's
+#: int() and float()), so that the line re-scan finds, with its line, every value the fast parse refused.
+_INT_RE = re.compile(r" *-?[0-9]+ *")
+_FLOAT_RE = re.compile(r" *[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)? *|(?i: *[-+]?(?:inf|infinity|nan) *)")
+
 
 def _int_field(minimum: int | None = None, maximum: int | None = None) -> Validator:
     def check(s: str) -> str | None:
-        try:
-            v = int(s)
-        except ValueError:
+        if not _INT_RE.fullmatch(s):
             return f"must be a whole number, got {s!r}"
+        v = int(s)
+        if not -(2**63) <= v < 2**63:
+            return f"is out of range (a 64-bit whole number), got {s!r}"
         if minimum is not None and v < minimum:
             return f"must be >= {minimum}, got {s!r}"
         if maximum is not None and v > maximum:
@@ -716,10 +722,9 @@ def _int_field(minimum: int | None = None, maximum: int | None = None) -> Valida
 
 def _float_field(minimum: float | None = None, maximum: float | None = None) -> Validator:
     def check(s: str) -> str | None:
-        try:
-            v = float(s)
-        except ValueError:
+        if not _FLOAT_RE.fullmatch(s):
             return f"must be a number, got {s!r}"
+        v = float(s)
         if not np.isfinite(v):
             return f"must be a finite number, got {s!r}"
         if minimum is not None and v < minimum:
