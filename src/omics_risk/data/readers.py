@@ -20,6 +20,7 @@ import io
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -1033,10 +1034,34 @@ _FLAG_REQUIRED = 0x1 | 0x2 | 0x40
 _FLAG_REJECTED = 0x4 | 0x8 | 0x100 | 0x200 | 0x400 | 0x800
 
 
-def _read_bam_fragments(path: Path, *, min_mapq: int, min_length: int | None, max_length: int | None) -> Fragments:
-    """Fragments of a paired-end BAM with FinaleToolkit's filters (read 1 of proper pairs, TLEN != 0)."""
+#: sys.excepthook and sys.unraisablehook are process-wide; validate opens BAMs from several threads.
+_PYSAM_HOOKS_LOCK = threading.Lock()
+
+
+def _open_bam(path: Path) -> Any:
+    """``pysam.AlignmentFile`` without the stray traceback pysam prints on stderr when a BAM header is unreadable.
+
+    The half-opened file then fails to close in ``__dealloc__``, and Cython reports that OSError through
+    sys.excepthook and sys.unraisablehook ('Exception ignored in ... Traceback ...'), although the ValueError or
+    OSError raised here, turned into a DataFileError by the caller, already says what is wrong.
+    """
     import pysam
 
+    def is_noise(exc: BaseException | None) -> bool:
+        return isinstance(exc, OSError) and "Closing failed" in str(exc)
+
+    with _PYSAM_HOOKS_LOCK:
+        excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+        sys.excepthook = lambda t, v, tb: None if is_noise(v) else excepthook(t, v, tb)
+        sys.unraisablehook = lambda u: None if is_noise(u.exc_value) else unraisablehook(u)
+        try:
+            return pysam.AlignmentFile(str(path), "rb", check_sq=False)
+        finally:
+            sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+
+
+def _read_bam_fragments(path: Path, *, min_mapq: int, min_length: int | None, max_length: int | None) -> Fragments:
+    """Fragments of a paired-end BAM with FinaleToolkit's filters (read 1 of proper pairs, TLEN != 0)."""
     mask = _FLAG_REQUIRED | _FLAG_REJECTED
     ref_ids: list[int] = []
     starts: list[int] = []
@@ -1044,7 +1069,7 @@ def _read_bam_fragments(path: Path, *, min_mapq: int, min_length: int | None, ma
     mapqs: list[int] = []
     strands: list[int] = []
     try:
-        with pysam.AlignmentFile(str(path), "rb", check_sq=False) as bam:
+        with _open_bam(path) as bam:
             names = list(bam.references)
             for read in bam.fetch(until_eof=True):
                 if read.flag & mask != _FLAG_REQUIRED:
