@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -381,7 +382,7 @@ def _nifti_header(path: Path) -> Any:
     try:
         with opener(path, "rb") as fh:
             raw = fh.read(540)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises zlib.error on corrupt deflate data
         raise DataFileError(path, f"truncated or corrupt gzip stream ({exc}); re-export or re-copy the image") from exc
     size_le, size_be = (int.from_bytes(raw[:4], order) if len(raw) >= 4 else 0 for order in ("little", "big"))
     klass = nib.Nifti2Header if 540 in (size_le, size_be) else nib.Nifti1Header
@@ -537,7 +538,7 @@ def _check_nifti_complete(path: Path, need: int) -> None:
             with gzip.open(path, "rb") as fh:
                 while have < need and (chunk := fh.read(1 << 22)):
                     have += len(chunk)
-        except (EOFError, OSError, gzip.BadGzipFile) as exc:
+        except (EOFError, OSError, gzip.BadGzipFile, zlib.error) as exc:  # zlib.error: corrupt deflate data
             raise DataFileError(
                 path, f"truncated or corrupt gzip stream ({exc}); re-export or re-copy the image"
             ) from exc
@@ -1144,7 +1145,7 @@ def _fasta_names(path: Path) -> list[str]:
                     names += [m.decode("utf-8", "replace") for m in re.findall(rb"^\n>(\S*)", carry[:4096])]
                     carry = b"-"
             names += [m.decode("utf-8", "replace") for m in re.findall(rb"\n>(\S*)", carry + b"\n")]
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises zlib.error on corrupt deflate data
         raise DataFileError(path, f"cannot be read ({exc}); use a plain or bgzip-compressed FASTA") from exc
     return names
 

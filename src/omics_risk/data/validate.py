@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
@@ -312,7 +313,7 @@ def _open_fasta(job: _Job) -> _Result:
     try:
         with opener(path, "rb") as fh:
             head = fh.read(1)
-    except (OSError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip raises zlib.error on corrupt deflate data
         raise DataFileError(path, f"cannot be read ({exc}); use a plain or bgzip-compressed FASTA") from exc
     if head != b">":
         raise DataFileError(path, "is not a FASTA file: it does not start with '>'", 1)
