@@ -374,6 +374,39 @@ def _check_nrrd_header(path: Path) -> None:
         )
 
 
+#: MetaIO, ITK's MetaImage reader, sizes its per-axis arrays for at most 10 dimensions and writes past them when a
+#: header's NDims is negative or larger, and passes an ElementDataFile pattern to printf and divides by its step:
+#: 'NDims = -1', 'NDims = 1e3', '... = x%s.raw 1 3 1' or a step of 0 crash the process (SIGSEGV, SIGFPE) instead of
+#: raising. Such headers are refused before ITK reads them. (MetaIO accepts '=' or ':' and reads numbers like atof.)
+_METAIMAGE_FIELD = re.compile(rb"^[ \t]*(NDims|ElementDataFile)[ \t]*[=:][ \t]*([^\r\n]*)", re.M)
+_METAIMAGE_NUMBER = re.compile(rb"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_METAIMAGE_PATTERN = re.compile(rb"[^%\s]*%0?[0-9]*d[^%\s]*\s+-?[0-9]+\s+-?[0-9]+\s+-?[1-9][0-9]*\s*")
+
+
+def _check_metaimage_header(path: Path) -> None:
+    """Refuse MetaImage headers that would crash ITK's reader (see :data:`_METAIMAGE_FIELD`)."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    for m in _METAIMAGE_FIELD.finditer(head):
+        key, value = m.group(1), m.group(2).strip()
+        line = head.count(b"\n", 0, m.start()) + 1
+        if key == b"NDims":
+            number = _METAIMAGE_NUMBER.match(value)
+            if number is not None and not 1 <= float(number.group()) < 11:
+                raise DataFileError(
+                    path, f"MetaImage header declares NDims = {number.group().decode()}; use 1 to 10 (a CT has 3)", line
+                )
+            continue
+        if b"%" in value and not _METAIMAGE_PATTERN.fullmatch(value):
+            raise DataFileError(
+                path,
+                f"MetaImage ElementDataFile {value[:80].decode('utf-8', 'replace')!r} is not a file name, LOCAL, LIST "
+                "or a slice pattern such as 'slice%03d.raw 1 100 1' (one %d, a non-zero step); fix or re-export",
+                line,
+            )
+        return  # the image data (or its file list) follows ElementDataFile: the header ends here
+
+
 def _nifti_header(path: Path) -> Any:
     """The raw NIfTI-1/2 header (nibabel, no fixes applied); a .nii.gz is decompressed only as far as the header."""
     import nibabel as nib
@@ -429,6 +462,8 @@ def read_image_header(path: str | Path) -> ImageHeader:
     nifti = _nifti_header(path) if has_extension(path, (".nii", ".nii.gz")) else None
     if has_extension(path, (".nrrd", ".nhdr")):
         _check_nrrd_header(path)
+    elif has_extension(path, (".mha", ".mhd")):
+        _check_metaimage_header(path)
     info = _file_info(path, path)
     size = tuple(int(s) for s in info.GetSize())
     spacing = tuple(float(s) for s in info.GetSpacing())
