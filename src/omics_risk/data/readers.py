@@ -1495,11 +1495,19 @@ class _Table:
         except pd.errors.EmptyDataError as exc:
             raise DataFileError(path, f"is empty; a {self.what} needs a header line") from exc
         except pd.errors.ParserError as exc:
-            m = re.search(r"line (\d+)", str(exc))
+            m = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", str(exc))
+            if not m:
+                raise DataFileError(path, f"cannot be parsed as CSV ({str(exc).strip()})") from exc
+            # pandas numbers records, not lines (a quoted line break or a lone \r shifts them): ask the csv module.
+            text = data.decode("utf-8-sig", "replace")
+            line = _first_wide_line(text, sep, int(m.group(1)))
+            if line is None and int(m.group(2)) <= len(re.split(r"\r\n|\r|\n", text.rstrip("\r\n"))):
+                line = int(m.group(2))
             raise DataFileError(
                 path,
-                f"cannot be parsed as CSV ({exc}); check the number of fields on that line",
-                int(m.group(1)) if m else None,
+                f"cannot be parsed as CSV: a line has {m.group(3)} fields where {m.group(1)} are expected; check the "
+                "number of fields (and the quotes) on that line",
+                line,
             ) from exc
         except UnicodeDecodeError as exc:
             raise DataFileError(path, f"is not UTF-8 text ({exc}); save it as UTF-8 CSV") from exc
