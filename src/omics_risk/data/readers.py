@@ -1128,6 +1128,10 @@ def _read_bam_fragments(path: Path, *, min_mapq: int, min_length: int | None, ma
                 mapqs.append(mq)
     except (OSError, ValueError) as exc:
         raise DataFileError(path, f"cannot be read as a BAM file ({exc}); check it with `samtools quickcheck`") from exc
+    except NotImplementedError as exc:  # pysam cannot seek in a gzip stream that is not BGZF
+        raise DataFileError(
+            path, "is gzip-compressed but not BGZF, as a BAM must be; check it with `samtools quickcheck`"
+        ) from exc
     frags = Fragments(
         np.asarray(ref_ids, np.int32),
         names,
