@@ -1587,6 +1587,8 @@ class _Table:
                     lambda c: f"{col} must be a whole number, got {c!r}{hint}",
                 )
             )
+            # Read as float64: beyond 2^53 whole numbers are no longer exact, beyond 2^63 int64 wraps to negative.
+            checks.append((values.abs() > 2.0**53, lambda c: f"{col} is too large for a whole number, got {c!r}{hint}"))
         if minimum is not None:
             checks.append((values < minimum, lambda c: f"{col} must be >= {minimum:g}, got {c!r}{hint}"))
         if above is not None:
