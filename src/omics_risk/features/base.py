@@ -48,6 +48,22 @@ class ExtractionResult:
     notes: list[str] = field(default_factory=list)
 
 
+def read_cached_result(cfile: Path, *, failures: bool = False) -> dict[str, Any] | None:
+    """A cached per-sample result, or None: then it is (re)computed.
+
+    None when the entry is absent or unreadable (a torn write), and for a cached failure unless ``failures``:
+    ``extract`` retries failures on every run, since their reasons name that run's paths (score extracts through a
+    work-folder view of the cohort) and their cause may have been the machine rather than the file.
+    """
+    try:
+        res = json.loads(cfile.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(res, dict) or not ("features" in res or (failures and "error" in res)):
+        return None
+    return res
+
+
 def settings_hash(settings: Mapping[str, Any]) -> str:
     """Stable short hash of extractor settings, part of every cache key and of the provenance manifest."""
     blob = json.dumps(settings, sort_keys=True, default=str).encode()

@@ -36,7 +36,13 @@ from typing import Any
 import pandas as pd
 
 from omics_risk.data.contract import Cohort, load_cohort
-from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure, settings_hash
+from omics_risk.features.base import (
+    ExtractionResult,
+    Extractor,
+    SampleFailure,
+    read_cached_result,
+    settings_hash,
+)
 from omics_risk.features.shared_files import display_path
 from omics_risk.progress import progress_bar
 
@@ -241,8 +247,8 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                     inputs[row["sample_id"]] = ",".join(digests)
                     key = hashlib.sha256(json.dumps([shash, refs, digests]).encode()).hexdigest()[:24]
                     cfile = cache / ext.name / f"{key}.json"
-                    res = None if force else _cached(cfile)
-                    if res is not None and "error" not in res:  # failures are retried, never served from cache
+                    res = None if force else read_cached_result(cfile)  # failures are retried, never served
+                    if res is not None:
                         cached += 1
                         _merge(res, row["sample_id"], per_sample_feats, errors)
                     else:
@@ -322,14 +328,6 @@ def _reference_digests(ext: Extractor, cohort: Cohort, fps: _Fingerprints) -> tu
             return refs, f"reference '{k}': {_unreadable(exc, cohort)}"
     return refs, None
 
-
-def _cached(cfile: Path) -> dict[str, Any] | None:
-    """A cached per-sample result, or None when absent or unreadable (a torn write): then it is recomputed."""
-    try:
-        res = json.loads(cfile.read_text())
-    except (OSError, ValueError):
-        return None
-    return res if isinstance(res, dict) and ("features" in res or "error" in res) else None
 
 
 def _merge_shared(name: str, result: ExtractionResult, samples: pd.DataFrame, feats: dict[str, dict[str, float]],

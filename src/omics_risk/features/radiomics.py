@@ -34,7 +34,13 @@ import yaml
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.readers import DataFileError, check_mask_geometry, read_image
-from omics_risk.features.base import ExtractionResult, Extractor, SampleFailure, settings_hash
+from omics_risk.features.base import (
+    ExtractionResult,
+    Extractor,
+    SampleFailure,
+    read_cached_result,
+    settings_hash,
+)
 from omics_risk.progress import progress_bar
 
 __all__ = [
@@ -384,7 +390,7 @@ def extract_radiomics(
                 results[sid] = {"error": f"{exc.filename or img} cannot be read ({exc.strerror or exc})"}
                 continue
             cfile = cache / f"{key[:32]}.json"
-            hit = _cached(cfile)
+            hit = read_cached_result(cfile, failures=True)  # data problems are deterministic
             if hit is not None:
                 results[sid] = hit
                 continue
@@ -467,11 +473,3 @@ def _job_isolated(image: Path, mask: Path | None, params_json: str) -> dict[str,
             "cache": False,
         }
 
-
-def _cached(cfile: Path) -> dict[str, Any] | None:
-    """A cached result, or None when absent or unreadable (a torn write): then it is recomputed."""
-    try:
-        res = json.loads(cfile.read_text())
-    except (OSError, ValueError):
-        return None
-    return res if isinstance(res, dict) and ("features" in res or "error" in res) else None
