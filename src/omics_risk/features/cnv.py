@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.readers import DataFileError, read_bed, read_chrom_sizes, read_cn_segments
+from omics_risk.data.readers import read_bed, read_chrom_sizes, read_cn_segments
 from omics_risk.features.base import ExtractionResult, Extractor
-from omics_risk.features.shared_files import SharedFile, file_failure, read_isolating
+from omics_risk.features.shared_files import SharedFile, each_shared_file, read_isolating
 
 __all__ = [
     "ACROCENTRIC",
@@ -366,16 +366,12 @@ class CnSegmentsExtractor(Extractor):
         regions = self.regions(cohort)
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
-        unusable: list[Exception] = []  # files unusable as a whole; their samples fail with the reason
-        for rel, group in samples.groupby("path", sort=True):
-            try:
-                seg, dropped = read_isolating(
-                    read_cn_segments, [SharedFile(cohort.path(str(rel)), "copy-number segment table", "row", str(rel))]
-                )
-            except (DataFileError, OSError) as exc:
-                failures.update(dict.fromkeys(group["sample_id"], file_failure(exc, str(rel))))
-                unusable.append(exc)
-                continue
+
+        def read(rel: str, _: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+            return read_isolating(read_cn_segments, [SharedFile(cohort.path(rel), "copy-number segment table", "row",
+                                                                rel)])
+
+        for rel, group, (seg, dropped) in each_shared_file(samples, failures, read):
             seg = pd.DataFrame(
                 {
                     "sample_id": seg["sample_id"].to_numpy(),
@@ -421,8 +417,6 @@ class CnSegmentsExtractor(Extractor):
             means = region_means(seg, regions, ok) if len(regions) else pd.DataFrame(index=pd.Index(ok))
             summ = segment_summaries(seg, self.threshold).reindex(ok)
             feats.append(pd.concat([summ, means], axis=1))
-        if unusable and len(unusable) == samples["path"].nunique():
-            raise unusable[0]  # nothing to extract: the file itself is the problem
         features = pd.concat(feats) if feats else pd.DataFrame()
         features.index.name = "sample_id"
         return ExtractionResult(features.astype(float), failures)

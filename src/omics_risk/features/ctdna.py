@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.readers import DataFileError, read_variant_table
+from omics_risk.data.readers import read_variant_table
 from omics_risk.features.base import ExtractionResult, Extractor
-from omics_risk.features.shared_files import SharedFile, file_failure, read_isolating
+from omics_risk.features.shared_files import SharedFile, each_shared_file, read_isolating
 
 __all__ = [
     "LEVELS",
@@ -194,16 +194,11 @@ class CtdnaExtractor(Extractor):
     def extract_shared(self, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
-        unusable: list[Exception] = []  # files unusable as a whole; their samples fail with the reason
-        for rel, group in samples.groupby("path", sort=True):
-            try:
-                table, dropped = read_isolating(
-                    read_variant_table, [SharedFile(cohort.path(str(rel)), "ctDNA variant table", "row", str(rel))]
-                )
-            except (DataFileError, OSError) as exc:
-                failures.update(dict.fromkeys(group["sample_id"], file_failure(exc, str(rel))))
-                unusable.append(exc)
-                continue
+
+        def read(rel: str, _: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+            return read_isolating(read_variant_table, [SharedFile(cohort.path(rel), "ctDNA variant table", "row", rel)])
+
+        for rel, group, (table, dropped) in each_shared_file(samples, failures, read):
             summ = sample_summaries(table, self.rule)
             wanted = group.set_index("sample_id")
             found = wanted.index.intersection(summ.index)
@@ -218,8 +213,6 @@ class CtdnaExtractor(Extractor):
             ok = found.difference(clash)
             block = summ.loc[ok].drop(columns=["patient_id", "day"])
             feats.append(block.add_prefix("ctdna_"))
-        if unusable and len(unusable) == samples["path"].nunique():
-            raise unusable[0]  # nothing to extract: the file itself is the problem
         features = pd.concat(feats) if feats else pd.DataFrame()
         features.index.name = "sample_id"
         return ExtractionResult(features.astype(float), failures)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -26,7 +26,7 @@ import pandas as pd
 
 from omics_risk.data.readers import DataFileError, FileIssue, has_extension
 
-__all__ = ["SharedFile", "display_path", "file_failure", "join_reasons", "read_isolating"]
+__all__ = ["SharedFile", "display_path", "each_shared_file", "file_failure", "join_reasons", "read_isolating"]
 
 T = TypeVar("T")
 _PARQUET = (".parquet", ".pq")
@@ -51,6 +51,28 @@ def file_failure(exc: Exception, display: str) -> str:
     if isinstance(exc, OSError):
         return f"{display} cannot be read ({exc.strerror or exc}); check that it exists and is readable"
     return f"{display}: {type(exc).__name__}: {exc}"
+
+
+def each_shared_file(
+    samples: pd.DataFrame, failures: dict[str, str], read: Callable[[str, pd.DataFrame], T]
+) -> Iterator[tuple[str, pd.DataFrame, T]]:
+    """``(path, its samples.csv rows, read(path, rows))`` for each shared file of a modality, in path order.
+
+    A file that ``read`` cannot use as a whole (:class:`DataFileError`, ``OSError``) fails only its own samples, with
+    the reason, into ``failures``; when every file of the modality is unusable the first error is raised instead,
+    since then the files, not some samples, are the problem.
+    """
+    unusable: list[Exception] = []
+    for rel, group in samples.groupby("path", sort=True):
+        try:
+            value = read(str(rel), group)
+        except (DataFileError, OSError) as exc:
+            failures.update(dict.fromkeys(group["sample_id"], file_failure(exc, str(rel))))
+            unusable.append(exc)
+            continue
+        yield str(rel), group, value
+    if unusable and len(unusable) == samples["path"].nunique():
+        raise unusable[0]
 
 
 def join_reasons(reasons: Sequence[str]) -> str:

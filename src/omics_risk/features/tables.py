@@ -17,7 +17,7 @@ import pandas as pd
 from omics_risk.data.contract import Cohort
 from omics_risk.data.readers import DataFileError, read_table
 from omics_risk.features.base import ExtractionResult, Extractor
-from omics_risk.features.shared_files import SharedFile, file_failure, read_isolating
+from omics_risk.features.shared_files import SharedFile, each_shared_file, read_isolating
 
 __all__ = ["TableExtractor", "check_numeric"]
 
@@ -111,20 +111,15 @@ class TableExtractor(Extractor):
     def extract_shared(self, cohort: Cohort, samples: pd.DataFrame) -> ExtractionResult:
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
-        unusable: list[Exception] = []  # files unusable as a whole; their samples fail with the reason
-        for rel, group in samples.groupby("path", sort=True):
+
+        def read(rel: str, group: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+            raw, dropped = read_isolating(read_table, [SharedFile(cohort.path(rel), "feature table", "row", rel)])
+            raw = raw.loc[pd.Index(group["sample_id"]).intersection(raw.index, sort=False)]
+            dropped.update(self._negative(raw, rel))
+            return self.transform_table(raw.drop(index=list(set(dropped) & set(raw.index))), rel), dropped
+
+        for rel, group, (table, dropped) in each_shared_file(samples, failures, read):
             wanted = pd.Index(group["sample_id"])
-            try:
-                raw, dropped = read_isolating(
-                    read_table, [SharedFile(cohort.path(str(rel)), "feature table", "row", str(rel))]
-                )
-                raw = raw.loc[wanted.intersection(raw.index, sort=False)]
-                dropped.update(self._negative(raw, str(rel)))
-                table = self.transform_table(raw.drop(index=list(set(dropped) & set(raw.index))), str(rel))
-            except (DataFileError, OSError) as exc:
-                failures.update(dict.fromkeys(wanted, file_failure(exc, str(rel))))
-                unusable.append(exc)
-                continue
             for sid in wanted.difference(table.index):
                 failures[sid] = dropped.get(sid, f"no row for this sample in {rel}")
             block = table.loc[wanted.intersection(table.index, sort=False)]
@@ -132,8 +127,6 @@ class TableExtractor(Extractor):
             for sid in empty:
                 failures[sid] = f"every feature of this sample is empty in {rel}"
             feats.append(block.drop(index=empty))
-        if unusable and len(unusable) == samples["path"].nunique():
-            raise unusable[0]  # nothing to extract: the file itself is the problem
         features = pd.concat(feats) if feats else pd.DataFrame()
         features.index.name = "sample_id"
         return ExtractionResult(features, failures)
