@@ -24,7 +24,11 @@ from __future__ import annotations
 import copy
 import io
 import itertools
+import os
 import shutil
+import subprocess
+import sys
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -288,6 +292,36 @@ def test_reader_on_arbitrary_bytes(target: Target, cohort: Path, workdir: Path, 
     _run(target, cohort, path, WRAPPERS[wrapper](raw))
 
 
+DICOM_EXAMPLES = 60
+DICOM_SERIES = "ct/P03_preop_dicom"
+
+
+@fuzz_settings(DICOM_EXAMPLES)
+@given(data=st.data())
+def test_dicom_folder_with_one_mutated_slice(cohort: Path, workdir: Path, data: st.DataObject) -> None:
+    """A DICOM series with one mutated slice is read, or rejected with an issue naming the folder or that slice.
+
+    GDCM's folder scan trusted a damaged slice's lengths (one 1.4 KB slice cost ~3 GB), so the slices are
+    pre-checked with pydicom; this explores what reaches that check and, past it, GDCM."""
+    shutil.rmtree(workdir / "dicom", ignore_errors=True)
+    folder = workdir / "dicom" / str(next(_example_number)) / "series"
+    shutil.copytree(cohort / DICOM_SERIES, folder)
+    slices = sorted(folder.iterdir())
+    victim = slices[data.draw(st.integers(0, len(slices) - 1), label="slice")]
+    content = data.draw(mutated(victim.read_bytes()), label="content")
+    victim.write_bytes(content)
+    files: dict[str, int | None] = {str(p): None for p in (folder, *slices)}
+    try:
+        with watchdog(len(content), "DICOM series reader"):
+            result = read_image(folder)
+    except DataFileError as exc:
+        assert exc.issues, "DataFileError without issues"
+        for issue in exc.issues:
+            assert_located_issue(issue.path, issue.message, issue.line, files)
+    else:
+        _check_image(result)
+
+
 # --------------------------------------------------------------------------------------------------- contract parsers
 
 
@@ -526,6 +560,160 @@ def test_regression_corrupt_deflate_in_nifti_and_fasta(tmp_path: Path, cohort: P
         path.write_bytes(broken)
         with pytest.raises(DataFileError):
             read_image(path) if name.endswith(".nii.gz") else reference_chromosomes(path, "genome_fasta")
+
+
+def _damaged_series(cohort: Path, tmp_path: Path, damage: Callable[[Path], None]) -> tuple[Path, Path]:
+    """A copy of the cohort's DICOM series with ``damage`` done to its fourth slice: (folder, that slice)."""
+    folder = tmp_path / "series"
+    shutil.copytree(cohort / DICOM_SERIES, folder)
+    victim = sorted(folder.iterdir())[3]
+    damage(victim)
+    return folder, victim
+
+
+def _patch_bytes(offset_of: Callable[[bytes], int], new: bytes) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        at = offset_of(bytes(data))
+        data[at : at + len(new)] = new
+        path.write_bytes(bytes(data))
+
+    return damage
+
+
+def _set_tags(**values: int) -> Callable[[Path], None]:
+    def damage(path: Path) -> None:
+        import pydicom
+
+        ds = pydicom.dcmread(path)
+        for keyword, value in values.items():
+            setattr(ds, keyword, value)
+        ds.save_as(path)
+
+    return damage
+
+
+_META_OB_LENGTH = _patch_bytes(lambda b: b.index(b"\x02\x00\x01\x00OB") + 8, (0xB0000000).to_bytes(4, "little"))
+
+_DICOM_DAMAGE = {
+    # (0002,0001) OB length -> 0xB0000000: GDCM's folder scan allocated ~3 GB (5.7 GB peak) on this 1.4 KB slice
+    "meta_element_length": (_META_OB_LENGTH, "declares 2,952,790,016 bytes"),
+    "rows_element_length": (
+        _patch_bytes(lambda b: b.index(b"\x28\x00\x10\x00\x02\x00\x00\x00") + 4, (0xB0000000).to_bytes(4, "little")),
+        "(0028,0010) declares 2,952,790,016 bytes",
+    ),
+    "huge_rows_columns": (_set_tags(Rows=65535, Columns=65535), "8,589,672,450 bytes"),
+    "huge_frames": (_set_tags(NumberOfFrames=100000), "16 x 16 x 100000 voxels"),
+    "bits_allocated": (_set_tags(BitsAllocated=239), "BitsAllocated = 239"),
+    "samples_per_pixel": (_set_tags(SamplesPerPixel=200), "SamplesPerPixel = 200"),
+    "truncated_pixels": (lambda p: p.write_bytes(p.read_bytes()[:-200]), "(7FE0,0010) declares 512 bytes"),
+    "not_dicom": (lambda p: p.write_bytes(b"slices were not exported\n"), "not a DICOM file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_DICOM_DAMAGE))
+def test_regression_damaged_dicom_slice_is_named_before_gdcm_sees_it(
+    case: str, tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import SimpleITK as sitk
+
+    def no_scan(*args: object) -> None:
+        raise AssertionError("GDCM scanned a folder holding a damaged slice")
+
+    monkeypatch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs", staticmethod(no_scan))
+    damage, says = _DICOM_DAMAGE[case]
+    folder, victim = _damaged_series(cohort, tmp_path, damage)
+    with pytest.raises(DataFileError) as exc:
+        read_image(folder)
+    assert exc.value.issues[0].path == str(victim) and says in exc.value.message, exc.value.message
+    assert "move it out" in exc.value.message
+
+
+def test_regression_damaged_dicom_slice_memory_is_bounded(tmp_path: Path, cohort: Path) -> None:
+    """Peak memory of reading the series with the 3 GB slice, in a fresh process, over what the imports take."""
+    folder, victim = _damaged_series(cohort, tmp_path, _META_OB_LENGTH)
+    code = (
+        "import resource, sys\n"
+        "import SimpleITK, pydicom\n"
+        "from omics_risk.data.readers import DataFileError, read_image\n"
+        "floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "try:\n"
+        "    read_image(sys.argv[1])\n"
+        "except DataFileError as exc:\n"
+        "    print(exc.issues[0].path)\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - floor) // 1024)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env, check=True)
+    named, grown_mb = out.stdout.split()
+    assert named == str(victim)
+    assert int(grown_mb) < 500, f"reading the damaged series grew the peak RSS by {grown_mb} MB"
+
+
+def test_regression_dicom_folder_file_cap_and_voxel_limit(
+    tmp_path: Path, cohort: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Too many files, or more voxels than the limit in the slice headers, are refused before GDCM scans."""
+    import SimpleITK as sitk
+
+    from omics_risk.data import readers
+
+    folder = tmp_path / "series"
+    shutil.copytree(cohort / DICOM_SERIES, folder)
+    monkeypatch.setattr(readers, "MAX_DICOM_FILES", 5)
+    with pytest.raises(DataFileError, match="more than 5 files"):
+        read_image(folder)
+    monkeypatch.setattr(readers, "MAX_DICOM_FILES", 4096)
+    monkeypatch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs", None)  # calling it would fail the test
+    with pytest.raises(DataFileError, match=r"16 x 16 x 8 = 2,048 voxels, more than the limit of 2,047"):
+        read_image(folder, max_voxels=2047)
+
+
+def _metaimage_case(base: bytes, case: str) -> bytes:
+    header_end = base.index(b"ElementDataFile = LOCAL\n") + len(b"ElementDataFile = LOCAL\n")
+    if case == "truncated_raw":
+        return base[:-1000]
+    if case == "compressed_flag_over_raw":
+        return base.replace(b"CompressedData = False", b"CompressedData = True", 1)
+    compressed = zlib.compress(base[header_end:])
+    head = base[:header_end].replace(
+        b"CompressedData = False", b"CompressedData = True\nCompressedDataSize = %d" % len(compressed), 1
+    )
+    if case == "truncated_compressed":
+        return head + compressed[: len(compressed) // 2]
+    if case == "short_compressed":  # a complete zlib stream of too few bytes
+        short = zlib.compress(base[header_end : header_end + 100])
+        return head.replace(b"= %d" % len(compressed), b"= %d" % len(short)) + short
+    assert case == "valid_compressed"
+    return head + compressed
+
+
+@pytest.mark.parametrize(
+    ("case", "says"),
+    [
+        ("truncated_raw", "bytes of voxel data but the file holds"),
+        ("compressed_flag_over_raw", "not a valid zlib stream"),
+        ("truncated_compressed", "CompressedDataSize"),
+        ("short_compressed", "inflates to 100 bytes"),
+        ("valid_compressed", ""),
+    ],
+)
+def test_regression_metaimage_data_that_metaio_misreads(case: str, says: str, tmp_path: Path, cohort: Path) -> None:
+    """MetaIO read 'CompressedData = True' over raw data as garbage voxels ("Uncompress failed" on stderr only),
+    and refused a truncated file as "No such file or directory"."""
+    base = (cohort / "ct/P04_preop.mha").read_bytes()
+    assert b"CompressedData = False" in base
+    path = tmp_path / "x.mha"
+    path.write_bytes(_metaimage_case(base, case))
+    if not says:
+        expected = read_image(cohort / "ct/P04_preop.mha")
+        got = read_image(path)
+        assert got.GetSize() == expected.GetSize() and got.GetPixelIDValue() == expected.GetPixelIDValue()
+        return
+    with pytest.raises(DataFileError) as exc:
+        read_image(path)
+    assert exc.value.issues[0].path == str(path) and says in exc.value.message, exc.value.message
+    assert "No such file" not in exc.value.message
 
 
 def test_regression_bam_broken_header_and_plain_gzip(tmp_path: Path, cohort: Path) -> None:

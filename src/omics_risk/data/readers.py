@@ -22,6 +22,7 @@ import os
 import re
 import sys
 import threading
+import warnings
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ __all__ = [
     "FRAGMENT_EXTENSIONS",
     "GRID_TOLERANCE",
     "IMAGE_EXTENSIONS",
+    "MAX_DICOM_FILES",
     "MAX_IMAGE_VOXELS",
     "MAX_IMAGE_VOXELS_ENV",
     "MAX_ISSUES",
@@ -306,9 +308,188 @@ class ImageHeader:
         )
 
 
-def _dicom_series_files(path: Path) -> list[str]:
-    """The slices of the one DICOM series in folder ``path``, sorted by ITK/GDCM along the slice normal."""
+#: The most files a DICOM series folder may hold. Every file is pre-checked (:func:`_check_dicom_slice`) before
+#: GDCM scans the folder, so the cap bounds that check: 4096 is twice the slices of the largest 512 x 512 series the
+#: default voxel limit admits (2048), so a real series always fits; a folder with more is refused before any file is
+#: opened. Split such a series, or put each series in its own folder.
+MAX_DICOM_FILES = 4096
+#: pydicom reads element values up to this size while pre-checking a slice; longer ones (pixel data) are skipped by
+#: seeking, so the check reads the header only, whatever lengths a damaged file declares.
+_DICOM_DEFER_BYTES = 4096
+_DICOM_BITS = (1, 8, 16, 32, 64)
+#: pydicom warns (UserWarning) on every odd value of a damaged slice; the slice is judged and named here instead, so
+#: those warnings are silenced while it is read, under a lock because the warning filters are process-wide.
+_PYDICOM_WARNINGS_LOCK = threading.Lock()
+_NO_DICOM_SERIES = (
+    f"folder holds no DICOM series; point path to a folder of DICOM slices or to an image file "
+    f"({', '.join(IMAGE_EXTENSIONS)})"
+)
+_PIXEL_DATA = 0x7FE00010
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+
+
+def _dicom_elements_past_end(ds: Any, size: int) -> str | None:
+    """The first element (file meta or data set) whose declared length runs past the end of the file, described."""
+    for group in (getattr(ds, "file_meta", None), ds):
+        if group is None:
+            continue
+        for tag in list(group.keys()):
+            el = group.get_item(tag, keep_deferred=True)
+            tell, length = getattr(el, "value_tell", None), getattr(el, "length", None)
+            if tell is None or length is None or length == _UNDEFINED_LENGTH:
+                continue
+            if tell + length > size:
+                return (
+                    f"element ({tag >> 16:04X},{tag & 0xFFFF:04X}) declares {length:,} bytes at offset {tell:,} but "
+                    f"the file ends at {size:,} bytes"
+                )
+    return None
+
+
+def _dicom_int(ds: Any, keyword: str, default: int | None = None) -> int | None:
+    """A whole-number attribute (Rows, BitsAllocated, ...) or None when it is absent, multi-valued or not a number."""
+    if keyword not in ds:
+        return default
+    try:
+        value = ds[keyword].value
+    except Exception:  # pydicom raises many types on a damaged value
+        return None
+    if isinstance(value, (bytes, str)):
+        value = value.strip() if isinstance(value, str) else value
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            return None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+class _NotDicom(DataFileError):
+    """A file of a DICOM folder that is not DICOM at all (no 'DICM' marker, and not readable as a slice without)."""
+
+
+def _check_dicom_slice(path: Path, folder: Path) -> tuple[int, int, int]:
+    """Check one file of a DICOM folder from its header alone; its grid as ITK orders it (columns, rows, frames).
+
+    GDCM's folder scan trusts every length a file declares: one damaged 1.4 KB slice made it allocate about 3 GB.
+    So each file is read here first, with pydicom and without its pixel data (values over
+    :data:`_DICOM_DEFER_BYTES` are skipped, not read), and refused unless it is a DICOM image whose every element
+    lies inside the file, whose grid (Rows, Columns, NumberOfFrames, SamplesPerPixel, BitsAllocated) is plausible,
+    and whose uncompressed pixel data holds exactly the bytes that grid needs. Raises :class:`DataFileError`
+    naming the slice (:class:`_NotDicom` when it has no 'DICM' marker: DICOM without one must pass every check).
+    """
+    with open(path, "rb") as fh:
+        fh.seek(128)
+        marked = fh.read(4) == b"DICM"
+    try:
+        with _PYDICOM_WARNINGS_LOCK, warnings.catch_warnings(action="ignore"):
+            return _check_dicom_header(path, folder)
+    except DataFileError as exc:
+        if marked:
+            raise
+        raise _NotDicom(
+            path,
+            f"not a DICOM file (no 'DICM' marker at byte 128, and {exc.issues[0].message.split(';')[0]}); a DICOM "
+            f"series folder must hold only the slices of one series: move it out of {folder.name}/",
+        ) from exc
+
+
+def _check_dicom_header(path: Path, folder: Path) -> tuple[int, int, int]:
+    """The checks of :func:`_check_dicom_slice`, on a file read with pydicom (``force``: a marker is not required)."""
+    import pydicom
+
+    fix = f"remove or replace that file (re-export or re-copy the series), or move it out of {folder.name}/"
+    size = path.stat().st_size
+    try:
+        ds = pydicom.dcmread(path, defer_size=_DICOM_DEFER_BYTES, force=True)
+        past_end = _dicom_elements_past_end(ds, size)
+    except Exception as exc:  # pydicom raises many types (and warnings) on a damaged file
+        raise DataFileError(path, f"DICOM slice cannot be parsed ({type(exc).__name__}: {exc}); {fix}") from exc
+    if past_end is not None:
+        raise DataFileError(path, f"damaged or truncated DICOM slice: {past_end}; {fix}")
+    grid = {k: _dicom_int(ds, k) for k in ("Rows", "Columns", "BitsAllocated")}
+    grid["SamplesPerPixel"] = _dicom_int(ds, "SamplesPerPixel", 1)
+    grid["NumberOfFrames"] = _dicom_int(ds, "NumberOfFrames", 1)
+    pixels = ds.get_item(_PIXEL_DATA, keep_deferred=True) if _PIXEL_DATA in ds else None
+    if pixels is None:
+        raise DataFileError(path, f"DICOM file holds no pixel data (not an image slice); {fix}")
+    bad = [k for k, v in grid.items() if v is None]
+    if bad:
+        raise DataFileError(path, f"DICOM slice lacks a valid {', '.join(bad)} (one whole number each); {fix}")
+    rows, cols, bits = int(grid["Rows"] or 0), int(grid["Columns"] or 0), int(grid["BitsAllocated"] or 0)
+    samples, frames = int(grid["SamplesPerPixel"] or 0), int(grid["NumberOfFrames"] or 0)
+    absurd = []
+    if not (1 <= rows <= 65535 and 1 <= cols <= 65535):
+        absurd.append(f"Rows x Columns = {rows} x {cols} (each 1 to 65535)")
+    if bits not in _DICOM_BITS:
+        absurd.append(f"BitsAllocated = {bits} (one of {', '.join(map(str, _DICOM_BITS))})")
+    if samples not in (1, 3, 4):
+        absurd.append(f"SamplesPerPixel = {samples} (1, 3 or 4)")
+    if frames < 1:
+        absurd.append(f"NumberOfFrames = {frames} (at least 1)")
+    if absurd:
+        raise DataFileError(path, f"DICOM slice declares an impossible grid: {'; '.join(absurd)}; {fix}")
+    voxels = rows * cols * frames
+    length = int(getattr(pixels, "length", 0) or 0)
+    if length != _UNDEFINED_LENGTH:  # native (uncompressed) pixel data: its length is fixed by the grid
+        need = (voxels * samples * bits + 7) // 8
+        if length not in (need, need + (need & 1)):  # odd lengths are padded to even
+            raise DataFileError(
+                path,
+                f"DICOM slice pixel data holds {length:,} bytes but its header declares {rows} x {cols} x {frames} "
+                f"voxels of {samples} x {bits} bits = {need:,} bytes; {fix}",
+            )
+    return cols, rows, frames
+
+
+def _check_dicom_folder(path: Path, max_voxels: int | None) -> None:
+    """Pre-check every file of a DICOM folder (:func:`_check_dicom_slice`) and the voxel limit, before GDCM sees it.
+
+    Cost is bounded by :data:`MAX_DICOM_FILES` files, each read up to its pixel data.
+    """
+    try:
+        limit = image_voxel_limit(max_voxels)
+    except ValueError as exc:  # a malformed OMICS_RISK_MAX_IMAGE_VOXELS: name it rather than crash the caller
+        raise DataFileError(path, f"cannot check the image size: {exc}") from exc
+    files: list[Path] = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.is_dir():
+                continue  # GDCM scans the folder itself, not its subfolders
+            files.append(Path(entry.path))
+            if len(files) > MAX_DICOM_FILES:
+                raise DataFileError(
+                    path,
+                    f"folder holds more than {MAX_DICOM_FILES} files; a DICOM series folder may hold at most "
+                    f"{MAX_DICOM_FILES} slices and nothing else: split it or move the other files out",
+                )
+    grids: list[tuple[int, int, int]] = []
+    strangers: list[_NotDicom] = []
+    for file in sorted(files):
+        try:
+            grids.append(_check_dicom_slice(file, path))
+        except _NotDicom as exc:
+            strangers.append(exc)
+    if not grids:  # nothing DICOM here: said without handing GDCM files it would have to guess at
+        raise DataFileError(
+            path, _NO_DICOM_SERIES + (f" ({Path(strangers[0].issues[0].path).name} is not DICOM)" if strangers else "")
+        )
+    if strangers:
+        raise strangers[0]
+    total = sum(c * r * f for c, r, f in grids)
+    if total > limit:
+        planes = {(c, r) for c, r, _ in grids}
+        dims = f"{grids[0][0]} x {grids[0][1]} x {sum(f for *_, f in grids)}" if len(planes) == 1 else "its slices"
+        raise DataFileError(path, _too_many_voxels(dims, total, limit))
+
+
+def _dicom_series_files(path: Path, max_voxels: int | None = None) -> list[str]:
+    """The slices of the one DICOM series in folder ``path``, sorted by ITK/GDCM along the slice normal.
+
+    Every file is pre-checked first (:func:`_check_dicom_folder`): GDCM only ever scans files that are consistent.
+    """
     import SimpleITK as sitk
+
+    _check_dicom_folder(path, max_voxels)
 
     with _ITK_WARNINGS_LOCK:
         shown = sitk.ProcessObject.GetGlobalWarningDisplay()
@@ -320,11 +501,7 @@ def _dicom_series_files(path: Path) -> list[str]:
         finally:
             sitk.ProcessObject.SetGlobalWarningDisplay(shown)
     if not ids:
-        raise DataFileError(
-            path,
-            "folder holds no DICOM series; point path to a folder of DICOM slices or to "
-            f"an image file ({', '.join(IMAGE_EXTENSIONS)})",
-        )
+        raise DataFileError(path, _NO_DICOM_SERIES)
     if len(ids) > 1:
         raise DataFileError(
             path,
@@ -407,6 +584,82 @@ def _check_metaimage_header(path: Path) -> None:
         return  # the image data (or its file list) follows ElementDataFile: the header ends here
 
 
+_METAIMAGE_ANY_FIELD = re.compile(rb"^[ \t]*(\w+)[ \t]*[=:][ \t]*([^\r\n]*)(?:\r?\n|$)", re.M)
+
+
+def _metaimage_fields(path: Path) -> tuple[dict[str, str], int]:
+    """The header fields of a MetaImage (up to ElementDataFile, which ends it) and the offset where its data starts."""
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    fields: dict[str, str] = {}
+    for m in _METAIMAGE_ANY_FIELD.finditer(head):
+        fields[m.group(1).decode("ascii", "replace")] = m.group(2).strip().decode("utf-8", "replace")
+        if m.group(1) == b"ElementDataFile":
+            return fields, m.end()
+    return fields, len(head)
+
+
+def _check_metaimage_data(path: Path, header: ImageHeader) -> None:
+    """Refuse MetaImage voxel data that ITK would misread: too few bytes, or a compressed stream that is not one.
+
+    MetaIO reports both only on stderr: a truncated file becomes a misleading "No such file or directory", and
+    ``CompressedData = True`` over raw bytes ("Uncompress failed") is returned as an image of garbage voxels. Runs
+    after :func:`check_image_header`, so the bytes it needs are bounded by the voxel limit; compressed data is
+    inflated in 4 MB steps and never held whole.
+    """
+    fields, offset = _metaimage_fields(path)
+    source = fields.get("ElementDataFile", "")
+    if source == "LOCAL":
+        data = path
+    elif source and " " not in source and source not in ("LIST",) and "%" not in source:
+        data, offset = path.parent / source, 0
+    else:
+        return  # a slice list or pattern: ITK reads and checks each file itself
+    if "HeaderSize" in fields or not data.is_file():
+        return  # a skipped header (or a missing data file, which ITK names correctly)
+    bits = re.search(r"(\d+)-bit", header.pixel_type)
+    need = header.n_voxels * header.components * (int(bits.group(1)) // 8 if bits else 1)
+    have = data.stat().st_size - offset
+    shown = data.name if data != path else "the file"
+    if fields.get("CompressedData", "F")[:1] not in ("T", "t", "1"):  # as MetaIO reads it
+        if have < need:
+            raise DataFileError(
+                path,
+                f"truncated image: the header declares {need:,} bytes of voxel data but {shown} holds {max(have, 0):,} "
+                "after the header; re-export or re-copy the image",
+            )
+        return
+    declared = fields.get("CompressedDataSize", "")
+    if declared.isdigit() and have < int(declared):
+        raise DataFileError(
+            path,
+            f"truncated image: the header declares CompressedDataSize = {declared} but {shown} holds "
+            f"{max(have, 0):,} bytes after the header; re-export or re-copy the image",
+        )
+    inflater, out = zlib.decompressobj(zlib.MAX_WBITS | 32), 0  # zlib or gzip, as MetaIO accepts
+    try:
+        with open(data, "rb") as fh:
+            fh.seek(offset)
+            while out < need and (chunk := fh.read(1 << 22)):
+                while chunk and out < need:
+                    out += len(inflater.decompress(chunk, 1 << 22))
+                    chunk = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+    except zlib.error as exc:
+        raise DataFileError(
+            path,
+            f"the header declares CompressedData = True but the voxel data is not a valid zlib stream ({exc}); "
+            "fix CompressedData or re-export the image",
+        ) from exc
+    if out < need:
+        raise DataFileError(
+            path,
+            f"truncated image: the compressed voxel data inflates to {out:,} bytes but the header declares {need:,}; "
+            "re-export or re-copy the image",
+        )
+
+
 def _nifti_header(path: Path) -> Any:
     """The raw NIfTI-1/2 header (nibabel, no fixes applied); a .nii.gz is decompressed only as far as the header."""
     import nibabel as nib
@@ -425,15 +678,17 @@ def _nifti_header(path: Path) -> Any:
         raise DataFileError(path, f"not a valid NIfTI file ({exc}); re-export the image") from exc
 
 
-def read_image_header(path: str | Path) -> ImageHeader:
+def read_image_header(path: str | Path, *, max_voxels: int | None = None) -> ImageHeader:
     """The grid of a CT volume or mask (any :func:`read_image` format) from its header alone: no voxel is read.
 
     A DICOM series' grid comes from its first and last slice headers, as ITK's series reader computes it (slice
     spacing = distance between them / (slices - 1)). Raises :class:`DataFileError` when the header is unreadable.
+    A DICOM folder's slices are pre-checked one by one (:func:`_check_dicom_slice`), and their voxels summed against
+    ``max_voxels`` (default :func:`image_voxel_limit`), before GDCM scans the folder.
     """
     path = Path(path)
     if path.is_dir():
-        files = _dicom_series_files(path)
+        files = _dicom_series_files(path, max_voxels)
         first = _file_info(Path(files[0]), path)
         size = [int(s) for s in first.GetSize()]
         spacing = [float(s) for s in first.GetSpacing()]
@@ -498,6 +753,15 @@ def _fmt(v: Sequence[float]) -> str:
     return "(" + ", ".join(f"{x:.4g}" for x in v) + ")"
 
 
+def _too_many_voxels(dims: str, n_voxels: int, limit: int) -> str:
+    """The message for a grid over the voxel limit (one wording for every format, DICOM folders included)."""
+    return (
+        f"the header declares {dims} = {n_voxels:,} voxels, more than the limit of {limit:,}; no voxel was read. A "
+        "corrupt header needs a re-export; a real scan that large needs cropping or resampling, or a higher limit "
+        f"(environment variable {MAX_IMAGE_VOXELS_ENV})"
+    )
+
+
 def check_image_header(header: ImageHeader, max_voxels: int | None = None) -> list[str]:
     """Why the grid a header declares is unusable (empty axis, too many voxels, bad spacing or direction); [] if fine.
 
@@ -510,11 +774,7 @@ def check_image_header(header: ImageHeader, max_voxels: int | None = None) -> li
     if any(s < 1 for s in header.size):
         out.append(f"the header declares an empty grid ({dims} voxels); re-export the image")
     elif header.n_voxels > limit:
-        out.append(
-            f"the header declares {dims} = {header.n_voxels:,} voxels, more than the limit of {limit:,}; no voxel "
-            "was read. A corrupt header needs a re-export; a real scan that large needs cropping or resampling, or "
-            f"a higher limit (environment variable {MAX_IMAGE_VOXELS_ENV})"
-        )
+        out.append(_too_many_voxels(dims, header.n_voxels, limit))
     spacing = np.asarray(header.spacing, dtype=float)
     if not np.all(np.isfinite(spacing) & (spacing > 0)):
         out.append(
@@ -601,6 +861,8 @@ def read_image_voxels(header: ImageHeader) -> Any:
             raise DataFileError(path, f"DICOM series cannot be read: {_itk_reason(exc, path)}") from exc
     if header.data_bytes is not None:
         _check_nifti_complete(path, header.data_bytes)
+    elif has_extension(path, (".mha", ".mhd")):
+        _check_metaimage_data(path, header)
     try:
         return sitk.ReadImage(str(path))
     except RuntimeError as exc:
@@ -617,7 +879,7 @@ def read_image(path: str | Path, *, max_voxels: int | None = None) -> Any:
     positive spacing; orthonormal direction), so a corrupt header fails in milliseconds without reading voxels.
     """
     path = Path(path)
-    header = read_image_header(path)
+    header = read_image_header(path, max_voxels=max_voxels)
     try:
         why = check_image_header(header, max_voxels)
     except ValueError as exc:  # a malformed OMICS_RISK_MAX_IMAGE_VOXELS: name it rather than crash the extractor

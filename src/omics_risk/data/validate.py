@@ -187,7 +187,7 @@ def _open_image(job: _Job) -> _Result:
         if path is None:
             continue
         try:
-            header = readers.read_image_header(path)
+            header = readers.read_image_header(path, max_voxels=limit)
         except DataFileError as exc:
             res.issues += exc.issues
             continue
