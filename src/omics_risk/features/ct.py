@@ -27,7 +27,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-import os
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -57,6 +56,7 @@ from monai.transforms import (
     SpatialCrop,
 )
 
+from omics_risk.atomic import atomic_path
 from omics_risk.data.contract import Cohort
 from omics_risk.data.readers import DataFileError, check_mask_geometry, read_image
 from omics_risk.features.base import settings_hash
@@ -513,16 +513,15 @@ class CTTensorCache:
             self._pre = ct_preprocessing(self.cfg)
         out = self._pre({"image": str(image), "mask": str(mask)})
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = file.with_name(f"{file.name}.{os.getpid()}.tmp")
-        torch.save(
-            {
-                "image": out["image"].as_tensor().contiguous(),
-                "mask": out["mask"].as_tensor().contiguous(),
-                "affine": out["image"].affine.clone(),
-            },
-            tmp,
-        )
-        os.replace(tmp, file)
+        with atomic_path(file) as tmp:
+            torch.save(
+                {
+                    "image": out["image"].as_tensor().contiguous(),
+                    "mask": out["mask"].as_tensor().contiguous(),
+                    "affine": out["image"].affine.clone(),
+                },
+                tmp,
+            )
         self.misses += 1
         return {"image": out["image"], "mask": out["mask"]}
 

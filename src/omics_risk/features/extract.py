@@ -35,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from omics_risk.atomic import atomic_path, atomic_write_text
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.features.base import (
     ExtractionResult,
@@ -97,19 +98,7 @@ class _Fingerprints:
 
     def save(self) -> None:
         self.file.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(self.file, json.dumps(self.memo))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_write_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp)
-    os.replace(tmp, path)
+        atomic_write_text(self.file, json.dumps(self.memo))
 
 
 def _extractors_for(config: Mapping[str, Any], modality: str, fmt: str,
@@ -260,7 +249,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                     # work-folder view of the cohort), and the cause may be the machine, not the file.
                     if res.pop("cache", True) and "error" not in res:
                         cfile.parent.mkdir(parents=True, exist_ok=True)
-                        _atomic_write_text(cfile, json.dumps(res))
+                        atomic_write_text(cfile, json.dumps(res))
                     _merge(res, row["sample_id"], per_sample_feats, errors)
             else:
                 shared_paths = sorted({cohort.path(p) for p in samples["path"]})
@@ -281,7 +270,8 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
                 _merge_shared(ext.name, result, samples, per_sample_feats, errors)
         _fail_empty(samples, per_sample_feats, errors)
         table, n_ok = _wide_table(samples, per_sample_feats, errors)
-        _atomic_write_parquet(table, out / f"{mod}.parquet")
+        with atomic_path(out / f"{mod}.parquet") as tmp:
+            table.to_parquet(tmp)
         for _, row in samples.iterrows():
             sid = row["sample_id"]
             status_rows.append({"patient_id": row["patient_id"], "modality": mod, "timepoint": row["timepoint"],
@@ -300,7 +290,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
     status = pd.DataFrame(status_rows, columns=["patient_id", "modality", "timepoint", "sample_id", "status",
                                                 "reason"])
     status.to_csv(out / "status.csv", index=False)
-    _atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, default=str))
+    atomic_write_text(out / "manifest.json", json.dumps(manifest, indent=1, default=str))
     summary.status = status
     return summary
 

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from omics_risk.atomic import atomic_write_text
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.readers import DataFileError, check_mask_geometry, read_image
 from omics_risk.features.base import (
@@ -400,9 +401,7 @@ def extract_radiomics(
         if cfile is None or not res.pop("cache", True):
             return
         cfile.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cfile.with_name(f"{cfile.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(res))
-        os.replace(tmp, cfile)
+        atomic_write_text(cfile, json.dumps(res))
 
     bar = progress_bar(total=len(todo), desc="radiomics", unit="scan", disable=not progress)
     try:

@@ -66,6 +66,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from omics_risk.atomic import atomic_path, atomic_write_text
 from omics_risk.data.contract import (
     CLINICAL_FILE,
     SAMPLES_FILE,
@@ -268,20 +269,12 @@ def _file_digest(path: Path, h: Any = None) -> Any:
     return h
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _atomic_write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp)
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -1565,7 +1558,7 @@ def _score_locked(model: str | BatchModel, cohort: str | Path, out: Path, fmt: s
                     before = shift.state()
                     rows = scorer.run(chunk)
                     delta = _state_delta(shift.state(), before)
-                    _atomic_write_text(chunk_state, json.dumps({"patients": len(chunk), "shift": delta}))
+                    atomic_write_text(chunk_state, json.dumps({"patients": len(chunk), "shift": delta}))
                     _atomic_write_parquet(rows, part, scorer.schema)
                 state.done = i + 1
                 bar.update(len(chunk))
@@ -1588,7 +1581,7 @@ def _score_locked(model: str | BatchModel, cohort: str | Path, out: Path, fmt: s
                          model={"uri": bm.uri, "identity": bm.identity, **bm.info}, chunks=len(chunks),
                          resumed_chunks=resumed, seconds=time.perf_counter() - t0, timings=timings)
     result.report_path = out.with_name(out.name + ".report.json")
-    _atomic_write_text(result.report_path, json.dumps(
+    atomic_write_text(result.report_path, json.dumps(
         {"out": str(out), "cohort": str(prep.source), "model": result.model, "n_patients": len(patients),
          "counts": counts, "warnings": notes, "shift": report.to_dict() if report is not None else None,
          "horizons": bm.horizons, "risk_groups": risk_groups,
@@ -1612,27 +1605,19 @@ def _write_output(ckpt: Path, n_chunks: int, out: Path, fmt: str, schema: Any) -
     import pyarrow.parquet as pq
 
     counts = dict.fromkeys(STATUSES, 0)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        writer = pq.ParquetWriter(tmp, schema) if fmt == ".parquet" else None
-        with contextlib.ExitStack() as stack:
-            fh = stack.enter_context(open(tmp, "w", newline="")) if writer is None else None
-            for i in range(n_chunks):
-                table = pq.read_table(ckpt / f"chunk-{i:06d}.parquet", schema=schema)
-                for s, k in pd.Series(table.column("status").to_pylist()).value_counts().items():
-                    counts[str(s)] = counts.get(str(s), 0) + int(k)
-                if writer is not None:
-                    writer.write_table(table)
-                else:
-                    table.to_pandas().to_csv(fh, index=False, header=(i == 0))
-            if n_chunks == 0 and fh is not None:
-                pd.DataFrame(columns=schema.names).to_csv(fh, index=False)
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(out) as tmp, contextlib.ExitStack() as stack:
+        writer = stack.enter_context(pq.ParquetWriter(tmp, schema)) if fmt == ".parquet" else None
+        fh = stack.enter_context(open(tmp, "w", newline="")) if writer is None else None
+        for i in range(n_chunks):
+            table = pq.read_table(ckpt / f"chunk-{i:06d}.parquet", schema=schema)
+            for s, k in pd.Series(table.column("status").to_pylist()).value_counts().items():
+                counts[str(s)] = counts.get(str(s), 0) + int(k)
+            if writer is not None:
+                writer.write_table(table)
+            else:
+                table.to_pandas().to_csv(fh, index=False, header=(i == 0))
+        if n_chunks == 0 and fh is not None:
+            pd.DataFrame(columns=schema.names).to_csv(fh, index=False)
     return counts
 
 
@@ -1684,15 +1669,9 @@ def _write_feature_table(bm: BatchModel, cohort: str | Path, out: Path, work: Pa
                for c, k in zip(bm.manifest.clinical_columns(), bm.manifest.clinical.values(), strict=True)]
     fields += [pa.field(c, pa.float64()) for m in bm.tabular for c in bm.manifest.modality_columns(m)]
     schema = pa.schema(fields)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        with pq.ParquetWriter(tmp, schema) as writer:
-            for i in progress_bar(range(0, len(patients), chunk_size), desc="feature table", unit="chunk",
-                                  disable=not progress):
-                frame, _ = scorer.frame(patients[i:i + chunk_size])
-                writer.write_table(pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False))
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(out) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for i in progress_bar(range(0, len(patients), chunk_size), desc="feature table", unit="chunk",
+                              disable=not progress):
+            frame, _ = scorer.frame(patients[i:i + chunk_size])
+            writer.write_table(pa.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False))
     return out
