@@ -29,7 +29,6 @@ import hashlib
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -448,27 +447,16 @@ def _as_config(cfg: CTConfig | Mapping[str, Any] | None) -> CTConfig:
 # ------------------------------------------------------------------------------------------------ caching
 
 
-@lru_cache(maxsize=65536)
-def _content_hash_memo(path: str, stamp: tuple[int, int]) -> str:
-    from omics_risk.features.extract import fingerprint
-
-    return fingerprint(Path(path))
-
-
 def _content_hash(path: Path) -> str:
     """Content hash of a file or DICOM folder, memoised on (path, size, mtime) so epochs do not re-read inputs.
 
     A missing or unreadable input gets a marker instead of an error: computing the cache keys of a cohort must not
     stop at one bad scan; reading that scan then fails with a :class:`DataFileError` naming it, for that scan only.
     """
+    from omics_risk.features.extract import memo_fingerprint
+
     try:
-        if path.is_dir():
-            stats = [p.stat() for p in path.rglob("*") if p.is_file()]
-            stamp = (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
-        else:
-            st = path.stat()
-            stamp = (st.st_size, st.st_mtime_ns)
-        return _content_hash_memo(str(path.resolve()), stamp)
+        return memo_fingerprint(path)
     except OSError as exc:
         return f"unreadable:{path}:{exc.errno}"
 

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,29 @@ def fingerprint(path: Path) -> str:
     return h.hexdigest()
 
 
+def content_stamp(path: Path) -> tuple[int, int]:
+    """(total size, newest mtime) of a file or of a folder's files: changes whenever the content may have changed.
+
+    Raises ``OSError`` for a missing or unreadable input.
+    """
+    if path.is_dir():
+        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+        return sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=path.stat().st_mtime_ns)
+    st = path.stat()
+    return st.st_size, st.st_mtime_ns
+
+
+@lru_cache(maxsize=65536)
+def _memo_fingerprint(path: str, stamp: tuple[int, int]) -> str:
+    return fingerprint(Path(path))
+
+
+def memo_fingerprint(path: Path) -> str:
+    """:func:`fingerprint`, memoised within the process on (path, :func:`content_stamp`), so that training epochs
+    and repeated cache-key computations do not re-read unchanged inputs. Raises ``OSError`` like ``open``."""
+    return _memo_fingerprint(str(path.resolve()), content_stamp(path))
+
+
 class _Fingerprints:
     """Memo of content hashes keyed by (path, size, mtime) so re-runs do not re-read unchanged inputs."""
 
@@ -83,11 +107,7 @@ class _Fingerprints:
     def __call__(self, path: Path) -> str:
         if not path.exists():
             return "missing"
-        st = path.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
-        if path.is_dir():
-            stamp = [sum(p.stat().st_size for p in path.rglob("*") if p.is_file()),
-                     max((p.stat().st_mtime_ns for p in path.rglob("*")), default=st.st_mtime_ns)]
+        stamp = list(content_stamp(path))
         key = str(path.resolve())
         hit = self.memo.get(key)
         if hit and hit[:2] == stamp:

@@ -273,24 +273,11 @@ class RadiomicsExtractor(Extractor):
 # ------------------------------------------------------------------------------------------------ standalone use
 
 
-@lru_cache(maxsize=4096)
-def _content_hash_memo(path: str, stamp: tuple[int, int]) -> str:
-    from omics_risk.features.extract import fingerprint
-
-    return fingerprint(Path(path))
-
-
 def _content_hash(path: Path) -> str:
     """Content hash of a file or DICOM folder, memoised on (path, size, mtime) within the process."""
-    if not path.exists():
-        return "missing"
-    if path.is_dir():
-        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
-        stamp = (sum(s.st_size for s in stats), max((s.st_mtime_ns for s in stats), default=0))
-    else:
-        st = path.stat()
-        stamp = (st.st_size, st.st_mtime_ns)
-    return _content_hash_memo(str(path.resolve()), stamp)
+    from omics_risk.features.extract import memo_fingerprint
+
+    return memo_fingerprint(path) if path.exists() else "missing"
 
 
 def _pairs_of(
