@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -429,3 +429,14 @@ def mlflow_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         db.parent.mkdir(parents=True, exist_ok=True)
         MlflowClient(f"sqlite:///{db}").search_experiments()
     return db
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """torch on one thread for the test: float reductions then sum in one order, so values reproduce exactly."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

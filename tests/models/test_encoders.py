@@ -10,12 +10,7 @@ from omics_risk.models.encoders import CTEncoder, TabularEncoder
 SMALL = {"widths": (4, 4, 8, 8), "embed_dim": 6}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible float sums (tests/conftest.py)
 
 
 @pytest.mark.parametrize("norm", ["layer", "batch", "none"])

@@ -7,7 +7,6 @@ Tiny models on the synthetic cohort of test_fused.py (its ``make_data`` and 8^3 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -26,12 +25,7 @@ CT = {"use_ct_images": True, "modalities": ["cfdna"], "ct_widths": [4, 4, 8, 8],
       "batch_size": 16, "epochs": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible float sums (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")

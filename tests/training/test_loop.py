@@ -12,13 +12,7 @@ from omics_risk.models.multimodal import build_network
 from omics_risk.training.loop import concordance, evaluate, fit_network
 from omics_risk.training.losses import MultiTaskObjective
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible float sums (tests/conftest.py)
 
 
 def _cohort(n: int, seed: int) -> dict:

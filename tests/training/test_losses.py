@@ -19,13 +19,7 @@ from omics_risk.training.losses import (
     rank_encode_times,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible float sums (tests/conftest.py)
 
 
 def _tied_data(seed: int = 1, n: int = 30) -> pd.DataFrame:
