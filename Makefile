@@ -30,7 +30,7 @@ export DEMO_CURRENT
 help:
 	@echo "make demo   - install, then generate, validate and model the synthetic demo cohort"
 	@echo "make test   - install, then run the tests (slow ones included)"
-	@echo "make lint   - ruff"
+	@echo "make lint   - ruff and the import-direction contracts (pyproject.toml [tool.importlinter])"
 
 # Installing is idempotent: the stamp is newer than pyproject.toml and the lock file after one run.
 $(STAMP): pyproject.toml requirements/lock.txt
@@ -66,7 +66,8 @@ test: install
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(VENV)/bin/ruff check src tests bench train.py
+	$(VENV)/bin/ruff check src tests bench train.py evaluate.py
+	$(VENV)/bin/lint-imports --no-cache
 
 # Re-resolve the pinned set after changing dependencies in pyproject.toml.
 lock: install
