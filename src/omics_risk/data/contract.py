@@ -24,6 +24,7 @@ import pandas as pd
 import yaml
 
 from omics_risk.data.paths import Confinement, PathOutsideCohortError, printable, refusal, unusable_path
+from omics_risk.data.readers import first_wide_line
 
 __all__ = [
     "CONTRACT_VERSION",
@@ -414,7 +415,7 @@ def _read_csv(path: Path, problems: list[Problem]) -> pd.DataFrame | None:
         # pandas silently makes the first column the index when the first data line has one field too many.
         problems.append(Problem("error", fname, f"a data line has more fields than the header has column names "
                                 f"({len(df.columns)}); remove the extra field or name its column in the header",
-                                _first_wide_line(data, len(df.columns))))
+                                first_wide_line(data.decode("utf-8-sig", "replace"), ",", len(df.columns))))
         return None
     parsed = [str(c).strip() for c in df.columns]
     raw = [str(c).strip() for c in header.iloc[0]] if len(header) else []
@@ -442,15 +443,6 @@ def read_contract_csv(path: Path) -> pd.DataFrame:
     if df is None:
         raise CohortError(problems)
     return df
-
-
-def _first_wide_line(data: bytes, width: int) -> int | None:
-    """The line of the first CSV record with more than ``width`` fields (None when the csv module cannot tell)."""
-    reader = csv.reader(io.StringIO(data.decode("utf-8-sig", "replace"), newline=""), skipinitialspace=True)
-    try:
-        return next((reader.line_num for row in reader if len(row) > width), None)
-    except csv.Error:
-        return None
 
 
 def _line(index: int) -> int:

@@ -63,10 +63,14 @@ def unusable_path(value: str) -> str | None:
     return None
 
 
+def _what_to_do(value: str) -> str:
+    """A name no file can have needs fixing; a real path outside needs moving, or its folder declared."""
+    return "fix it" if unusable_path(value) is not None else OUTSIDE_HINT
+
+
 def refusal(label: str, value: str, why: str) -> str:
     """The message for a path that :meth:`Confinement.check` refused: what it is, why, and what to do."""
-    hint = "fix it" if unusable_path(value) is not None else OUTSIDE_HINT
-    return f"{label} '{printable(value)}' {why}; {hint}"
+    return f"{label} '{printable(value)}' {why}; {_what_to_do(value)}"
 
 
 def _inside(path: str, root: str) -> bool:
@@ -81,8 +85,8 @@ class PathOutsideCohortError(ValueError):
         self.reason = reason
         self.roots = tuple(roots)
         allowed = ", ".join(str(r) for r in self.roots)
-        hint = "fix it" if unusable_path(path) is not None else OUTSIDE_HINT
-        super().__init__(f"refusing to read '{printable(path)}': it {reason} (allowed folders: {allowed}); {hint}")
+        super().__init__(f"refusing to read '{printable(path)}': it {reason} (allowed folders: {allowed}); "
+                         f"{_what_to_do(path)}")
 
 
 @dataclass

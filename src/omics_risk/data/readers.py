@@ -61,6 +61,7 @@ __all__ = [
     "check_mask_header",
     "check_mask_labels",
     "chromosome_naming_problem",
+    "first_wide_line",
     "format_extension_problem",
     "has_extension",
     "image_voxel_limit",
@@ -1704,8 +1705,12 @@ def read_bed(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------------------------------- tables
 
 
-def _first_wide_line(text: str, sep: str, width: int) -> int | None:
-    """The line of the first CSV record with more than ``width`` fields (None when the csv module cannot tell)."""
+def first_wide_line(text: str, sep: str, width: int) -> int | None:
+    """The line of the first CSV record with more than ``width`` fields (None when the csv module cannot tell).
+
+    pandas reports such a record by its record count (wrong after a quoted line break) or, on the first data line,
+    not at all: it silently makes the first column the index.
+    """
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, skipinitialspace=True)
     try:
         for row in reader:
@@ -1766,7 +1771,7 @@ class _Table:
                 raise DataFileError(path, f"cannot be parsed as CSV ({str(exc).strip()})") from exc
             # pandas numbers records, not lines (a quoted line break or a lone \r shifts them): ask the csv module.
             text = data.decode("utf-8-sig", "replace")
-            line = _first_wide_line(text, sep, int(m.group(1)))
+            line = first_wide_line(text, sep, int(m.group(1)))
             if line is None and int(m.group(2)) <= len(re.split(r"\r\n|\r|\n", text.rstrip("\r\n"))):
                 line = int(m.group(2))
             raise DataFileError(
@@ -1785,7 +1790,7 @@ class _Table:
                 path,
                 f"a data line has more fields than the header has column names ({len(df.columns)}); remove the "
                 "extra field or name its column in the header",
-                _first_wide_line(data.decode("utf-8-sig"), sep, len(df.columns)),
+                first_wide_line(data.decode("utf-8-sig"), sep, len(df.columns)),
             )
         header = [h.strip() for h in header]
         dups = sorted({h for h in header if header.count(h) > 1})
