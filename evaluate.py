@@ -29,15 +29,11 @@ def _horizons(cfg: DictConfig) -> list[float] | None:
 
 
 def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
-    """What the logged per-patient scores carry: the project's keyed pseudonyms, or the raw ids on request
-    (``tracking.raw_ids=true``); None when nothing is logged (no key file is made then)."""
-    from omics_risk.privacy import Pseudonymiser
+    """What the logged per-patient scores carry (keyed pseudonyms, or raw ids with ``tracking.raw_ids=true``); None
+    when nothing is logged (no key file is made then)."""
+    from omics_risk.tracking.mlflow_utils import configured_pseudonymiser
 
-    if not cfg.tracking.enabled:
-        return None
-    raw = bool(OmegaConf.select(cfg, "tracking.raw_ids", default=False))
-    return Pseudonymiser.for_store(uri, root=Path(cfg.paths.root_dir), raw=raw,
-                                   key_file=OmegaConf.select(cfg, "tracking.pseudonym_key_file", default=None))
+    return configured_pseudonymiser(cfg, uri) if cfg.tracking.enabled else None
 
 
 def evaluate(cfg: DictConfig) -> Any:

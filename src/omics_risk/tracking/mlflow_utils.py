@@ -51,6 +51,7 @@ __all__ = [
     "assert_no_identifiers",
     "check_identifiers",
     "clear_protected_identifiers",
+    "configured_pseudonymiser",
     "end_run_on_failure",
     "fit_length",
     "flatten_params",
@@ -386,6 +387,19 @@ def log_patient_table(table: pd.DataFrame, artifact_file: str, *, pseudonyms: Ps
             out.to_csv(path, index=False)
         MlflowClient().log_artifact(run_id, str(path), folder or None)
     return out
+
+
+def configured_pseudonymiser(cfg: Any, tracking_uri: str) -> Pseudonymiser:
+    """The ids per-patient artifacts carry, as a ``train.py`` / ``evaluate.py`` config asks: the project's keyed
+    pseudonyms, or the raw ids with ``tracking.raw_ids=true``; the key file is ``tracking.pseudonym_key_file``, else
+    :func:`omics_risk.privacy.resolve_key_file`'s default for the store (the project root ``paths.root_dir``)."""
+    from omegaconf import OmegaConf
+
+    from omics_risk.privacy import Pseudonymiser
+
+    return Pseudonymiser.for_store(tracking_uri, root=Path(cfg.paths.root_dir),
+                                   raw=bool(OmegaConf.select(cfg, "tracking.raw_ids", default=False)),
+                                   key_file=OmegaConf.select(cfg, "tracking.pseudonym_key_file", default=None))
 
 
 # --- config -------------------------------------------------------------------------------------------------------

@@ -307,14 +307,14 @@ def _tracking(cfg: DictConfig, data: MultimodalData):
 
 
 def _pseudonymiser(cfg: DictConfig, uri: str) -> Pseudonymiser:
-    """What the per-patient artifacts of a tracked run carry: the project's keyed pseudonyms, or the raw ids when
-    ``tracking.raw_ids=true`` (key file: ``tracking.pseudonym_key_file``, else :mod:`omics_risk.privacy`'s default)."""
-    raw = bool(OmegaConf.select(cfg, "tracking.raw_ids", default=False))
-    if raw:
+    """What the per-patient artifacts of a tracked run carry (see ``configured_pseudonymiser``); warns on raw ids."""
+    from omics_risk.tracking.mlflow_utils import configured_pseudonymiser
+
+    ids = configured_pseudonymiser(cfg, uri)
+    if ids.raw:
         log.warning("tracking.raw_ids=true: the out-of-fold tables logged to MLflow keep the cohort's patient ids "
                     "(runs tagged omics_risk.patient_ids=raw)")
-    return Pseudonymiser.for_store(uri, root=Path(cfg.paths.root_dir), raw=raw,
-                                   key_file=OmegaConf.select(cfg, "tracking.pseudonym_key_file", default=None))
+    return ids
 
 
 def _ranked(risk: np.ndarray, folds_of: np.ndarray) -> np.ndarray:
