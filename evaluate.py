@@ -39,8 +39,8 @@ def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
 def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
     from omics_risk.evaluation.compare import compare_experiment
-    from omics_risk.evaluation.external import EvaluationError, validate_external
     from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri
+    from omics_risk.workflows.external import EvaluationError, validate_external
 
     out = Path(cfg.paths.output_dir)
     uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
@@ -84,9 +84,9 @@ def evaluate(cfg: DictConfig) -> Any:
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     from omics_risk.data.contract import CohortError
-    from omics_risk.evaluation.external import EvaluationError
     from omics_risk.evaluation.metrics import HorizonError
-    from omics_risk.scoring.batch import CohortMismatchError, ModelLoadError
+    from omics_risk.workflows.external import EvaluationError
+    from omics_risk.workflows.scoring import CohortMismatchError, ModelLoadError
 
     try:
         evaluate(cfg)

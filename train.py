@@ -10,7 +10,7 @@ from __future__ import annotations
 import hydra
 from omegaconf import DictConfig
 
-from omics_risk.training.pipeline import train
+from omics_risk.workflows.training import train
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")

@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from omics_risk.data.contract import load_cohort  # noqa: E402
 from omics_risk.features.clinical import clinical_types  # noqa: E402
-from omics_risk.training import pipeline  # noqa: E402
+from omics_risk.workflows import training as pipeline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results_ct_encoder.md"
 

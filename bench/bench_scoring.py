@@ -47,10 +47,10 @@ from omics_risk.data.synthetic import generate_cohort  # noqa: E402
 from omics_risk.features.clinical import clinical_types  # noqa: E402
 from omics_risk.features.ct import CTConfig  # noqa: E402
 from omics_risk.models.fused import CTImageStore, FusedSurvivalModel  # noqa: E402
-from omics_risk.scoring.batch import score_cohort  # noqa: E402
 from omics_risk.scoring.frames import to_frame  # noqa: E402
 from omics_risk.scoring.pyfunc import log_model  # noqa: E402
 from omics_risk.tracking.mlflow_utils import setup_experiment  # noqa: E402
+from omics_risk.workflows.scoring import score_cohort  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results_scoring.md"
 TABULAR = ["cfdna", "ctdna", "methylation", "metabolomics"]

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from omics_risk.cli import main as cli  # noqa: E402
 from omics_risk.features.extract import extract_cohort  # noqa: E402
-from omics_risk.training.pipeline import train  # noqa: E402
+from omics_risk.workflows.training import train  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -277,8 +277,8 @@ def _external_only(train_root: Path, val_root: Path, out: Path) -> dict[str, flo
     """Every model of the demo experiment fitted once on ``train_root`` and scored on ``val_root`` (no CV)."""
     from omics_risk.data.contract import load_cohort
     from omics_risk.features.clinical import clinical_types
-    from omics_risk.training import pipeline as pl
-    from omics_risk.training.device import seed_everything
+    from omics_risk.models.device import seed_everything
+    from omics_risk.workflows import training as pl
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out}", "tracking=none",

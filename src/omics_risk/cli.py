@@ -112,7 +112,7 @@ def _quiet_library_notices() -> None:
     module; every other warning reaches the printed result (``score_cohort`` turns them into notes)."""
     import warnings
 
-    from omics_risk.scoring.batch import LIBRARY_NOTICES
+    from omics_risk.workflows.scoring import LIBRARY_NOTICES
 
     for category in LIBRARY_NOTICES:
         warnings.filterwarnings("ignore", category=category)
@@ -128,7 +128,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         with _sigterm_as_interrupt():
             return _score(args, done)
     except KeyboardInterrupt as exc:
-        from omics_risk.scoring.batch import ScoringInterrupted
+        from omics_risk.workflows.scoring import ScoringInterrupted
 
         terminated = any(isinstance(e, _Terminated) for e in (exc, exc.__cause__, exc.__context__))
         what = "terminated (SIGTERM)" if terminated else "interrupted"
@@ -145,7 +145,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 def _score(args: argparse.Namespace, done: list[Path]) -> int:
     import warnings
 
-    from omics_risk.scoring.batch import check_inputs, check_model_uri, parse_horizons, warning_text
+    from omics_risk.workflows.scoring import check_inputs, check_model_uri, parse_horizons, warning_text
 
     def fail(code: int, message: str, caught: Sequence[warnings.WarningMessage] = ()) -> int:
         print(f"omics-risk score: error: {message}", file=sys.stderr)
@@ -165,7 +165,9 @@ def _score(args: argparse.Namespace, done: list[Path]) -> int:
     import mlflow
 
     from omics_risk.data.contract import CohortError
-    from omics_risk.scoring.batch import (
+    from omics_risk.scoring.pyfunc import UntrustedModelClassError
+    from omics_risk.tracking.mlflow_utils import tracking_uri
+    from omics_risk.workflows.scoring import (
         CohortMismatchError,
         ModelLoadError,
         ModelNotFoundError,
@@ -174,8 +176,6 @@ def _score(args: argparse.Namespace, done: list[Path]) -> int:
         WorkDirLockedError,
         score_cohort,
     )
-    from omics_risk.scoring.pyfunc import UntrustedModelClassError
-    from omics_risk.tracking.mlflow_utils import tracking_uri
 
     uri = tracking_uri(args.tracking_uri, Path.cwd())
     source = _tracking_source(args.tracking_uri)  # before set_tracking_uri, which exports MLFLOW_TRACKING_URI

@@ -23,7 +23,6 @@ from omics_risk.evaluation.compare import (
     log_oof_risks,
     oof_table,
 )
-from omics_risk.evaluation.external import EvaluationError
 from omics_risk.evaluation.metrics import (
     HorizonError,
     default_tau,
@@ -35,6 +34,7 @@ from omics_risk.evaluation.metrics import (
 from omics_risk.evaluation.run_report import within_fold_ranks
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.tracking import mlflow_utils as mu
+from omics_risk.workflows.external import EvaluationError
 
 N_BOOT = 60
 HORIZONS = [365.0, 730.0]

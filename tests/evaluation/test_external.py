@@ -29,12 +29,6 @@ from mlflow.tracking import MlflowClient
 from sksurv.metrics import concordance_index_censored
 
 from omics_risk.data.multimodal import MultimodalData, load_multimodal
-from omics_risk.evaluation.external import (
-    EvaluationError,
-    model_view,
-    resolve_model,
-    validate_external,
-)
 from omics_risk.evaluation.metrics import HorizonError, evaluate_survival, time_grid
 from omics_risk.evaluation.riskgroups import RiskGroups
 from omics_risk.features.extract import extract_cohort
@@ -44,6 +38,12 @@ from omics_risk.scoring.pyfunc import load_scoring_model, log_model
 from omics_risk.scoring.reference_model import LinearRiskModel
 from omics_risk.tracking import mlflow_utils as mu
 from omics_risk.tracking.audit import audit_store
+from omics_risk.workflows.external import (
+    EvaluationError,
+    model_view,
+    resolve_model,
+    validate_external,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TYPES = {"age": "numeric", "stage": {"type": "ordinal", "levels": ["I", "II", "III"]}}

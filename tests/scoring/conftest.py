@@ -32,10 +32,10 @@ def table_model(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     """A Cox model over clinical, RPPA and miRNA columns, with the scoring settings log_model would store."""
     from omics_risk.data.multimodal import load_multimodal
     from omics_risk.features.extract import extract_cohort
-    from omics_risk.scoring.batch import BatchModel
     from omics_risk.scoring.frames import to_frame
     from omics_risk.scoring.pyfunc import scoring_settings
     from omics_risk.scoring.reference_model import LinearRiskModel
+    from omics_risk.workflows.scoring import BatchModel
 
     base = tmp_path_factory.mktemp("table_model")
     root = write_table_cohort(base / "train", n=60, seed=1)

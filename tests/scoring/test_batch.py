@@ -1,4 +1,4 @@
-"""Batch scoring of a cohort directory (``omics_risk.scoring.batch``): one row per patient with the right status and
+"""Batch scoring of a cohort directory (``omics_risk.workflows.scoring``): one row per patient with the right status and
 reason, chunked and resumable, atomic output, clear errors when the cohort does not fit the model, and a loading path
 that executes nothing from the model files.
 
@@ -28,8 +28,9 @@ from scoring_cohorts import write_table_cohort
 from omics_risk.data.contract import CohortError
 from omics_risk.data.multimodal import load_multimodal
 from omics_risk.features.extract import extract_cohort
-from omics_risk.scoring import batch
-from omics_risk.scoring.batch import (
+from omics_risk.scoring.pyfunc import UntrustedModelClassError, scoring_settings
+from omics_risk.workflows import scoring as batch
+from omics_risk.workflows.scoring import (
     LOCK_FILE,
     BatchModel,
     CohortMismatchError,
@@ -49,7 +50,6 @@ from omics_risk.scoring.batch import (
     prepare_cohort,
     score_cohort,
 )
-from omics_risk.scoring.pyfunc import UntrustedModelClassError, scoring_settings
 
 
 def _score(model: BatchModel, root: Path, out: Path, **kw) -> batch.ScoreResult:

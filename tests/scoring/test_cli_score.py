@@ -155,7 +155,7 @@ def _valid_cohort(tmp_path: Path) -> Path:
 def test_input_errors_exit_2_before_the_model_is_loaded(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                        monkeypatch: pytest.MonkeyPatch, case: str,
                                                        message: str) -> None:
-    from omics_risk.scoring import batch
+    from omics_risk.workflows import scoring as batch
 
     def never(*args, **kwargs):
         raise AssertionError("the model must not be loaded when an input is wrong")
@@ -277,7 +277,7 @@ def test_warnings_raised_while_scoring_are_printed_once_and_library_notices_filt
         monkeypatch: pytest.MonkeyPatch) -> None:
     import warnings
 
-    from omics_risk.scoring import batch
+    from omics_risk.workflows import scoring as batch
 
     real = batch._Scorer.run
     lib = "/env/lib/python3.11/site-packages/somelib/core.py"
@@ -307,7 +307,7 @@ def test_warnings_raised_while_scoring_are_printed_once_and_library_notices_filt
 def test_ctrl_c_keeps_checkpoints_exits_130_and_the_next_run_resumes(logged_table: SimpleNamespace, tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture[str],
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    from omics_risk.scoring import batch
+    from omics_risk.workflows import scoring as batch
 
     real = batch._Scorer.run
     calls: list[int] = []
@@ -337,7 +337,7 @@ def test_ctrl_c_keeps_checkpoints_exits_130_and_the_next_run_resumes(logged_tabl
 def test_ctrl_c_before_scoring_and_with_no_resume(logged_table: SimpleNamespace, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str],
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from omics_risk.scoring import batch
+    from omics_risk.workflows import scoring as batch
 
     def stop(*args, **kwargs):
         raise KeyboardInterrupt
@@ -361,7 +361,7 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143(logged_table: SimpleNamespace, 
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import signal
 
-    from omics_risk.scoring import batch
+    from omics_risk.workflows import scoring as batch
 
     real = batch._Scorer.run
     calls: list[int] = []
@@ -385,7 +385,7 @@ def test_sigterm_stops_like_ctrl_c_with_exit_143(logged_table: SimpleNamespace, 
 _HOLD = """
 import sys
 from pathlib import Path
-from omics_risk.scoring.batch import _folder_lock
+from omics_risk.workflows.scoring import _folder_lock
 with _folder_lock(Path(sys.argv[1]), "work folder", []):
     print("held", flush=True)
     sys.stdin.read()
@@ -427,7 +427,7 @@ def test_a_real_signal_to_the_console_command_ends_with_one_line(logged_table: S
 import sys, time
 from pathlib import Path
 from omics_risk import cli
-from omics_risk.scoring import batch
+from omics_risk.workflows import scoring as batch
 ready, real, calls = Path(sys.argv[1]), batch._Scorer.run, []
 def run(self, patients):
     calls.append(1)

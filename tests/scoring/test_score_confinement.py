@@ -15,7 +15,7 @@ import yaml
 from scoring_cohorts import write_table_cohort
 
 from omics_risk.data.contract import CohortError, PathOutsideCohortError, load_cohort
-from omics_risk.scoring.batch import prepare_cohort, score_cohort
+from omics_risk.workflows.scoring import prepare_cohort, score_cohort
 
 
 def _edit_csv(path: Path, fn) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omics_risk.scoring.batch import load_batch_model, score_cohort, spark_result_type, write_feature_table
+from omics_risk.workflows.scoring import load_batch_model, score_cohort, spark_result_type, write_feature_table
 
 pyspark = pytest.importorskip("pyspark", reason="pyspark is not installed (pip install 'omics-risk[spark]')")
 

@@ -23,11 +23,11 @@ from mlflow.tracking import MlflowClient
 
 from omics_risk.data.synthetic import generate_cohort
 from omics_risk.evaluation.compare import OOF_ARTIFACT, compare_experiment
-from omics_risk.evaluation.external import validate_external
 from omics_risk.privacy import ID_MODE_TAG, KEY_ID_TAG, Pseudonymiser
 from omics_risk.tracking import mlflow_utils as mu
 from omics_risk.tracking.audit import audit_store, find_in_bytes
-from omics_risk.training.pipeline import train
+from omics_risk.workflows.external import validate_external
+from omics_risk.workflows.training import train
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"fragments_per_sample": 300, "n_metabolites": 20, "ct_shape": (24, 24, 16), "workers": 1, "progress": False}

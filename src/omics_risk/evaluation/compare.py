@@ -49,8 +49,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from omics_risk.evaluation.external import EvaluationError
-from omics_risk.evaluation.metrics import evaluate_survival, paired_bootstrap_difference
+from omics_risk.evaluation.metrics import EvaluationError, evaluate_survival, paired_bootstrap_difference
 from omics_risk.evaluation.plots import plot_model_comparison, save_figure
 from omics_risk.evaluation.run_report import log_outputs, usable_horizons, within_fold_ranks
 from omics_risk.progress import mlflow_bars_off

@@ -55,6 +55,7 @@ from omics_risk.progress import progress_bar
 
 __all__ = [
     "Estimate",
+    "EvaluationError",
     "HorizonError",
     "balanced_accuracy",
     "bootstrap_metric",
@@ -76,6 +77,10 @@ __all__ = [
     "time_grid",
     "uno_c",
 ]
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run as asked (a setting, the cohort or the model); the message says what to change."""
 
 
 class HorizonError(ValueError):

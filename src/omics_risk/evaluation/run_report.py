@@ -10,7 +10,7 @@ registered model version, logs it to the version's run and sets the version's de
 
 The helpers here (:func:`metrics_long`, :func:`metrics_wide`, :func:`format_metrics`, :func:`usable_horizons`,
 :func:`td_auc_curve`, :func:`fixed_risk_groups`, :func:`within_fold_ranks`) are shared with
-:mod:`omics_risk.evaluation.external` and :mod:`omics_risk.evaluation.compare`.
+:mod:`omics_risk.workflows.external` and :mod:`omics_risk.evaluation.compare`.
 
 Out-of-fold risks of different folds come from different fitted models, so their scales differ (a Cox log hazard
 is only defined up to a constant per fit). As in ``train()``, risks are made comparable by their percentile rank

@@ -9,7 +9,7 @@
 3. a network (:func:`~omics_risk.models.multimodal.build_network`): one encoder per modality (tabular MLP, or
    a MONAI 3D ResNet for CT images when ``use_ct_images``), concat or gated-attention fusion with modality
    dropout, and the requested heads (``cox``, ``discrete``, ``binary``);
-4. AdamW training (:func:`~omics_risk.training.loop.fit_network`), full batch by default (best for small
+4. AdamW training (:func:`~omics_risk.models.loop.fit_network`), full batch by default (best for small
    tabular cohorts: the Cox risk set is the whole training set), early stopping and best-weights restore;
 5. a Breslow baseline hazard on the whole training fold for ``predict_survival`` with the Cox head.
 
@@ -52,12 +52,12 @@ import torch
 
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import SurvivalModel
+from omics_risk.models.device import seed_everything, select_device
 from omics_risk.models.heads import DiscreteTimeLabels, discrete_survival
+from omics_risk.models.loop import TrainResult, fit_network, predict_outputs
+from omics_risk.models.losses import CoxMomentum, MultiTaskObjective
 from omics_risk.models.multimodal import MultimodalSurvivalNet, build_network
 from omics_risk.models.preprocessing import ModalityPreprocessor, load_preprocessor, save_preprocessor
-from omics_risk.training.device import seed_everything, select_device
-from omics_risk.training.loop import TrainResult, fit_network, predict_outputs
-from omics_risk.training.losses import CoxMomentum, MultiTaskObjective
 
 __all__ = ["CTImageStore", "FusedSurvivalModel", "ImageProvider", "breslow_baseline"]
 

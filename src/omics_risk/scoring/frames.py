@@ -21,9 +21,11 @@ the model's fitted preprocessing, with a warning naming them. ``patient_id`` and
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -33,15 +35,19 @@ from omics_risk.data.multimodal import MultimodalData
 
 __all__ = [
     "CLINICAL",
+    "CONFIG_FILE",
     "ID_COLUMN",
     "RISK_GROUPS",
     "FeatureManifest",
     "from_frame",
+    "model_manifest",
     "to_frame",
 ]
 
 ID_COLUMN = "patient_id"
 CLINICAL = "clinical"
+#: A saved model's settings file (``SurvivalModel.save``), which may hold its ``feature_manifest``.
+CONFIG_FILE = "config.json"
 #: Risk-group schemes whose training cut-offs a logged model stores (see omics_risk.evaluation.riskgroups); here,
 #: not in pyfunc, so that ``omics-risk score`` checks its options without importing torch and MLflow.
 RISK_GROUPS: tuple[str, ...] = ("median", "tertiles")
@@ -117,8 +123,6 @@ class FeatureManifest:
         if hasattr(source, "inputs") and callable(getattr(source, "input_names", None)):
             return cls.from_schema(source)
         if hasattr(source, "predict_risk"):  # a fitted SurvivalModel: its feature_manifest (the pyfunc's lookup)
-            from omics_risk.scoring.pyfunc import model_manifest
-
             return model_manifest(source)
         raise TypeError(
             f"cannot read a feature manifest from {type(source).__name__}: pass a FeatureManifest, a loaded MLflow "
@@ -419,4 +423,42 @@ def from_frame(df: pd.DataFrame, manifest: FeatureManifest) -> MultimodalData:
         clinical=clinical_df,
         modalities=modalities,
         present=pd.DataFrame(present, index=patients),
+    )
+
+
+def _clinical_types_of(model: Any) -> dict[str, Any]:
+    """Clinical column types a fitted model encodes with (its ClinicalEncoder's, else its settings')."""
+    pp = (
+        getattr(model, "preprocessors_", {}).get(CLINICAL)
+        if isinstance(getattr(model, "preprocessors_", None), Mapping)
+        else None
+    )
+    from omics_risk.features.clinical import ClinicalEncoder  # lazy: sklearn stays out of the CLI's option checks
+
+    for _, step in getattr(getattr(pp, "pipeline_", None), "steps", []):
+        if isinstance(step, ClinicalEncoder) and step.types:
+            return dict(step.types)
+    return dict(getattr(model, "clinical_types", None) or {})
+
+
+def model_manifest(model: Any, directory: str | Path | None = None) -> FeatureManifest:
+    """The model's :class:`FeatureManifest`.
+
+    From its ``feature_manifest`` attribute (a FeatureManifest or its dict), else the fused model's
+    per-modality ``feature_manifest_`` (clinical kinds from the model's clinical encoder), else ``config.json``.
+    """
+    types = _clinical_types_of(model)
+    for attr in ("feature_manifest", "feature_manifest_"):
+        found = getattr(model, attr, None)
+        if isinstance(found, FeatureManifest):
+            return found
+        if isinstance(found, Mapping):
+            return FeatureManifest.from_dict(found, types)
+    if directory is not None and (Path(directory) / CONFIG_FILE).is_file():
+        cfg = json.loads((Path(directory) / CONFIG_FILE).read_text())
+        if "feature_manifest" in cfg:
+            return FeatureManifest.from_dict(cfg["feature_manifest"], types)
+    raise ValueError(
+        f"{type(model).__name__} has no feature manifest: set `feature_manifest` (a FeatureManifest) when fitting, "
+        "or store it under 'feature_manifest' in config.json"
     )

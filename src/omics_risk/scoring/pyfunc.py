@@ -45,10 +45,18 @@ from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
-from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.models.base import SurvivalModel
 from omics_risk.progress import progress_bar, quiet_mlflow_bars
-from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, RISK_GROUPS, FeatureManifest, from_frame
+from omics_risk.scoring.frames import (
+    CLINICAL,
+    CONFIG_FILE,
+    ID_COLUMN,
+    RISK_GROUPS,
+    FeatureManifest,
+    from_frame,
+    model_manifest,
+)
+from omics_risk.scoring.shift import training_ranges
 
 __all__ = [
     "ALLOWED_CLASS_PREFIXES",
@@ -95,7 +103,6 @@ SCORING_PACKAGES: tuple[str, ...] = (
 SCORING_FORMAT = 2
 MODEL_DIR = "model_dir"
 SCORING_FILE = "scoring.json"
-CONFIG_FILE = "config.json"
 _QUALNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _CODE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc", ".*")
 
@@ -147,42 +154,6 @@ def load_saved_model(directory: str | Path) -> SurvivalModel:
     if "class" not in cfg:
         raise ValueError(f"{cfg_path} has no 'class' key naming the model class")
     return resolve_model_class(cfg["class"]).load(directory)
-
-
-def _clinical_types_of(model: Any) -> dict[str, Any]:
-    """Clinical column types a fitted model encodes with (its ClinicalEncoder's, else its settings')."""
-    pp = (
-        getattr(model, "preprocessors_", {}).get(CLINICAL)
-        if isinstance(getattr(model, "preprocessors_", None), Mapping)
-        else None
-    )
-    for _, step in getattr(getattr(pp, "pipeline_", None), "steps", []):
-        if isinstance(step, ClinicalEncoder) and step.types:
-            return dict(step.types)
-    return dict(getattr(model, "clinical_types", None) or {})
-
-
-def model_manifest(model: Any, directory: str | Path | None = None) -> FeatureManifest:
-    """The model's :class:`FeatureManifest`.
-
-    From its ``feature_manifest`` attribute (a FeatureManifest or its dict), else the fused model's
-    per-modality ``feature_manifest_`` (clinical kinds from the model's clinical encoder), else ``config.json``.
-    """
-    types = _clinical_types_of(model)
-    for attr in ("feature_manifest", "feature_manifest_"):
-        found = getattr(model, attr, None)
-        if isinstance(found, FeatureManifest):
-            return found
-        if isinstance(found, Mapping):
-            return FeatureManifest.from_dict(found, types)
-    if directory is not None and (Path(directory) / CONFIG_FILE).is_file():
-        cfg = json.loads((Path(directory) / CONFIG_FILE).read_text())
-        if "feature_manifest" in cfg:
-            return FeatureManifest.from_dict(cfg["feature_manifest"], types)
-    raise ValueError(
-        f"{type(model).__name__} has no feature manifest: set `feature_manifest` (a FeatureManifest) when fitting, "
-        "or store it under 'feature_manifest' in config.json"
-    )
 
 
 def _supports(model: Any, method: str, flag: str) -> bool:
@@ -503,7 +474,6 @@ def scoring_settings(
     settings of the training feature store, the training ``cohort`` profile and the ``ct`` preprocessing of a
     CT-image model. ``frame`` is the training patients' flat frame; only aggregates of it are stored.
     """
-    from omics_risk.scoring.shift import training_ranges
 
     manifest = manifest or model_manifest(model)
     known = set(manifest.columns())

@@ -24,7 +24,7 @@ import atexit
 import json
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,15 @@ from omics_risk.tracking.mlflow_utils import (
     setup_experiment,
     tracking_uri,
 )
+from omics_risk.tracking.sweep import (
+    PARENT_RUN_ENV,
+    SWEEP_FILE_ENV,
+    SWEEP_RUN_FILE,
+    SweepParent,
+    parent_run_id_for_job,
+    read_sweep_parent,
+    sweep_parent_for_job,
+)
 
 __all__ = [
     "PARENT_RUN_ENV",
@@ -53,59 +62,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-SWEEP_RUN_FILE = "mlflow_sweep_run.json"
-#: Set in the launcher process during a sweep; inherited by local job processes (basic, joblib launchers).
-PARENT_RUN_ENV = "OMICS_RISK_MLFLOW_PARENT_RUN_ID"
-SWEEP_FILE_ENV = "OMICS_RISK_MLFLOW_SWEEP_FILE"
-_MAX_WALK_UP = 6
-
-
-@dataclass(frozen=True)
-class SweepParent:
-    """Where a sweep's parent run lives."""
-
-    run_id: str
-    tracking_uri: str
-    experiment_id: str
-    sweep_dir: str
-
-
-def _read(path: Path) -> SweepParent:
-    d = json.loads(path.read_text())
-    return SweepParent(**{k: str(d[k]) for k in ("run_id", "tracking_uri", "experiment_id", "sweep_dir")})
-
-
-def sweep_parent_for_job() -> SweepParent | None:
-    """The sweep parent run of the running Hydra job, or None (single run, or a sweep without the callback).
-
-    Looks for ``mlflow_sweep_run.json`` in the job's output directory and its parents (the sweep directory),
-    then in the file named by ``$OMICS_RISK_MLFLOW_SWEEP_FILE``, then at ``$OMICS_RISK_MLFLOW_PARENT_RUN_ID``.
-    """
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
-
-    if HydraConfig.initialized():
-        hc = HydraConfig.get()
-        if hc.mode == RunMode.MULTIRUN and OmegaConf.select(hc, "runtime.output_dir", default=None):
-            here = Path(hc.runtime.output_dir).resolve()
-            for folder in [here, *here.parents][:_MAX_WALK_UP]:
-                if (folder / SWEEP_RUN_FILE).is_file():
-                    return _read(folder / SWEEP_RUN_FILE)
-    path = os.environ.get(SWEEP_FILE_ENV)
-    if path and Path(path).is_file():
-        return _read(Path(path))
-    run_id = os.environ.get(PARENT_RUN_ENV)
-    if run_id:
-        return SweepParent(run_id, os.environ.get("MLFLOW_TRACKING_URI", ""), "", "")
-    return None
-
-
-def parent_run_id_for_job() -> str | None:
-    """Run id to nest this job's run under (``mlflow.start_run(parent_run_id=...)``), or None."""
-    parent = sweep_parent_for_job()
-    return parent.run_id if parent is not None else None
-
 
 def _task_overrides(config: DictConfig) -> list[str]:
     return [str(o) for o in (OmegaConf.select(config, "hydra.overrides.task", default=None) or [])]
@@ -183,7 +139,7 @@ class MlflowSweepCallback(Callback):
             if not info.is_file():
                 log.warning("no MLflow sweep parent run to finish (%s missing)", info)
                 return
-            parent = _read(info)
+            parent = read_sweep_parent(info)
         client = MlflowClient(parent.tracking_uri)
         sweep_dir = Path(parent.sweep_dir)
         for name in ("optimization_results.yaml", "multirun.yaml"):

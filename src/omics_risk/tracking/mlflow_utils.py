@@ -38,6 +38,8 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
+from omics_risk.tracking.sweep import sweep_parent_for_job
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -496,7 +498,7 @@ def start_run_tree(
         run_name: e.g. ``fused-cv``; defaults to the Hydra override dirname in a sweep.
         cfg: the job's config; logged with :func:`log_config` when given.
         parent_run_id: ``"auto"`` nests under the Hydra sweep parent run when this is a multirun job
-            (:func:`omics_risk.tracking.hydra_callbacks.parent_run_id_for_job`); ``None`` for a top-level run;
+            (:func:`omics_risk.tracking.sweep.parent_run_id_for_job`); ``None`` for a top-level run;
             or an explicit run id.
         patient_ids: identifiers to protect (:func:`protect_identifiers`) before anything is logged.
     """
@@ -504,8 +506,6 @@ def start_run_tree(
         protect_identifiers(patient_ids)
     uri = uri or tracking_uri(None, Path.cwd())
     if parent_run_id == AUTO:
-        from omics_risk.tracking.hydra_callbacks import sweep_parent_for_job
-
         sweep = sweep_parent_for_job()
         parent_run_id = sweep.run_id if sweep is not None else None
         if sweep is not None and sweep.tracking_uri and sweep.tracking_uri != uri:

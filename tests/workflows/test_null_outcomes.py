@@ -22,8 +22,8 @@ import pytest
 
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.evaluation.metrics import harrell_c
+from omics_risk.evaluation.splits import repeated_stratified_folds
 from omics_risk.models.baselines import make_baselines
-from omics_risk.training.splits import repeated_stratified_folds
 
 TYPES = {"age": "numeric", "stage": {"type": "ordinal", "levels": ["I", "II", "III"]}, "sex": "categorical"}
 N, FOLDS = 240, 3

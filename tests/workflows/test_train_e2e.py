@@ -36,8 +36,8 @@ from omics_risk.models.fused import FusedSurvivalModel
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.tracking.audit import audit_store
 from omics_risk.tracking.mlflow_utils import clear_protected_identifiers
-from omics_risk.training import pipeline
-from omics_risk.training.pipeline import ResponseReference, ct_timepoints_of, train
+from omics_risk.workflows import training as pipeline
+from omics_risk.workflows.training import ResponseReference, ct_timepoints_of, train
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "configs"

@@ -1,6 +1,6 @@
 """The training loop: AdamW, early stopping on a validation set, best-weights restore, per-epoch callback.
 
-Batches are plain mappings (see :class:`~omics_risk.training.losses.MultiTaskObjective`): ``inputs`` (modality ->
+Batches are plain mappings (see :class:`~omics_risk.models.losses.MultiTaskObjective`): ``inputs`` (modality ->
 tensor), ``mask`` (patients x modalities, bool) and targets. The loop knows nothing about modalities or heads:
 the objective computes the losses, the network computes the outputs.
 
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from omics_risk.models.device import autocast, make_grad_scaler, seed_everything, select_device
+from omics_risk.models.losses import MultiTaskObjective
 from omics_risk.progress import progress_bar
-from omics_risk.training.device import autocast, make_grad_scaler, seed_everything, select_device
-from omics_risk.training.losses import MultiTaskObjective
 
 __all__ = ["Batch", "TrainResult", "batch_to", "concordance", "evaluate", "fit_network", "predict_outputs"]
 
@@ -149,7 +149,7 @@ def fit_network(
             ``risk`` output, higher is better). An epoch whose score is undefined (NaN, e.g. no event among the
             validation patients) neither improves nor counts towards ``patience``; if no epoch has a finite
             score, the last weights are kept.
-        device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` (see :func:`~omics_risk.training.device.select_device`).
+        device: ``"auto"`` | ``"cpu"`` | ``"cuda"`` (see :func:`~omics_risk.models.device.select_device`).
         amp: autocast setting (CUDA float16 with a GradScaler; CPU float32 unless ``"bf16"``).
         seed: seeds Python, NumPy and torch and enables deterministic algorithms (None leaves RNGs alone).
         grad_clip: max global gradient norm (None: no clipping).

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from omics_risk.training.device import (
+from omics_risk.models.device import (
     amp_dtype,
     autocast,
     grad_scaler_enabled,

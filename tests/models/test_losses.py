@@ -10,7 +10,7 @@ import pytest
 import torch
 from lifelines import CoxPHFitter
 
-from omics_risk.training.losses import (
+from omics_risk.models.losses import (
     CoxMomentum,
     MultiTaskObjective,
     cox_loss,

@@ -43,13 +43,13 @@ from omics_risk.evaluation.metrics import (
     paired_bootstrap_difference,
     response_auc,
 )
+from omics_risk.evaluation.splits import repeated_stratified_folds
 from omics_risk.features.clinical import clinical_types
 from omics_risk.features.extract import extract_cohort
 from omics_risk.models.base import SurvivalModel
 from omics_risk.models.baselines import make_baselines
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.progress import progress_bar
-from omics_risk.training.splits import repeated_stratified_folds
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +328,7 @@ def _ranked(risk: np.ndarray, folds_of: np.ndarray) -> np.ndarray:
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Cross-validate the fused model and the baselines on the same folds; return the held-out metrics."""
-    from omics_risk.training.device import seed_everything
+    from omics_risk.models.device import seed_everything
 
     seed_everything(int(cfg.seed))
     root = Path(cfg.data.root)

@@ -4,7 +4,8 @@
 :func:`validate_external`:
 
 1. **The model** is loaded from the registry without unpickling anything
-   (:func:`omics_risk.scoring.batch.load_batch_model`): the fitted :class:`~omics_risk.models.base.SurvivalModel`, its
+   (:func:`omics_risk.workflows.scoring.load_batch_model`): the fitted
+   :class:`~omics_risk.models.base.SurvivalModel`, its
    feature manifest and its ``scoring.json`` (default horizons, training risk-group cut-offs, extraction settings).
    The registry entry (name, version, alias) and the training run (its job run's config: cohort, endpoint,
    horizons, CV) are read from MLflow.
@@ -51,6 +52,7 @@ import pandas as pd
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.evaluation.metrics import (
     Estimate,
+    EvaluationError,
     calibration_table,
     evaluate_response,
     evaluate_survival,
@@ -100,10 +102,6 @@ VALIDATION_LEVEL = "validation"
 _NONE = {"", "none", "null"}
 
 
-class EvaluationError(ValueError):
-    """The evaluation cannot run as asked (a setting, the cohort or the model); the message says what to change."""
-
-
 # ------------------------------------------------------------------------------------------------ the model
 @dataclass
 class ModelRef:
@@ -132,7 +130,7 @@ def resolve_model(uri: str, client: Any) -> ModelRef:
     ``runs:/RUN_ID/model`` (a run's model is linked to the registered version logged from that run, if any)."""
     from mlflow.exceptions import MlflowException
 
-    from omics_risk.scoring.batch import ModelNotFoundError
+    from omics_risk.workflows.scoring import ModelNotFoundError
 
     uri = str(uri).strip()
     try:
@@ -210,10 +208,10 @@ def model_view(data: MultimodalData, manifest: Any, *, max_missing: float | None
     """``data`` with exactly the model's columns (its :class:`~omics_risk.scoring.frames.FeatureManifest`).
 
     A modality the cohort lacks becomes absent for every patient; a modality missing more than ``max_missing`` of
-    the model's features (default: the scoring limit ``omics_risk.scoring.batch.MAX_MISSING_FEATURES``) is an error,
+    the model's features (default: the scoring limit ``omics_risk.workflows.scoring.MAX_MISSING_FEATURES``) is an error,
     fewer are imputed by the model (with a note). Clinical columns the model needs must all be there.
     """
-    from omics_risk.scoring.batch import MAX_MISSING_FEATURES
+    from omics_risk.workflows.scoring import MAX_MISSING_FEATURES
 
     limit = MAX_MISSING_FEATURES if max_missing is None else max_missing
     notes: list[str] = []
@@ -249,7 +247,7 @@ def _extract(model: Any, root: Path, store: Path, modalities: list[str], workers
     """Extract ``modalities`` of the cohort with the model's extractor settings (the package defaults if it ships
     none); returns notes."""
     from omics_risk.features.extract import extract_cohort
-    from omics_risk.scoring.batch import extraction_config_or_defaults
+    from omics_risk.workflows.scoring import extraction_config_or_defaults
 
     config, notes = extraction_config_or_defaults(model)
     if modalities:
@@ -377,8 +375,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from omics_risk.scoring.batch import load_batch_model
     from omics_risk.tracking.mlflow_utils import tracking_uri as resolve_uri
+    from omics_risk.workflows.scoring import load_batch_model
 
     out = Path(output_dir)
     plots = out / "plots"

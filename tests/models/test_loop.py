@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from omics_risk.models.loop import concordance, evaluate, fit_network
+from omics_risk.models.losses import MultiTaskObjective
 from omics_risk.models.multimodal import build_network
-from omics_risk.training.loop import concordance, evaluate, fit_network
-from omics_risk.training.losses import MultiTaskObjective
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # reproducible float sums (tests/conftest.py)
 
