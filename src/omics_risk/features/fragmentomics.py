@@ -56,7 +56,13 @@ from omics_risk.features.fragment_motifs import (
     motif_diversity_score,
     motif_names,
 )
-from omics_risk.features.fragment_reference import ReferenceGenome, _stamp, gc_lowess_fit
+from omics_risk.features.fragment_reference import (
+    ReferenceGenome,
+    _bin_composition,  # noqa: F401 - bench/bench_fragments.py clears this cache through this module
+    _stamp,
+    _whole_genome_codes,  # noqa: F401 - as _bin_composition
+    gc_lowess_fit,
+)
 
 __all__ = [
     "FEATURE_GROUPS",
