@@ -1,4 +1,5 @@
-"""Numba kernels of the copy-number HMM (:mod:`omics_risk.features.fragmentomics`).
+"""Numba kernels of cfDNA fragmentomics: the copy-number HMM (:mod:`omics_risk.features.fragment_copy_number`) and
+bin counting (:mod:`omics_risk.features.fragment_bins`).
 
 The tumour-fraction fit scores thousands of (tumour fraction, ploidy, noise scale) candidates with the forward
 algorithm; a compiled loop does it without materialising the candidates x bins x states emission array.

@@ -24,6 +24,8 @@ import logging
 import os
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import yaml
+from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+from omegaconf import ListConfig
 
 from omics_risk.atomic import atomic_write_text
 from omics_risk.data.contract import Cohort, load_cohort
@@ -42,6 +47,7 @@ from omics_risk.features.base import (
     read_cached_result,
     settings_hash,
 )
+from omics_risk.features.extract import memo_fingerprint
 from omics_risk.progress import progress_bar
 
 __all__ = [
@@ -119,13 +125,8 @@ def _plain(obj: Any) -> Any:
         return [_plain(v) for v in obj]
     if isinstance(obj, np.generic):
         return obj.item()
-    try:  # omegaconf ListConfig is neither a list nor a tuple
-        from omegaconf import ListConfig
-
-        if isinstance(obj, ListConfig):
-            return [_plain(v) for v in obj]
-    except ImportError:  # pragma: no cover - omegaconf comes with hydra-core
-        pass
+    if isinstance(obj, ListConfig):  # omegaconf ListConfig is neither a list nor a tuple
+        return [_plain(v) for v in obj]
     return obj
 
 
@@ -162,7 +163,7 @@ def load_params(params: str | Path | Mapping[str, Any] | None = None, *, label: 
 
 def _import_radiomics() -> Any:
     """pyradiomics, quiet: its import sets its logger to INFO (a record per step); only warnings are worth showing."""
-    import radiomics
+    import radiomics  # lazy: pyradiomics (and its logger set-up) loads only when a scan is described
 
     logging.getLogger("radiomics").setLevel(logging.WARNING)
     return radiomics
@@ -172,7 +173,7 @@ def _import_radiomics() -> Any:
 def _pyradiomics_extractor(params_json: str) -> Any:
     """One pyradiomics extractor per settings and process (building it validates the parameters)."""
     _import_radiomics()
-    from radiomics import featureextractor
+    from radiomics import featureextractor  # lazy, as _import_radiomics
 
     try:
         with warnings.catch_warnings():  # pykwalify loads pyradiomics' schema functions with the deprecated load_module
@@ -198,7 +199,7 @@ def radiomics_features(image: str | Path | Any, mask: str | Path | Any, params: 
     unreadable file, a mask off the image grid, no voxel with the tumour label, a lesion too small for pyradiomics)
     raises :class:`SampleFailure` with the reason.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: loads with pyradiomics, when a scan is described
 
     names = [Path(p).name if isinstance(p, (str, Path)) else "(image in memory)" for p in (image, mask)]
     try:
@@ -275,8 +276,6 @@ class RadiomicsExtractor(Extractor):
 
 def _content_hash(path: Path) -> str:
     """Content hash of a file or DICOM folder, memoised on (path, size, mtime) within the process."""
-    from omics_risk.features.extract import memo_fingerprint
-
     return memo_fingerprint(path) if path.exists() else "missing"
 
 
@@ -399,8 +398,6 @@ def extract_radiomics(
                 results[sid] = res
                 bar.update()
         else:
-            from joblib import Parallel, delayed
-
             run = Parallel(n_jobs=min(workers, len(todo)), backend="loky", return_as="generator_unordered")
             tasks = (delayed(_indexed)(i, img, msk, params_json) for i, (_, img, msk, _) in enumerate(todo))
             done: set[int] = set()
@@ -434,10 +431,6 @@ def _indexed(i: int, image: Path, mask: Path | None, params_json: str) -> tuple[
 
 def _worker_death() -> tuple[type[BaseException], ...]:
     """The errors joblib (loky) and concurrent.futures raise when a worker process dies."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    from joblib.externals.loky.process_executor import TerminatedWorkerError
-
     return (BrokenProcessPool, TerminatedWorkerError)
 
 
@@ -446,9 +439,6 @@ _WORKER_DEATH = _worker_death()
 
 def _job_isolated(image: Path, mask: Path | None, params_json: str) -> dict[str, Any]:
     """One scan in a process of its own, so that a scan that kills a process fails alone (not cached)."""
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
-
     try:
         with ProcessPoolExecutor(max_workers=1) as pool:
             return pool.submit(_job, image, mask, params_json).result()

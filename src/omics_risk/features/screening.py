@@ -32,6 +32,7 @@ from sklearn.feature_selection import SelectorMixin
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
 from sklearn.utils.validation import check_is_fitted, validate_data
+from sksurv.ensemble import RandomSurvivalForest
 from statsmodels.stats.multitest import multipletests
 
 __all__ = [
@@ -436,8 +437,6 @@ class PermutationImportanceSelector(_ScreeningSelector):
             np.arange(len(a)), test_size=self.holdout, stratify=a, random_state=split_seed
         )
         if kind == "survival":
-            from sksurv.ensemble import RandomSurvivalForest
-
             target = np.asarray(y)
             forest = RandomSurvivalForest(
                 n_estimators=self.n_estimators,

@@ -93,6 +93,7 @@ def set_missing(rng: np.random.Generator, df: pd.DataFrame, rates: dict[str, flo
 
 def harrell_c(time: np.ndarray, event: np.ndarray, risk: np.ndarray) -> float:
     """Harrell's C of a risk score (higher = earlier event), with scikit-survival."""
+    # lazy: scikit-survival (and scikit-learn, ~0.7 s) loads for the truth summary only, not with every generator
     from sksurv.metrics import concordance_index_censored
 
     ok = np.isfinite(time) & np.isfinite(risk) & np.isfinite(event)
