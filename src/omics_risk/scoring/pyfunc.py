@@ -11,6 +11,9 @@ under one of :data:`ALLOWED_CLASS_PREFIXES` (``omics_risk.``) and is a
 :class:`~omics_risk.models.base.SurvivalModel` defined there: a tampered model directory cannot make the scorer
 import or call arbitrary code (``os.system``) through this path.
 
+Scoring a frame (:func:`~omics_risk.scoring.predict.score`) and the ``scoring.json`` settings
+(:mod:`omics_risk.scoring.settings`) live in their own modules and are re-exported here, where users import them.
+
 Batch scoring::
 
     model = load_scoring_model("models:/omics_risk@champion")
