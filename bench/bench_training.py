@@ -24,13 +24,25 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from hydra import compose, initialize_config_dir
+from sklearn.model_selection import StratifiedKFold
+from sksurv.linear_model import CoxPHSurvivalAnalysis
+from threadpoolctl import threadpool_limits
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from omics_risk.cli import main as cli  # noqa: E402
+from omics_risk.data.contract import load_cohort  # noqa: E402
+from omics_risk.data.synthetic import nsclc_postop  # noqa: E402
+from omics_risk.data.synthetic.cohort import SynthOptions, modality_shares  # noqa: E402
+from omics_risk.data.synthetic.genome import get_genome  # noqa: E402
+from omics_risk.evaluation.metrics import harrell_c  # noqa: E402
+from omics_risk.features.clinical import clinical_types  # noqa: E402
 from omics_risk.features.extract import extract_cohort  # noqa: E402
+from omics_risk.models.device import seed_everything  # noqa: E402
+from omics_risk.workflows import training as pl  # noqa: E402
 from omics_risk.workflows.training import train  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -92,9 +104,6 @@ def _shuffled_copy(src: Path, dst: Path, seed: int) -> None:
 
 def _limit_threads() -> None:
     """One thread per worker process, so that two shuffles trained side by side share the cores evenly."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
     torch.set_num_threads(1)
     threadpool_limits(1)
 
@@ -200,10 +209,6 @@ def _planned(n: int, seed: int) -> dict:
     encode, for every patient; ``observed``: the same with a modality's quantities missing where the patient has no
     such sample (the tumour fraction from the most sensitive plasma assay the patient has, at its detection limit).
     """
-    from omics_risk.data.synthetic import nsclc_postop
-    from omics_risk.data.synthetic.cohort import SynthOptions, modality_shares
-    from omics_risk.data.synthetic.genome import get_genome
-
     opts = SynthOptions()
     plan = nsclc_postop.plan(n, np.random.SeedSequence(seed), opts, get_genome(opts.genome_scale))
     eta = plan.truth_patients["true_risk_rfs"].to_numpy(float)
@@ -251,11 +256,6 @@ def _design(x_tr: pd.DataFrame, x_va: pd.DataFrame) -> tuple[np.ndarray, np.ndar
 
 def _cox_external(x_tr: pd.DataFrame, t: np.ndarray, e: np.ndarray, x_va: pd.DataFrame) -> tuple[np.ndarray, float]:
     """Ridge Cox (scikit-survival) fitted on the training cohort, its penalty chosen by 5-fold CV there."""
-    from sklearn.model_selection import StratifiedKFold
-    from sksurv.linear_model import CoxPHSurvivalAnalysis
-
-    from omics_risk.evaluation.metrics import harrell_c
-
     y = np.array(list(zip(e, t, strict=True)), dtype=[("event", bool), ("time", float)])
     cv = list(StratifiedKFold(5, shuffle=True, random_state=0).split(x_tr, e))
     scores = []
@@ -275,11 +275,6 @@ LEARNING_SIZES = {300: 10, 1000: 5, 3000: 3, 10000: 2}  # training-cohort size -
 
 def _external_only(train_root: Path, val_root: Path, out: Path) -> dict[str, float]:
     """Every model of the demo experiment fitted once on ``train_root`` and scored on ``val_root`` (no CV)."""
-    from omics_risk.data.contract import load_cohort
-    from omics_risk.features.clinical import clinical_types
-    from omics_risk.models.device import seed_everything
-    from omics_risk.workflows import training as pl
-
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.root_dir={ROOT}", f"paths.output_dir={out}", "tracking=none",
                                           "experiment=demo", f"data.root={train_root}",
@@ -316,7 +311,6 @@ def learning(models: bool = True) -> None:
     clin_va = pd.read_csv(val / "clinical.csv")
     if not np.array_equal(clin_va["rfs_time"].to_numpy(float), va["time"]):
         raise RuntimeError("the planned validation cohort differs from the synthesised one: re-run synth")
-    from omics_risk.evaluation.metrics import harrell_c
 
     def c_va(risk: np.ndarray) -> float:
         return harrell_c(va["time"], va["event"], risk)

@@ -21,6 +21,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.models.base import ModelCapabilities, capabilities_of
 from omics_risk.scoring.frames import FeatureManifest, from_frame, to_frame
 from omics_risk.scoring.pyfunc import (
     OmicsRiskPyfunc,
@@ -445,3 +446,25 @@ def test_fused_model_scores_through_the_pyfunc_path(
         log_model(fused, name="fused", horizons=HORIZONS, input_example_frame=to_frame(data))
     logged = load_scoring_model(f"runs:/{run.info.run_id}/fused").predict(to_frame(data))
     pd.testing.assert_frame_equal(logged, out, check_exact=False, atol=1e-6, rtol=0)
+
+
+def test_score_asks_only_for_what_the_model_declares(model: LinearRiskModel, data: MultimodalData) -> None:
+    """score() reads capabilities_of(model): the reference model declares survival only, and a model declaring
+    no survival gets no survival columns even though it has a predict_survival method (never called)."""
+    assert capabilities_of(model) == ModelCapabilities(survival=True)
+    frame = to_frame(data)
+    full = score(model, frame, horizons=(365.0,))
+    assert list(full.columns) == ["patient_id", "risk_score", "surv_365d", "modalities_used"]
+
+    class RiskOnly(LinearRiskModel):
+        def capabilities(self) -> ModelCapabilities:
+            return ModelCapabilities()
+
+        def predict_survival(self, data: MultimodalData, times: np.ndarray) -> np.ndarray:
+            raise AssertionError("predict_survival of a model that declares no survival")
+
+    risk_only = RiskOnly.__new__(RiskOnly)
+    risk_only.__dict__.update(model.__dict__)
+    out = score(risk_only, frame, horizons=(365.0,))
+    assert list(out.columns) == ["patient_id", "risk_score", "modalities_used"]
+    np.testing.assert_array_equal(out["risk_score"].to_numpy(), full["risk_score"].to_numpy())

@@ -4,11 +4,30 @@ All models take :class:`~omics_risk.data.multimodal.MultimodalData` (every patie
 presence mask, the outcome) so that they can be trained and compared on identical folds. Risk scores follow one
 sign convention everywhere: **higher = riskier** (shorter expected survival, lower response probability is not
 a risk: response models expose ``predict_response`` separately).
+
+The contract between the training pipeline and a model (what ``train.py`` does with a ``configs/model/*.yaml``):
+
+* **Construction.** The pipeline instantiates ``model.estimator`` (Hydra ``_target_`` plus the YAML's settings) with
+  the keyword arguments of a :class:`ModelContext` on top (:meth:`ModelContext.as_kwargs`): always ``modalities``
+  (the data's modality tables), ``clinical_types`` (cohort.yaml ``clinical:`` types), ``seed`` and ``device``;
+  ``response_label`` and ``heads`` (the YAML's heads plus ``"binary"``) when the task has a response endpoint;
+  ``ct_timepoints`` / ``ct_in_channels`` when the estimator sets ``use_ct_images`` and leaves them unset. A model
+  under ``configs/model/`` therefore accepts at least ``modalities``, ``clinical_types``, ``seed`` and ``device``
+  (it may ignore them). Baselines are built by :func:`omics_risk.models.baselines.make_baselines` instead.
+* **Fitting and predicting.** ``fit(data)``, ``predict_risk(data)``, and ``predict_survival(data, times)`` /
+  ``predict_response(data)`` when :meth:`SurvivalModel.capabilities` declares ``survival`` / ``response``. The
+  pipeline adds ``images=`` (a CT image provider) to ``fit`` and every ``predict_*`` call only when the capabilities
+  declare ``images``, and ``on_epoch=`` to ``fit`` only when they declare ``epoch_callback``
+  (:func:`fit_kwargs`, :func:`predict_kwargs`).
+* **Logging** the final model as an MLflow pyfunc further needs ``save(directory)`` writing a ``config.json`` that
+  names the class, a ``load(directory)`` classmethod and a feature manifest (see
+  :class:`omics_risk.scoring.reference_model.LinearRiskModel`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +35,7 @@ import numpy as np
 
 from omics_risk.data.multimodal import MultimodalData
 
-__all__ = ["ModelCapabilities", "SurvivalModel", "capabilities_of"]
+__all__ = ["ModelCapabilities", "ModelContext", "SurvivalModel", "capabilities_of", "fit_kwargs", "predict_kwargs"]
 
 
 @dataclass(frozen=True)
@@ -103,3 +122,55 @@ class SurvivalModel(ABC):
     def describe(self) -> dict[str, Any]:
         """Hyper-parameters worth logging (flat, JSON-serialisable)."""
         return {}
+
+
+@dataclass(frozen=True)
+class ModelContext:
+    """What the training pipeline knows about the run and the data, passed to a configured model's constructor.
+
+    ``as_kwargs()`` gives the keyword arguments that ``train.py`` adds to ``configs/model/*.yaml``'s estimator
+    settings (see the module docstring); an optional field left ``None`` is not passed, so the YAML (or the model's
+    own default) decides.
+    """
+
+    #: The data's modality tables (``MultimodalData.modality_names``).
+    modalities: Sequence[str]
+    #: cohort.yaml ``clinical:`` types (``omics_risk.features.clinical.clinical_types(spec)``).
+    clinical_types: Mapping[str, Any] | None
+    seed: int
+    #: ``"auto"`` | ``"cpu"`` | ``"cuda"`` (``training.device``).
+    device: str
+    #: ``data.extra_labels`` key of the response endpoint of a survival task (``task.response``).
+    response_label: str | None = None
+    #: The heads to train, when the task changes them (a response task adds ``"binary"``).
+    heads: Sequence[str] | None = None
+    #: The cohort's CT timepoints, for a CT-image model whose config leaves them unset.
+    ct_timepoints: Sequence[str] | None = None
+    #: Channels of the CT crops (2 with a mask channel), for a CT-image model whose config leaves them unset.
+    ct_in_channels: int | None = None
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """Constructor keyword arguments: the four always-passed fields, then every optional field that is set."""
+        out: dict[str, Any] = {"modalities": self.modalities, "clinical_types": self.clinical_types,
+                               "seed": self.seed, "device": self.device}
+        optional = {"response_label": self.response_label, "heads": self.heads, "ct_timepoints": self.ct_timepoints,
+                    "ct_in_channels": self.ct_in_channels}
+        out.update({k: v for k, v in optional.items() if v is not None})
+        return out
+
+
+def fit_kwargs(model: Any, images: Any = None,
+               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """The keyword arguments of ``model.fit`` besides the data, as its capabilities declare them."""
+    caps = capabilities_of(model)
+    out: dict[str, Any] = {}
+    if caps.epoch_callback:
+        out["on_epoch"] = on_epoch
+    if caps.images:
+        out["images"] = images
+    return out
+
+
+def predict_kwargs(model: Any, images: Any = None) -> dict[str, Any]:
+    """The keyword arguments of ``model.predict_*`` besides the data (``images=`` for an image model)."""
+    return {"images": images} if capabilities_of(model).images else {}

@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from lifelines.statistics import multivariate_logrank_test
 from scipy import stats
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.cluster import KMeans
@@ -47,10 +48,10 @@ from sklearn.mixture import GaussianMixture
 from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
-from torch import nn
 
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.features.screening import cox_univariate
+from omics_risk.models.autoencoder import AutoEncoder, encode, resolve_device, train_autoencoder
 from omics_risk.models.tabular import (
     BaselineModel,
     describe_sequence,
@@ -64,105 +65,10 @@ from omics_risk.models.tabular import (
     resolve_clinical_types,
 )
 
+# resolve_device and train_autoencoder live in omics_risk.models.autoencoder; re-exported for their users
 __all__ = ["DeepProgStyle", "observed_expected", "resolve_device", "train_autoencoder"]
 
 MIN_TRAIN = 10
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"device must be auto, cpu or cuda, got {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda but torch finds no CUDA device; use device=auto or cpu")
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-class _AutoEncoder(nn.Module):
-    def __init__(self, n_in: int, latent_dim: int, hidden_dim: int | None, dropout: float):
-        super().__init__()
-        enc: list[nn.Module] = [nn.Dropout(dropout)]
-        dec: list[nn.Module] = []
-        if hidden_dim:
-            enc += [nn.Linear(n_in, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, latent_dim), nn.Tanh()]
-            dec += [nn.Linear(latent_dim, hidden_dim), nn.Tanh(), nn.Linear(hidden_dim, n_in)]
-        else:
-            enc += [nn.Linear(n_in, latent_dim), nn.Tanh()]
-            dec += [nn.Linear(latent_dim, n_in)]
-        self.encoder = nn.Sequential(*enc)
-        self.decoder = nn.Sequential(*dec)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(x))
-
-
-def train_autoencoder(
-    X: np.ndarray,
-    latent_dim: int,
-    *,
-    hidden_dim: int | None = None,
-    epochs: int = 100,
-    batch_size: int = 32,
-    lr: float = 5e-3,
-    weight_decay: float = 1e-4,
-    dropout: float = 0.1,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-) -> _AutoEncoder:
-    """A seeded autoencoder (MSE reconstruction, Adam, mini-batches) trained on ``X``; returned on CPU, in eval mode.
-
-    The global torch RNG is forked, so training does not disturb the caller's random state, and the same inputs
-    and seed give the same weights on CPU.
-    """
-    dev = torch.device(device)
-    threads = torch.get_num_threads()
-    if dev.type == "cpu":
-        torch.set_num_threads(1)  # matrices this small only lose to OpenMP thread spinning (4x slower on 2 cores)
-    try:
-        return _train(X, latent_dim, hidden_dim, epochs, batch_size, lr, weight_decay, dropout, seed, dev)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _train(
-    X: np.ndarray,
-    latent_dim: int,
-    hidden_dim: int | None,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    weight_decay: float,
-    dropout: float,
-    seed: int,
-    dev: torch.device,
-) -> _AutoEncoder:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = _AutoEncoder(X.shape[1], latent_dim, hidden_dim, dropout).to(dev)
-        gen = torch.Generator().manual_seed(seed)
-        x = torch.as_tensor(np.asarray(X, dtype=np.float32), device=dev)
-        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
-        n = x.shape[0]
-        bs = max(2, min(batch_size, n))
-        model.train()
-        for _ in range(epochs):
-            perm = torch.randperm(n, generator=gen).to(dev)
-            for start in range(0, n, bs):
-                idx = perm[start : start + bs]
-                if len(idx) < 2:
-                    continue
-                opt.zero_grad(set_to_none=True)
-                loss = nn.functional.mse_loss(model(x[idx]), x[idx])
-                loss.backward()
-                opt.step()
-    return model.cpu().eval()
-
-
-def _encode(model: _AutoEncoder, X: np.ndarray) -> np.ndarray:
-    with torch.inference_mode():
-        return model.encoder(torch.as_tensor(np.asarray(X, dtype=np.float32))).numpy().astype(np.float64)
 
 
 def observed_expected(time: np.ndarray, event: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
@@ -186,7 +92,7 @@ class _Omic:
     """The fitted parts of one omic: preprocessing, autoencoder, kept nodes and their scaling, classifier."""
 
     pipeline: Pipeline
-    autoencoder: _AutoEncoder
+    autoencoder: AutoEncoder
     kept: np.ndarray
     pvalues: np.ndarray
     mean: np.ndarray
@@ -195,7 +101,7 @@ class _Omic:
     classes: np.ndarray | None = None
 
     def features(self, X: pd.DataFrame) -> np.ndarray:
-        Z = _encode(self.autoencoder, self.pipeline.transform(X))[:, self.kept]
+        Z = encode(self.autoencoder, self.pipeline.transform(X))[:, self.kept]
         return (Z - self.mean) / self.scale
 
 
@@ -217,6 +123,9 @@ class DeepProgStyle(BaselineModel):
         preprocessing: ``{modality: kind}`` overrides (kinds of :func:`omics_risk.models.tabular.preprocessing_kind`).
         device: ``cpu`` | ``auto`` | ``cuda``.
         seed: seeds the autoencoders, clustering and classifiers.
+
+    Capabilities (:meth:`BaselineModel.capabilities`): survival curves (subtype Kaplan-Meier mixtures) for a
+    survival endpoint, P(response) for a binary one.
     """
 
     name = "deepprog"
@@ -336,7 +245,7 @@ class DeepProgStyle(BaselineModel):
             seed=self.seed,
             device=dev,
         )
-        Z = _encode(ae, Xt)
+        Z = encode(ae, Xt)
         p = self._node_pvalues(Z, out, rows)
         kept = np.flatnonzero(p < self.pvalue_threshold)
         if len(kept) == 0:
@@ -353,8 +262,6 @@ class DeepProgStyle(BaselineModel):
         return LogisticRegression(C=self.classifier_C, max_iter=2000)
 
     def fit(self, data: MultimodalData) -> DeepProgStyle:
-        from lifelines.statistics import multivariate_logrank_test
-
         self._validate()
         with self._timed():
             out = outcome_of(data, self.task)

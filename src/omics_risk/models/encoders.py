@@ -89,7 +89,7 @@ class CTEncoder(nn.Module):
                  pool: str = "mean", norm: str = "batch", conv1_size: int = 7, conv1_stride: int = 2,
                  max_pool: bool = False, dropout: float = 0.0):
         super().__init__()
-        from monai.networks.nets import ResNet
+        from monai.networks.nets import ResNet  # lazy: MONAI takes seconds to import; only CT-image models need it
 
         if arch not in _RESNET_LAYERS:
             raise ValueError(f"arch must be one of {sorted(_RESNET_LAYERS)}, got {arch!r}")

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from sksurv.metrics import concordance_index_censored
 from torch import nn
 
 from omics_risk.models.device import autocast, make_grad_scaler, seed_everything, select_device
@@ -83,8 +84,6 @@ def predict_outputs(model: nn.Module, batches: Iterable[Batch], device: torch.de
 
 def concordance(risk: torch.Tensor | np.ndarray, event: Any, time: Any) -> float:
     """Harrell's C of ``risk`` (higher = riskier; scikit-survival convention), NaN without a comparable pair."""
-    from sksurv.metrics import concordance_index_censored
-
     r = np.asarray(risk, dtype=np.float64).reshape(-1)
     e = np.asarray(event, dtype=np.float64).reshape(-1)
     t = np.asarray(time, dtype=np.float64).reshape(-1)

@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra.utils import instantiate
+from lifelines import CoxPHFitter
+from sklearn.linear_model import LogisticRegression
 
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import SurvivalModel
@@ -55,8 +58,6 @@ def build_model(spec: BaseSpec) -> SurvivalModel:
     if isinstance(spec, Mapping):
         if "_target_" not in spec:
             raise ValueError(f"a base-model config needs a _target_ (got keys {sorted(spec)})")
-        from hydra.utils import instantiate
-
         model = instantiate(dict(spec))
     elif callable(spec):
         model = spec()
@@ -90,6 +91,9 @@ class LateFusionStacker(BaselineModel):
         meta_penalizer: ridge penalty of the meta-model.
         task: ``auto`` | ``survival`` | ``binary``.
         seed: inner fold assignment.
+
+    Capabilities (:meth:`BaselineModel.capabilities`): survival curves for a survival endpoint (the meta Cox
+    model's), P(response) for a binary one.
     """
 
     name = "late_fusion"
@@ -122,9 +126,6 @@ class LateFusionStacker(BaselineModel):
         return pd.DataFrame(cols)
 
     def fit(self, data: MultimodalData) -> LateFusionStacker:
-        from lifelines import CoxPHFitter
-        from sklearn.linear_model import LogisticRegression
-
         if self.meta != "cox":
             raise ValueError(f"meta must be 'cox' (penalised Cox; logistic for binary endpoints), got {self.meta!r}")
         if not self.base_models:

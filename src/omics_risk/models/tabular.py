@@ -45,12 +45,14 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
+from sksurv.nonparametric import kaplan_meier_estimator
+from sksurv.util import Surv
 
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.features.metabolomics import MissingnessFilter, make_metabolomics_pipeline
 from omics_risk.features.screening import UnivariateCoxSelector, WilcoxonSelector
-from omics_risk.models.base import SurvivalModel
+from omics_risk.models.base import ModelCapabilities, SurvivalModel
 from omics_risk.models.preprocessing import infer_clinical_types
 
 __all__ = [
@@ -124,8 +126,6 @@ class Outcome:
     def y(self, rows: np.ndarray) -> np.ndarray:
         """The target of ``rows`` (boolean mask or positions) in scikit-learn / scikit-survival form."""
         if self.task == "survival":
-            from sksurv.util import Surv
-
             return Surv.from_arrays(self.event[rows].astype(bool), self.time[rows])
         return self.label[rows].astype(np.int64)
 
@@ -313,8 +313,6 @@ def evaluate_step_functions(x: np.ndarray, y: np.ndarray, times: np.ndarray) -> 
 
 def kaplan_meier_curve(time: np.ndarray, event: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The training Kaplan-Meier curve: the uninformative survival prediction for a patient lacking inputs."""
-    from sksurv.nonparametric import kaplan_meier_estimator
-
     t, s = kaplan_meier_estimator(np.asarray(event, dtype=bool), np.asarray(time, dtype=np.float64))
     return np.asarray(t), np.asarray(s)
 
@@ -341,6 +339,12 @@ class BaselineModel(SurvivalModel):
             raise NotImplementedError(
                 f"{self.name}: {what} needs a {task} endpoint; this model was fitted on a {self.task_} endpoint"
             )
+
+    def capabilities(self) -> ModelCapabilities:
+        """Survival curves for a survival endpoint, P(response) for a binary one: the fitted endpoint once fitted,
+        else the ``task`` setting (``auto``: either). No images, no epoch callback."""
+        task = getattr(self, "task_", None) or self.task
+        return ModelCapabilities(survival=task != "binary", response=task != "survival")
 
     def predict_response(self, data: MultimodalData) -> np.ndarray:
         """P(response) for a binary endpoint."""

@@ -1,6 +1,8 @@
 """Batch scoring: the flat per-patient frame, the MLflow pyfunc model and the registry, a JSON reference model.
 
-``frames`` is light; the pyfunc names (which import torch and MLflow) load on first use.
+``frames`` is light; the pyfunc names (which import torch and MLflow) load on first use. Modules: ``frames`` (the
+flat frame and feature manifest), ``predict`` (scoring a frame), ``settings`` (``scoring.json``), ``shift``
+(training ranges), ``pyfunc`` (MLflow wrapper, logging, safe class loading), ``reference_model``.
 """
 
 from __future__ import annotations

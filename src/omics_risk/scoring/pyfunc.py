@@ -11,6 +11,9 @@ under one of :data:`ALLOWED_CLASS_PREFIXES` (``omics_risk.``) and is a
 :class:`~omics_risk.models.base.SurvivalModel` defined there: a tampered model directory cannot make the scorer
 import or call arbitrary code (``os.system``) through this path.
 
+Scoring a frame (:func:`~omics_risk.scoring.predict.score`) and the ``scoring.json`` settings
+(:mod:`omics_risk.scoring.settings`) live in their own modules and are re-exported here, where users import them.
+
 Batch scoring::
 
     model = load_scoring_model("models:/omics_risk@champion")
@@ -31,7 +34,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +42,14 @@ import mlflow
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import torch
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.models.model import ModelInfo
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
+import omics_risk
 from omics_risk.models.base import SurvivalModel
-from omics_risk.progress import progress_bar, quiet_mlflow_bars
+from omics_risk.progress import quiet_mlflow_bars
 from omics_risk.scoring.frames import (
     CLINICAL,
     CONFIG_FILE,
@@ -56,7 +59,15 @@ from omics_risk.scoring.frames import (
     from_frame,
     model_manifest,
 )
-from omics_risk.scoring.shift import training_ranges
+from omics_risk.scoring.predict import DEFAULT_HORIZONS, score
+from omics_risk.scoring.predict import horizon_name as _horizon_name  # noqa: F401 - workflows/scoring.py imports it
+from omics_risk.scoring.settings import (
+    SCORING_FORMAT,
+    cohort_profile,
+    extraction_spec,
+    risk_cutoffs,
+    scoring_settings,
+)
 
 __all__ = [
     "ALLOWED_CLASS_PREFIXES",
@@ -83,7 +94,6 @@ __all__ = [
 
 #: Only classes defined in modules under these prefixes are imported when a saved model is loaded.
 ALLOWED_CLASS_PREFIXES: tuple[str, ...] = ("omics_risk.",)
-DEFAULT_HORIZONS: tuple[float, ...] = (365.0, 730.0, 1095.0)
 #: Distributions pinned (to the running versions) in the logged model's requirements.
 SCORING_PACKAGES: tuple[str, ...] = (
     "torch",
@@ -99,8 +109,6 @@ SCORING_PACKAGES: tuple[str, ...] = (
     "pyyaml",
     "mlflow",
 )
-#: Version of the ``scoring.json`` layout (1: horizons and chunk size only).
-SCORING_FORMAT = 2
 MODEL_DIR = "model_dir"
 SCORING_FILE = "scoring.json"
 _QUALNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
@@ -156,133 +164,6 @@ def load_saved_model(directory: str | Path) -> SurvivalModel:
     return resolve_model_class(cfg["class"]).load(directory)
 
 
-def _supports(model: Any, method: str, flag: str) -> bool:
-    """Whether the model really implements an optional SurvivalModel method (``flag`` attribute wins)."""
-    declared = getattr(model, flag, None)
-    if declared is not None:
-        return bool(declared)
-    impl = getattr(type(model), method, None)
-    return impl is not None and impl is not getattr(SurvivalModel, method)
-
-
-# --- scoring ------------------------------------------------------------------------------------------------------
-def _horizon_name(h: float) -> str:
-    return f"surv_{int(h)}d" if float(h).is_integer() else f"surv_{h:g}d"
-
-
-def score(
-    model: SurvivalModel,
-    frame: pd.DataFrame,
-    *,
-    manifest: FeatureManifest | None = None,
-    horizons: Sequence[float] | None = DEFAULT_HORIZONS,
-    chunk_size: int = 1024,
-    progress: bool = False,
-    images: Any = None,
-) -> pd.DataFrame:
-    """Score a flat frame in chunks under ``torch.inference_mode()``: the pyfunc's output, without MLflow.
-
-    Columns: ``patient_id``, ``risk_score`` (higher = riskier), ``surv_<h>d`` per horizon (days) when the model
-    predicts survival, ``response_prob`` when it has a response head, ``modalities_used`` (``clinical,cfdna,ct``).
-    ``images``: a CT image provider (``patient_id -> {timepoint: tensor}``) for models that encode CT images, which
-    a flat frame cannot carry (batch scoring from a cohort directory passes one; the MLflow pyfunc cannot).
-    """
-    manifest = manifest or model_manifest(model)
-    kw: dict[str, Any] = {"images": images} if images is not None else {}
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    data = from_frame(frame, manifest)
-    n = len(data)
-    hz = np.asarray([float(h) for h in (horizons or ())], dtype=float)
-    if hz.size and (not np.isfinite(hz).all() or (hz <= 0).any()):
-        raise ValueError(f"horizons must be positive days, got {hz.tolist()}")
-    survival = _supports(model, "predict_survival", "has_survival_head") and hz.size > 0
-    response = _supports(model, "predict_response", "has_response_head")
-    heads = getattr(model, "heads", None)
-    if isinstance(heads, list | tuple) and all(isinstance(h, str) for h in heads):
-        # the fused network declares its heads: no forward pass for an output it cannot give
-        survival = survival and bool({"cox", "discrete"} & set(heads))
-        response = response and "binary" in heads
-    risk = np.empty(n)
-    surv = np.empty((n, hz.size))
-    resp = np.empty(n)
-    starts = range(0, n, chunk_size)
-    # every output of a chunk from one forward pass when the model offers it (the fused network: its 3D CT encoder
-    # dominates the cost); other models answer the three predict_* calls
-    joint = callable(getattr(model, "predict_outputs", None))
-    with torch.inference_mode():
-        for start in progress_bar(starts, desc="scoring", unit="chunk", disable=not progress or len(starts) < 2):
-            idx = np.arange(start, min(start + chunk_size, n))
-            part = data.subset(idx)
-            if joint:
-                try:
-                    outs = model.predict_outputs(part, hz if survival else None, **kw)
-                except NotImplementedError:  # no survival head after all: learnt on the first chunk, as below
-                    if start or not survival:
-                        raise
-                    survival = False
-                    outs = model.predict_outputs(part, None, **kw)
-                if response and "response" not in outs:
-                    if start:
-                        raise RuntimeError(f"{type(model).__name__}.predict_outputs gave no 'response' for rows "
-                                           f"{start}.. after giving it for the first chunk")
-                    response = False
-                risk[idx] = np.asarray(outs["risk"], dtype=float)
-                if survival:
-                    surv[idx] = np.asarray(outs["survival"], dtype=float).reshape(len(idx), hz.size)
-                if response:
-                    resp[idx] = np.asarray(outs["response"], dtype=float)
-                continue
-            risk[idx] = np.asarray(model.predict_risk(part, **kw), dtype=float)
-            try:  # optional outputs: a model may implement the method yet lack the head (NotImplementedError)
-                if survival:
-                    curves = model.predict_survival(part, hz, **kw)
-                    surv[idx] = np.asarray(curves, dtype=float).reshape(len(idx), hz.size)
-            except NotImplementedError:
-                if start:
-                    raise
-                survival = False
-            try:
-                if response:
-                    resp[idx] = np.asarray(model.predict_response(part, **kw), dtype=float)
-            except NotImplementedError:
-                if start:
-                    raise
-                response = False
-    if not np.isfinite(risk).all():
-        raise RuntimeError(
-            f"{type(model).__name__} returned {int((~np.isfinite(risk)).sum())} non-finite risk score(s); "
-            "the SurvivalModel contract requires finite scores (the training median when inputs are missing)"
-        )
-    out = pd.DataFrame({ID_COLUMN: data.patients.astype(str).to_numpy(), "risk_score": risk})
-    for j, h in enumerate(hz if survival else ()):
-        out[_horizon_name(h)] = surv[:, j]
-    if response:
-        out["response_prob"] = resp
-    used = [CLINICAL, *manifest.modalities]
-    present = data.present.reindex(columns=used, fill_value=False).to_numpy(dtype=bool)
-    if images is not None and manifest.images:
-        used += list(manifest.images)
-        has_image = np.array([_has_image(images, p) for p in data.patients], dtype=bool)
-        present = np.column_stack([present, *([has_image] * len(manifest.images))])
-    names = np.asarray(used, dtype=object)
-    out["modalities_used"] = [",".join(names[row]) for row in present]
-    return out
-
-
-def _has_image(images: Any, patient: Any) -> bool:
-    """Whether an image provider holds at least one tensor for ``patient``."""
-    try:
-        item = images[patient] if isinstance(images, Mapping) else images(patient)
-    except KeyError:
-        return False
-    if item is None:
-        return False
-    if isinstance(item, Mapping):
-        return any(v is not None for v in item.values())
-    return True
-
-
 class OmicsRiskPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow wrapper around a saved omics-risk model; stateless until :meth:`load_context`.
 
@@ -323,6 +204,17 @@ class OmicsRiskPyfunc(mlflow.pyfunc.PythonModel):
             horizons=self._horizons if horizons is None else [float(h) for h in np.atleast_1d(horizons)],
             chunk_size=self._chunk_size if chunk is None else int(chunk),
         )
+
+
+# Probing kept for workflows/scoring.py (``from omics_risk.scoring.pyfunc import _supports``) until it reads
+# capabilities_of itself; to be removed at the merge. Unchanged: it does not look at the fused model's heads.
+def _supports(model: Any, method: str, flag: str) -> bool:
+    """Whether the model really implements an optional SurvivalModel method (``flag`` attribute wins)."""
+    declared = getattr(model, flag, None)
+    if declared is not None:
+        return bool(declared)
+    impl = getattr(type(model), method, None)
+    return impl is not None and impl is not getattr(SurvivalModel, method)
 
 
 # --- logging and registry -----------------------------------------------------------------------------------------
@@ -385,123 +277,8 @@ def privacy_safe_example(frame: pd.DataFrame, manifest: FeatureManifest, n: int 
     return pd.DataFrame(rows)
 
 
-def risk_cutoffs(risk: np.ndarray) -> dict[str, list[float]]:
-    """Training cut-offs of the risk score per scheme: ``{"median": [q50], "tertiles": [q33, q67]}``, fitted by
-    :class:`~omics_risk.evaluation.riskgroups.RiskGroups` (which assigns them at scoring time too)."""
-    from omics_risk.evaluation.riskgroups import RiskGroups
-
-    risk = np.asarray(risk, dtype=np.float64)
-    risk = risk[np.isfinite(risk)]
-    if risk.size == 0:
-        raise ValueError("no finite training risk to derive risk-group cut-offs from")
-    return {name: [float(v) for v in RiskGroups(name).fit(risk).cutoffs_] for name in RISK_GROUPS}
-
-
-def extraction_spec(store: str | Path, modalities: Sequence[str]) -> dict[str, Any]:
-    """The extractors (class, version, settings, settings hash) that made ``modalities`` of a feature store.
-
-    Read from the store's ``manifest.json`` (written by ``omics-risk extract``) so that scoring extracts a new cohort
-    exactly as the training cohort was. Input file hashes are left out: they belong to the training patients.
-    """
-    path = Path(store) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: feature_store must be the training cohort's feature store")
-    manifest = json.loads(path.read_text())
-    out: dict[str, Any] = {}
-    for m in modalities:
-        info = manifest.get("modalities", {}).get(m)
-        if info is None:
-            raise ValueError(f"modality '{m}' of the model is not in the feature store {path.parent}")
-        out[m] = {"format": info.get("format"),
-                  "extractors": [{k: e.get(k) for k in ("name", "class", "version", "settings", "settings_hash")}
-                                 for e in info.get("extractors", [])]}
-    return out
-
-
-def cohort_profile(cohort: Any, modalities: Sequence[str] = ()) -> dict[str, Any]:
-    """What scoring checks a new cohort against: time unit, declared clinical types, median sample day per timepoint.
-
-    ``cohort``: a :class:`~omics_risk.data.contract.Cohort` or its directory. Aggregates only (medians of days).
-    """
-    from omics_risk.data.contract import Cohort, load_cohort
-    from omics_risk.features.clinical import clinical_types
-
-    if not isinstance(cohort, Cohort):
-        cohort = load_cohort(cohort)
-    days: dict[str, dict[str, float]] = {}
-    for m in modalities or cohort.modalities:
-        rows = cohort.samples_of(m)
-        if rows.empty:
-            continue
-        med = pd.to_numeric(rows["day"], errors="coerce").groupby(rows["timepoint"].astype(str)).median()
-        days[m] = {str(tp): float(v) for tp, v in med.items() if np.isfinite(v)}
-    formats = {m: getattr(cohort.spec.modality(m), "format", None) for m in (modalities or cohort.modalities)}
-    return {"name": cohort.spec.name, "time_unit": cohort.spec.time_unit, "clinical": clinical_types(cohort.spec),
-            "formats": formats, "sample_days": days}
-
-
-def _plain_json(value: Any) -> Any:
-    """Dataclasses, tuples and numpy scalars as JSON-able values."""
-    import dataclasses
-
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
-def scoring_settings(
-    model: SurvivalModel,
-    frame: pd.DataFrame,
-    *,
-    manifest: FeatureManifest | None = None,
-    horizons: Sequence[float] = DEFAULT_HORIZONS,
-    chunk_size: int = 1024,
-    training_risk: np.ndarray | None = None,
-    feature_store: str | Path | None = None,
-    training_cohort: Any = None,
-    ct_config: Any = None,
-) -> dict[str, Any]:
-    """The logged model's ``scoring.json``: everything batch scoring of a new cohort needs besides the model.
-
-    ``horizons`` / ``chunk_size`` (the pyfunc's params), ``risk_cutoffs`` of the training risks, ``feature_ranges``
-    of the training frame (:func:`omics_risk.scoring.shift.training_ranges`), and when given the ``extraction``
-    settings of the training feature store, the training ``cohort`` profile and the ``ct`` preprocessing of a
-    CT-image model. ``frame`` is the training patients' flat frame; only aggregates of it are stored.
-    """
-
-    manifest = manifest or model_manifest(model)
-    known = set(manifest.columns())
-    frame = frame[[c for c in frame.columns if c in known]]
-    out: dict[str, Any] = {"format_version": SCORING_FORMAT, "horizons": [float(h) for h in horizons],
-                           "chunk_size": int(chunk_size)}
-    if training_risk is None and manifest.images:
-        warnings.warn(f"{type(model).__name__} encodes {', '.join(manifest.images)} images, which the training "
-                      "frame does not carry: pass training_risk (the in-sample risks computed with the images) to "
-                      "store risk-group cut-offs; none are stored", stacklevel=3)
-    elif training_risk is None:
-        training_risk = score(model, frame, manifest=manifest, horizons=(), chunk_size=chunk_size)["risk_score"]
-    if training_risk is not None:
-        out["risk_cutoffs"] = risk_cutoffs(np.asarray(training_risk, dtype=float))
-    out["feature_ranges"] = training_ranges(frame, manifest)
-    if feature_store is not None:
-        out["extraction"] = extraction_spec(feature_store, list(manifest.modalities))
-    if training_cohort is not None:
-        out["cohort"] = cohort_profile(training_cohort, [*manifest.modalities, *manifest.images])
-    if ct_config is not None:
-        out["ct"] = _plain_json(ct_config)
-    return out
-
-
 def _package_copy(dest: Path) -> Path:
     """A clean copy of the installed ``omics_risk`` package (no caches) for ``code_paths``."""
-    import omics_risk
-
     src = Path(omics_risk.__file__).parent
     target = dest / "omics_risk"
     shutil.copytree(src, target, ignore=_CODE_IGNORE)

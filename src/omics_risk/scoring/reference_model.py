@@ -15,9 +15,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sksurv.linear_model import CoxPHSurvivalAnalysis
 
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.models.base import SurvivalModel
+from omics_risk.models.base import ModelCapabilities, SurvivalModel
 from omics_risk.scoring.frames import CLINICAL, FeatureManifest, to_frame
 
 __all__ = ["LinearRiskModel"]
@@ -137,8 +138,6 @@ class LinearRiskModel(SurvivalModel):
 
     # -- SurvivalModel ----------------------------------------------------------------------------------------
     def fit(self, data: MultimodalData) -> LinearRiskModel:
-        from sksurv.linear_model import CoxPHSurvivalAnalysis
-
         frame = to_frame(data)
         self.columns_ = self.columns if self.columns is not None else [f"{CLINICAL}/{c}" for c in data.clinical]
         if not self.columns_:
@@ -186,6 +185,10 @@ class LinearRiskModel(SurvivalModel):
     def predict_survival(self, data: MultimodalData, times: np.ndarray) -> np.ndarray:
         h0 = self.cumulative_hazard(np.atleast_1d(times))
         return np.exp(-np.exp(self.predict_risk(data))[:, None] * h0[None, :])
+
+    def capabilities(self) -> ModelCapabilities:
+        """Survival curves (Breslow baseline), no response, no images, no epoch callback."""
+        return ModelCapabilities(survival=True)
 
     def coefficients(self) -> pd.Series:
         """Log hazard ratio per encoded column (per training standard deviation for numbers)."""
