@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from omics_risk.data.formats import default_format_of, format_names, get_format
 from omics_risk.data.paths import Confinement, PathOutsideCohortError, printable, refusal, unusable_path
 from omics_risk.data.readers import first_wide_line
 
@@ -55,17 +56,13 @@ TIME_UNITS: dict[str, float] = {"days": 1.0, "weeks": 7.0, "months": 365.25 / 12
 #: The default horizon (cohort.yaml ``max_years``): an endpoint time beyond it, or a sample day further than it from
 #: the index date, is a typo or a wrong unit (``1e308``, a day count in seconds), not follow-up.
 MAX_YEARS = 100.0
-FORMATS = ("image", "fragments", "bismark_cov", "variant_table", "metabolomics_matrix", "table", "cn_segments")
-DEFAULT_MODALITY_FORMATS: dict[str, str] = {
-    "ct": "image",
-    "cfdna": "fragments",
-    "methylation": "bismark_cov",
-    "ctdna": "variant_table",
-    "metabolomics": "metabolomics_matrix",
-    "cnv": "cn_segments",
-}
-#: Formats whose samples all live in one shared file, located by ``sample_id``.
-SHARED_FILE_FORMATS = frozenset({"variant_table", "metabolomics_matrix", "table", "cn_segments"})
+#: The built-in formats, their default modality names and the shared-file ones, as registered in
+#: :mod:`omics_risk.data.formats` at import (a snapshot kept for callers; the contract asks the registry, so a format
+#: registered later counts too).
+FORMATS = format_names()
+_BUILT_IN = [f for f in map(get_format, FORMATS) if f is not None]
+DEFAULT_MODALITY_FORMATS: dict[str, str] = {m: f.name for f in _BUILT_IN for m in f.default_modalities}
+SHARED_FILE_FORMATS = frozenset(f.name for f in _BUILT_IN if f.shared_file)
 SAMPLES_COLUMNS = ("patient_id", "sample_id", "modality", "timepoint", "day", "path")
 CLINICAL_TYPES = ("numeric", "categorical", "ordinal", "binary")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -177,9 +174,8 @@ class CohortSpec:
         """The declared modality, or the default one for a well-known name."""
         if name in self.modalities:
             return self.modalities[name]
-        if name in DEFAULT_MODALITY_FORMATS:
-            return ModalitySpec(name, DEFAULT_MODALITY_FORMATS[name])
-        return None
+        default = default_format_of(name)
+        return ModalitySpec(name, default) if default is not None else None
 
     @property
     def days_per_unit(self) -> float:
@@ -350,13 +346,14 @@ def parse_spec(path: Path, *, extra_roots: Iterable[str | Path] = ()) -> tuple[C
         if opts is None:
             err(f"modality '{mod}' must be a mapping with a 'format'")
             continue
-        fmt = opts.pop("format", DEFAULT_MODALITY_FORMATS.get(mod))
-        if fmt not in FORMATS:
-            err(f"modality '{mod}' has format {_shown(fmt)}; use one of {', '.join(FORMATS)}")
+        fmt = opts.pop("format", default_format_of(mod))
+        entry = get_format(fmt) if isinstance(fmt, str) else None
+        if entry is None:
+            err(f"modality '{mod}' has format {_shown(fmt)}; use one of {', '.join(format_names())}")
             continue
-        if fmt == "metabolomics_matrix" and not isinstance(opts.get("sample_sheet"), str):
-            err(f"metabolomics modality '{mod}' needs 'sample_sheet: PATH' (sample_id, sample_type, batch, "
-                "injection_order)")
+        why = entry.options_problem(mod, opts) if entry.options_problem is not None else None
+        if why is not None:
+            err(why)
             continue
         modalities[mod] = ModalitySpec(mod, fmt, opts)
     references = raw.get("references") or {}
@@ -645,18 +642,23 @@ def read_samples(root: Path, spec: CohortSpec | None, patients: Iterable[str] | 
     if spec is not None:
         formats = {m: spec.modality(m) for m in df["modality"].dropna().unique()}
         unknown = df["modality"].isin([m for m, ms in formats.items() if ms is None])
-        image = df["modality"].isin([m for m, ms in formats.items() if ms is not None and ms.format == "image"])
+        image = df["modality"].isin([m for m, ms in formats.items() if ms is not None and _needs_mask(ms.format)])
         for idx in df.index[(unknown | (image & df["mask_path"].isna())).to_numpy()]:
             mod = df.at[idx, "modality"]
             if formats[mod] is None:
                 problems.append(Problem("error", f, f"unknown modality '{printable(mod)}': declare it in cohort.yaml "
                                         f"under 'modalities: {{{mod}: {{format: table}}}}' (formats: "
-                                        f"{', '.join(FORMATS)})", _line(idx), "modality"))
+                                        f"{', '.join(format_names())})", _line(idx), "modality"))
             else:
                 sid = printable(str(df.at[idx, "sample_id"]))
                 problems.append(Problem("error", f, f"image sample '{sid}' needs a mask_path (the tumour mask on the "
                                         "same grid)", _line(idx), "mask_path"))
     return df, problems
+
+
+def _needs_mask(fmt: str) -> bool:
+    entry = get_format(fmt)
+    return entry is not None and entry.needs_mask
 
 
 @dataclass

@@ -35,13 +35,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from omics_risk.data.registry import get_format
+
 __all__ = [
     "AUTOSOME_RE",
     "BAM_EXTENSIONS",
     "BISMARK_EXTENSIONS",
     "BISMARK_PERCENT_TOLERANCE",
     "DEFAULT_BINNED_CHROMS",
-    "FORMAT_EXTENSIONS",
     "FRAGMENT_EXTENSIONS",
     "GRID_TOLERANCE",
     "IMAGE_EXTENSIONS",
@@ -87,17 +88,6 @@ FRAGMENT_EXTENSIONS = (".frag.gz", ".frag.tsv.gz", ".bed.gz", ".tsv.gz", ".frag"
 BAM_EXTENSIONS = (".bam",)
 BISMARK_EXTENSIONS = (".cov", ".cov.gz")
 TABLE_EXTENSIONS = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet", ".pq")
-#: The file extensions each modality format accepts (an image may also be a DICOM folder).
-FORMAT_EXTENSIONS: dict[str, tuple[str, ...]] = {
-    "image": IMAGE_EXTENSIONS,
-    "fragments": FRAGMENT_EXTENSIONS + BAM_EXTENSIONS,
-    "bismark_cov": BISMARK_EXTENSIONS,
-    "variant_table": TABLE_EXTENSIONS,
-    "metabolomics_matrix": TABLE_EXTENSIONS,
-    "table": TABLE_EXTENSIONS,
-    "cn_segments": TABLE_EXTENSIONS,
-}
-
 _GZIP_MAGIC = b"\x1f\x8b"
 #: The 28-byte empty block bgzip writes last; its absence means the file was cut at a block boundary.
 _BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
@@ -189,17 +179,22 @@ def has_extension(path: str | Path, extensions: Iterable[str]) -> bool:
 
 
 def format_extension_problem(path: Path, fmt: str) -> str | None:
-    """Why ``path`` cannot hold modality format ``fmt`` (judged by name and kind), or None when it can."""
-    exts = FORMAT_EXTENSIONS.get(fmt)
-    if exts is None:
+    """Why ``path`` cannot hold modality format ``fmt`` (judged by name and kind), or None when it can.
+
+    The extensions are the registered format's (:mod:`omics_risk.data.formats`); a format whose samples need a mask
+    (an image) may also be a folder (a DICOM series).
+    """
+    entry = get_format(fmt)
+    if entry is None:
         return f"unknown format {fmt!r}"
+    exts = entry.extensions
     if path.is_dir():
-        if fmt == "image":
+        if entry.needs_mask:
             return None
         return f"is a folder, but format '{fmt}' needs a file ({', '.join(exts)})"
     if has_extension(path, exts):
         return None
-    extra = " or a folder holding one DICOM series" if fmt == "image" else ""
+    extra = " or a folder holding one DICOM series" if entry.needs_mask else ""
     return f"has an extension that format '{fmt}' does not read; use {', '.join(exts)}{extra}"
 
 
