@@ -60,7 +60,7 @@ def test_built_in_formats_and_contract_snapshots() -> None:
     assert DEFAULT_MODALITY_FORMATS == {"ct": "image", "cfdna": "fragments", "methylation": "bismark_cov",
                                         "ctdna": "variant_table", "metabolomics": "metabolomics_matrix",
                                         "cnv": "cn_segments"}
-    assert SHARED_FILE_FORMATS == {"variant_table", "metabolomics_matrix", "table", "cn_segments"}
+    assert {"variant_table", "metabolomics_matrix", "table", "cn_segments"} == SHARED_FILE_FORMATS
     config = formats.default_extract_config()
     assert list(config) == list(FORMATS)
     assert config["table"] == [{"_target_": "omics_risk.features.tables.TableExtractor"}]
