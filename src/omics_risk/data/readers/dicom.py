@@ -97,7 +97,7 @@ def _check_dicom_slice(path: Path, folder: Path) -> tuple[int, int, int]:
 
 def _check_dicom_header(path: Path, folder: Path) -> tuple[int, int, int]:
     """The checks of :func:`_check_dicom_slice`, on a file read with pydicom (``force``: a marker is not required)."""
-    import pydicom
+    import pydicom  # lazy: the CLI's validate imports the readers; pydicom loads only for a DICOM folder
 
     fix = f"remove or replace that file (re-export or re-copy the series), or move it out of {folder.name}/"
     size = path.stat().st_size
@@ -189,7 +189,7 @@ def _dicom_series_files(path: Path, max_voxels: int | None = None) -> list[str]:
 
     Every file is pre-checked first (:func:`_check_dicom_folder`): GDCM only ever scans files that are consistent.
     """
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: heavy, and the CLI's validate imports the readers
 
     _check_dicom_folder(path, max_voxels)
 
@@ -215,7 +215,7 @@ def _dicom_series_files(path: Path, max_voxels: int | None = None) -> list[str]:
 
 def _file_info(path: Path, shown_as: Path) -> Any:
     """An ``ImageFileReader`` that has read the header of one file (ITK reads no voxel for this)."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: heavy, and the CLI's validate imports the readers
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))

@@ -238,7 +238,7 @@ def _open_bam(path: Path) -> Any:
     sys.excepthook and sys.unraisablehook ('Exception ignored in ... Traceback ...'), although the ValueError or
     OSError raised here, turned into a DataFileError by the caller, already says what is wrong.
     """
-    import pysam
+    import pysam  # lazy: heavy, and loaded only for a BAM file
 
     def is_noise(exc: BaseException | None) -> bool:
         return isinstance(exc, OSError) and "Closing failed" in str(exc)

@@ -122,7 +122,7 @@ class ImageHeader:
 
 
 def _pixel_name(reader: Any) -> str:
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: heavy, and the CLI's validate imports the readers
 
     return str(sitk.GetPixelIDValueAsString(reader.GetPixelID()))
 

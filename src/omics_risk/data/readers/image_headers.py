@@ -151,7 +151,7 @@ def _check_metaimage_data(path: Path, header: ImageHeader) -> None:
 
 def _nifti_header(path: Path) -> Any:
     """The raw NIfTI-1/2 header (nibabel, no fixes applied); a .nii.gz is decompressed only as far as the header."""
-    import nibabel as nib
+    import nibabel as nib  # lazy: loaded only for a NIfTI header
 
     opener = gzip.open if has_extension(path, (".gz",)) else open
     try:

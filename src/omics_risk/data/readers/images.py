@@ -109,7 +109,7 @@ def _check_nifti_complete(path: Path, need: int) -> None:
 
 def read_image_voxels(header: ImageHeader) -> Any:
     """The voxels of an image whose header was read (and checked) with :func:`read_image_header`."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: heavy, and the CLI's validate imports the readers
 
     path = Path(header.path)
     if path.is_dir():
@@ -163,7 +163,7 @@ _INTEGER_PIXELS = {
 
 def check_mask_labels(mask: Any) -> list[str]:
     """Why the voxels of ``mask`` are not a tumour mask (non-integer labels, or no voxel > 0); [] if fine."""
-    import SimpleITK as sitk
+    import SimpleITK as sitk  # lazy: heavy, and the CLI's validate imports the readers
 
     values = sitk.GetArrayViewFromImage(mask)
     integral = mask.GetPixelIDTypeAsString() in _INTEGER_PIXELS
