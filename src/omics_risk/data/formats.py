@@ -13,32 +13,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from omics_risk.data import file_checks, readers
-from omics_risk.data.registry import (
-    CLINICAL,
-    PREPROCESSING_KINDS,
-    ModalityFormat,
-    default_extract_config,
-    default_format_of,
-    format_names,
-    get_format,
-    preprocessing_kind,
-    register_format,
-    unregister_format,
-)
+from omics_risk.data import file_checks, readers, registry
+from omics_risk.data.registry import *  # noqa: F403  (the registry's API: import it from here, with the built-ins)
+from omics_risk.data.registry import ModalityFormat, register_format
 
-__all__ = [
-    "CLINICAL",
-    "PREPROCESSING_KINDS",
-    "ModalityFormat",
-    "default_extract_config",
-    "default_format_of",
-    "format_names",
-    "get_format",
-    "preprocessing_kind",
-    "register_format",
-    "unregister_format",
-]
+__all__ = registry.__all__
 
 # --------------------------------------------------------------------------------------------------- built-ins
 
