@@ -660,10 +660,10 @@ def test_regression_dicom_folder_file_cap_and_voxel_limit(
 
     folder = tmp_path / "series"
     shutil.copytree(cohort / DICOM_SERIES, folder)
-    monkeypatch.setattr(readers, "MAX_DICOM_FILES", 5)
+    monkeypatch.setattr(readers.dicom, "MAX_DICOM_FILES", 5)
     with pytest.raises(DataFileError, match="more than 5 files"):
         read_image(folder)
-    monkeypatch.setattr(readers, "MAX_DICOM_FILES", 4096)
+    monkeypatch.setattr(readers.dicom, "MAX_DICOM_FILES", 4096)
     monkeypatch.setattr(sitk.ImageSeriesReader, "GetGDCMSeriesIDs", None)  # calling it would fail the test
     with pytest.raises(DataFileError, match=r"16 x 16 x 8 = 2,048 voxels, more than the limit of 2,047"):
         read_image(folder, max_voxels=2047)

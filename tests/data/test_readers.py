@@ -704,7 +704,7 @@ def test_huge_image_header_is_not_decompressed(
     path = tmp_path / "huge.nii.gz"
     write_huge_nifti(path)
     counted: list[Path] = []
-    monkeypatch.setattr(readers, "_check_nifti_complete", lambda p, need: counted.append(p))
+    monkeypatch.setattr(readers.images, "_check_nifti_complete", lambda p, need: counted.append(p))
     asked = _no_voxel_reads(monkeypatch)
     header = read_image_header(path)
     assert header.size == (1024, 1024, 1024) and header.data_bytes == 352 + 2 * 1024**3
@@ -816,11 +816,11 @@ FASTA_TEXT = ">chr1 Homo sapiens chromosome 1\nACGTACGTAC\nGTACG\n>chr2\nAAAA\n>
 def test_reference_chromosomes_of_a_fasta(tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
     p = _write(tmp_path / ("g.fa" + (".gz" if how != "plain" else "")), FASTA_TEXT, how)
     assert reference_chromosomes(p, "genome_fasta") == ["chr1", "chr2", "chrM"]
-    monkeypatch.setattr(readers, "_FASTA_CHUNK", 3)  # headers cut across chunk boundaries at every offset
-    readers._reference_names.cache_clear()
+    monkeypatch.setattr(readers.genome, "_FASTA_CHUNK", 3)  # headers cut across chunk boundaries at every offset
+    readers.genome._reference_names.cache_clear()
     assert reference_chromosomes(p, "genome_fasta") == ["chr1", "chr2", "chrM"]
-    monkeypatch.setattr(readers, "_FASTA_LONG_LINE", 8)  # an unwrapped sequence longer than any header
-    readers._reference_names.cache_clear()
+    monkeypatch.setattr(readers.genome, "_FASTA_LONG_LINE", 8)  # an unwrapped sequence longer than any header
+    readers.genome._reference_names.cache_clear()
     long = _write(tmp_path / ("long.fa" + (".gz" if how != "plain" else "")), ">a\n" + "A" * 50 + "\n>b x\nC\n", how)
     assert reference_chromosomes(long, "genome_fasta") == ["a", "b"]
 

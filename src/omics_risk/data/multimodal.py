@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import BinaryEndpoint, Cohort, SurvivalEndpoint, load_cohort
+from omics_risk.data.formats import preprocessing_kind
 
 __all__ = ["MultimodalData", "load_multimodal"]
 
@@ -31,6 +32,8 @@ class MultimodalData:
     label: np.ndarray | None = None  # binary endpoint (NaN = not assessed)
     endpoint: str = ""
     extra_labels: dict[str, np.ndarray] = field(default_factory=dict)
+    #: modality -> its cohort.yaml format (what :meth:`preprocessing_kind` asks the format registry about).
+    formats: dict[str, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -52,8 +55,14 @@ class MultimodalData:
             modalities={m: t.iloc[idx] for m, t in self.modalities.items()},
             present=self.present.iloc[idx],
             time=pick(self.time), event=pick(self.event), label=pick(self.label), endpoint=self.endpoint,
-            extra_labels={k: v[idx] for k, v in self.extra_labels.items()},
+            extra_labels={k: v[idx] for k, v in self.extra_labels.items()}, formats=dict(self.formats),
         )
+
+    def preprocessing_kind(self, modality: str) -> str:
+        """The fold-fitted preprocessing kind of model input ``modality`` (``clinical``, ``tabular``,
+        ``metabolomics``): its format's, from the registry; a modality of unknown format (data built by hand) by its
+        name's default format, else ``tabular``."""
+        return preprocessing_kind(modality, self.formats.get(modality))
 
     def frame(self, modalities: Sequence[str] | None = None, *, with_clinical: bool = True) -> pd.DataFrame:
         """One wide frame (columns prefixed ``modality/``) for models that take a single table."""
@@ -66,7 +75,7 @@ class MultimodalData:
 
     def survival_y(self) -> np.ndarray:
         """scikit-survival structured outcome (event, time)."""
-        from sksurv.util import Surv
+        from sksurv.util import Surv  # lazy: scikit-survival is heavy, and the CLI's validate imports this package
 
         if self.time is None or self.event is None:
             raise ValueError(f"endpoint '{self.endpoint}' is not a survival endpoint")
@@ -127,5 +136,6 @@ def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None
 
     tables = {m: pd.read_parquet(store / f"{m}.parquet").reindex(patients) for m in wanted}
     present = pd.DataFrame({"clinical": True, **{m: tables[m].notna().any(axis=1) for m in wanted}}, index=patients)
+    formats = {m: ms.format for m in wanted if (ms := cohort.spec.modality(m)) is not None}
     return MultimodalData(patients=patients, clinical=clinical.loc[patients], modalities=tables, present=present,
-                          time=time, event=event, label=label, endpoint=ep_name, extra_labels=extra)
+                          time=time, event=event, label=label, endpoint=ep_name, extra_labels=extra, formats=formats)

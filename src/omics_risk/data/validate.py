@@ -9,11 +9,9 @@ problem; data files are opened in parallel threads because a real cohort has hun
 
 from __future__ import annotations
 
-import gzip
 import os
 import time
-import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +23,6 @@ from omics_risk.data import readers
 from omics_risk.data.contract import (
     CLINICAL_FILE,
     SAMPLES_FILE,
-    SHARED_FILE_FORMATS,
     SPEC_FILE,
     Cohort,
     CohortSpec,
@@ -35,8 +32,14 @@ from omics_risk.data.contract import (
     read_clinical,
     read_samples,
 )
+from omics_risk.data.file_checks import REFERENCE_CHECKS, FileCheck, check_of
+from omics_risk.data.file_checks import FileJob as _Job
+from omics_risk.data.file_checks import FileResult as _Result
+from omics_risk.data.formats import get_format
 from omics_risk.data.paths import Confinement, printable
 from omics_risk.data.readers import DataFileError, FileIssue
+from omics_risk.data.validation_report import COVERAGE_COLUMNS, ValidationReport
+from omics_risk.progress import progress_bar
 
 __all__ = ["ValidationReport", "validate_cohort"]
 
@@ -44,290 +47,10 @@ __all__ = ["ValidationReport", "validate_cohort"]
 PARALLEL_MIN_JOBS = 4
 #: At most this many "sample in the file but not in samples.csv" warnings per shared file; the rest are counted.
 MAX_ORPHAN_WARNINGS = 10
-COVERAGE_COLUMNS = ["modality", "timepoint", "patients", "percent"]
-
-
-# --------------------------------------------------------------------------------------------------- report
-
-
-@dataclass
-class ValidationReport:
-    """Everything ``validate`` found: problems (errors and warnings) and the modality-coverage summary."""
-
-    root: str
-    problems: list[Problem]
-    coverage: pd.DataFrame
-    n_patients: int
-    n_samples: int
-    n_files_opened: int = 0
-    seconds: float = 0.0
-    name: str | None = None
-
-    @property
-    def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
-
-    @property
-    def warnings(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "warning"]
-
-    @property
-    def ok(self) -> bool:
-        """True when the cohort has no errors (warnings do not block training or scoring)."""
-        return not self.errors
-
-    def _grouped(self, severity: str) -> list[Problem]:
-        """Problems of one severity grouped by file (in order of first appearance), then by line."""
-        probs = [p for p in self.problems if p.severity == severity]
-        order: dict[str, int] = {}
-        for p in probs:
-            order.setdefault(p.file, len(order))
-        return sorted(
-            probs, key=lambda p: (order[p.file], p.message.startswith("..."), p.line if p.line is not None else -1)
-        )
-
-    def to_text(self) -> str:
-        """The human-readable report: errors, warnings, the coverage table and a final count line."""
-        out = [
-            f"Cohort {self.name or '?'} at {self.root}: {self.n_patients} patient(s), {self.n_samples} sample(s), "
-            f"{self.n_files_opened} data file(s) opened in {self.seconds:.1f} s"
-        ]
-        for severity, title in (("error", "Errors"), ("warning", "Warnings")):
-            probs = self._grouped(severity)
-            if not probs:
-                continue
-            out += ["", f"{title} ({len(probs)}):"]
-            last_file = None
-            for p in probs:
-                if p.file != last_file and last_file is not None:
-                    out.append("")
-                last_file = p.file
-                out.append("  " + str(p).split(": ", 1)[1])
-        if len(self.coverage):
-            out += ["", f"Modality coverage (patients with at least one sample, of {self.n_patients}):"]
-            table = self.coverage.copy()
-            table["percent"] = table["percent"].map(lambda v: f"{v:.1f}%")
-            out += ["  " + line for line in table.to_string(index=False).splitlines()]
-        n_err, n_warn = len(self.errors), len(self.warnings)
-        out += ["", f"{n_err} error(s), {n_warn} warning(s)"]
-        return "\n".join(out)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (``omics-risk validate --json``)."""
-        return {
-            "root": self.root,
-            "name": self.name,
-            "ok": self.ok,
-            "n_patients": self.n_patients,
-            "n_samples": self.n_samples,
-            "n_files_opened": self.n_files_opened,
-            "n_errors": len(self.errors),
-            "n_warnings": len(self.warnings),
-            "problems": [
-                {"severity": p.severity, "file": p.file, "line": p.line, "column": p.column, "message": p.message}
-                for p in self.problems
-            ],
-            "coverage": [
-                {
-                    "modality": str(r.modality),
-                    "timepoint": str(r.timepoint),
-                    "patients": int(r.patients),
-                    "percent": round(float(r.percent), 2),
-                }
-                for r in self.coverage.itertuples(index=False)
-            ],
-        }
 
 
 # --------------------------------------------------------------------------------------------------- jobs
 
-
-@dataclass(frozen=True)
-class _Job:
-    """One data file (or a shared file with its companions) to open in a worker thread.
-
-    ``settings`` carries the cohort-level knowledge an opener needs (see :func:`_job_settings`): the image voxel
-    limit, the reference whose chromosomes fragment files are binned on.
-    """
-
-    kind: str
-    path: str
-    extra: tuple[str | None, ...] = ()
-    settings: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
-
-
-@dataclass
-class _Result:
-    issues: list[FileIssue] = field(default_factory=list)
-    warnings: list[FileIssue] = field(default_factory=list)
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _sample_lines(df: pd.DataFrame, col: str, line_of: Callable[[int], int | None]) -> dict[str, int | None]:
-    """First file line of each sample id in a shared table."""
-    sid = df[col].dropna().astype(str)
-    first = ~sid.duplicated(keep="first")
-    return {s: line_of(i) for i, s in zip(sid.index[first.to_numpy()], sid[first], strict=True)}
-
-
-def _csv_line(path: str) -> Callable[[int], int | None]:
-    parquet = readers.has_extension(path, (".parquet", ".pq"))
-    return (lambda i: None) if parquet else (lambda i: int(i) + 2)
-
-
-def _open_image(job: _Job) -> _Result:
-    """Image and mask, header first: size, voxel limit, spacing, orientation and the mask's grid are judged from the
-    headers; voxels are read (completeness, mask labels) only when all of that passes, so a corrupt header
-    declaring 1024^3 voxels costs milliseconds, not gigabytes."""
-    res = _Result()
-    mask_path = job.extra[0] if job.extra else None
-    limit = job.settings.get("max_image_voxels")
-    headers: dict[str, readers.ImageHeader] = {}
-    for role, path in (("image", job.path), ("mask", mask_path)):
-        if path is None:
-            continue
-        try:
-            header = readers.read_image_header(path, max_voxels=limit)
-        except DataFileError as exc:
-            res.issues += exc.issues
-            continue
-        why = readers.check_image_header(header, limit)
-        if why:
-            res.issues.append(FileIssue(path, "; ".join(why)))
-        else:
-            headers[role] = header
-    if res.issues:
-        return res
-    if "mask" in headers:
-        why = readers.check_mask_header(headers["image"], headers["mask"])
-        if why:
-            res.issues.append(_mask_issue(cast(str, mask_path), why))
-            return res
-    images: dict[str, Any] = {}
-    for role, header in headers.items():
-        try:
-            images[role] = readers.read_image_voxels(header)
-        except DataFileError as exc:
-            res.issues += exc.issues
-    if "mask" in images:
-        why = readers.check_mask_labels(images["mask"])
-        if why:
-            res.issues.append(_mask_issue(cast(str, mask_path), why))
-    return res
-
-
-def _mask_issue(mask_path: str, why: list[str]) -> FileIssue:
-    return FileIssue(mask_path, f"is not a usable mask for its image {{image}}: {'; '.join(why)}")
-
-
-def _chromosome_issue(job: _Job, present: Sequence[str]) -> FileIssue | None:
-    """A fragment file none of whose chromosome names the fragmentomics binning knows (``1`` against ``chr1``).
-
-    Caught here rather than by ``extract``, where every sample would fail one by one. A reference that cannot be
-    read is skipped: its own check reports it.
-    """
-    chroms = job.settings.get("chroms", readers.DEFAULT_BINNED_CHROMS)
-    if chroms is None:
-        return None
-    ref = job.settings.get("reference")  # (path, kind, how cohort.yaml names it) or None
-    reference = None
-    if ref is not None:
-        try:
-            reference = readers.reference_chromosomes(ref[0], ref[1])
-        except (DataFileError, OSError):
-            return None
-    why = readers.chromosome_naming_problem(
-        present,
-        reference,
-        chroms,
-        reference_label=ref[2] if ref is not None else "the reference",
-        settings_label=f"modalities.{job.settings.get('modality', '?')}.extract.chroms in cohort.yaml",
-    )
-    return FileIssue(job.path, why) if why else None
-
-
-def _open_fragments(job: _Job) -> _Result:
-    res = _Result()
-    frags = readers.read_fragments(job.path)
-    if not len(frags):
-        res.warnings.append(
-            FileIssue(
-                job.path, "holds no fragments (after the read filters); the sample's cfDNA features will be missing"
-            )
-        )
-    issue = _chromosome_issue(job, frags.chrom_names)  # a BAM's names are its header's, even without fragments
-    if issue is not None:
-        res.issues.append(issue)
-    return res
-
-
-def _open_bismark(job: _Job) -> _Result:
-    res = _Result()
-    notes: list[FileIssue] = []
-    cov = readers.read_bismark_cov(job.path, notes=notes)
-    res.warnings += notes
-    if not len(cov):
-        res.warnings.append(
-            FileIssue(job.path, "holds no CpG lines; the sample's methylation features will be missing")
-        )
-    return res
-
-
-def _open_variant_table(job: _Job) -> _Result:
-    df = readers.read_variant_table(job.path)
-    line_of = _csv_line(job.path)
-    per_sample: dict[str, tuple[int | None, str, dict[float, int | None]]] = {}
-    for i, sid, pid, day in zip(df.index, df["sample_id"], df["patient_id"], df["day"], strict=True):
-        entry = per_sample.setdefault(str(sid), (line_of(i), str(pid), {}))
-        entry[2].setdefault(float(day), line_of(i))
-    return _Result(info={"samples": {k: v[0] for k, v in per_sample.items()}, "variant_samples": per_sample})
-
-
-def _open_table(job: _Job) -> _Result:
-    df = readers.read_table(job.path).reset_index()
-    return _Result(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))})
-
-
-def _open_cn_segments(job: _Job) -> _Result:
-    df = readers.read_cn_segments(job.path)
-    return _Result(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))})
-
-
-def _open_metabolomics(job: _Job) -> _Result:
-    sheet_path, features_path = job.extra
-    data = readers.read_metabolomics(job.path, cast(str, sheet_path), features_path)
-    header_line = None if readers.has_extension(job.path, (".parquet", ".pq")) else 1
-    return _Result(
-        info={
-            "samples": dict.fromkeys(map(str, data.intensities.columns), header_line),
-            "sample_type": data.sheet["sample_type"].astype(str).to_dict(),
-        }
-    )
-
-
-def _open_fasta(job: _Job) -> _Result:
-    path = Path(job.path)
-    with open(path, "rb") as fh:
-        magic = fh.read(2)
-    opener = gzip.open if magic == b"\x1f\x8b" else open
-    try:
-        with opener(path, "rb") as fh:
-            head = fh.read(1)
-    except (OSError, EOFError, zlib.error) as exc:  # gzip raises zlib.error on corrupt deflate data
-        raise DataFileError(path, f"cannot be read ({exc}); use a plain or bgzip-compressed FASTA") from exc
-    if head != b">":
-        raise DataFileError(path, "is not a FASTA file: it does not start with '>'", 1)
-    return _Result()
-
-
-def _open_chrom_sizes(job: _Job) -> _Result:
-    readers.read_chrom_sizes(job.path)
-    return _Result()
-
-
-def _open_bed(job: _Job) -> _Result:
-    readers.read_bed(job.path)
-    return _Result()
 
 
 def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path, max_image_voxels: int) -> _Job:
@@ -337,7 +60,8 @@ def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path,
     extractor does: ``references: chrom_sizes``, else ``genome_fasta``, else the file's own chromosomes, selected
     by the modality's ``extract: chroms`` in cohort.yaml (default autosomes).
     """
-    if job.kind == "image":
+    fmt = get_format(job.kind)
+    if fmt is not None and fmt.needs_mask:
         return replace(job, settings={"max_image_voxels": max_image_voxels})
     if job.kind != "fragments":
         return job
@@ -359,24 +83,17 @@ def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path,
     return replace(job, settings={"chroms": chroms, "reference": reference, "modality": modality})
 
 
-_OPENERS: dict[str, Callable[[_Job], _Result]] = {
-    "image": _open_image,
-    "fragments": _open_fragments,
-    "bismark_cov": _open_bismark,
-    "variant_table": _open_variant_table,
-    "table": _open_table,
-    "cn_segments": _open_cn_segments,
-    "metabolomics_matrix": _open_metabolomics,
-    "genome_fasta": _open_fasta,
-    "chrom_sizes": _open_chrom_sizes,
-    "bed": _open_bed,
-}
+def _check_for(kind: str) -> FileCheck | None:
+    """The check of a job kind: a registered format's (:mod:`omics_risk.data.formats`), or a reference file's."""
+    fmt = get_format(kind)
+    return check_of(fmt) if fmt is not None else REFERENCE_CHECKS.get(kind)
 
 
 def _run_job(job: _Job) -> _Result:
     """Open one data file; never raises: every failure, expected or not, becomes an issue naming the file."""
     try:
-        return _OPENERS[job.kind](job)
+        check = _check_for(job.kind)
+        return check(job) if check is not None else _Result()
     except DataFileError as exc:
         return _Result(issues=list(exc.issues))
     except MemoryError:
@@ -392,8 +109,6 @@ def _run_jobs(jobs: Sequence[_Job], workers: int, progress: bool) -> list[_Resul
     (2 threads validate a 900-file cohort about as fast as 2 processes), and threads need no pickling and no
     ``if __name__ == "__main__"`` guard in the caller's script.
     """
-    from omics_risk.progress import progress_bar
-
     results: list[_Result | None] = [None] * len(jobs)
     with progress_bar(total=len(jobs), desc="opening data files", unit="file", disable=not progress,
                       leave=False) as bar:
@@ -504,7 +219,9 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
         if confinement.check(rel)[1] is not None:
             continue  # leaves the cohort: reported by the contract, and never opened
         path = root / rel
-        shared = ms.format in SHARED_FILE_FORMATS
+        fmt = get_format(ms.format)
+        shared = fmt is not None and fmt.shared_file
+        image = fmt is not None and fmt.needs_mask
         sample_row = (line, str(sid), str(pid), day)
         if os.path.isabs(rel) and not confinement.in_data_root(rel):
             chk.warning(
@@ -534,7 +251,7 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
             chk.error(SAMPLES_FILE, f"{rel} {why} (modality '{ms.name}')", line, "path")
             ok = False
         mask_abs: str | None = None
-        if ms.format == "image" and isinstance(mask_rel, str) and confinement.check(mask_rel)[1] is None:
+        if image and isinstance(mask_rel, str) and confinement.check(mask_rel)[1] is None:
             mask = root / mask_rel
             if not _exists(mask):
                 chk.error(
@@ -543,18 +260,18 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
                     line,
                     "mask_path",
                 )
-            elif why := readers.format_extension_problem(mask, "image"):
+            elif why := readers.format_extension_problem(mask, ms.format):
                 chk.error(SAMPLES_FILE, f"mask {mask_rel} {why}", line, "mask_path")
             else:
                 mask_abs = str(mask)
-        elif ms.format != "image" and isinstance(mask_rel, str):
+        elif not image and isinstance(mask_rel, str):
             chk.warning(
                 SAMPLES_FILE,
                 f"mask_path is only used by image modalities; it is ignored for '{ms.name}'",
                 line,
                 "mask_path",
             )
-        if ms.format == "image":
+        if image:
             extra: tuple[str | None, ...] | None = (mask_abs,)
         else:
             if ms.name not in companions:

@@ -38,6 +38,7 @@ import pandas as pd
 
 from omics_risk.atomic import atomic_path, atomic_write_text
 from omics_risk.data.contract import Cohort, load_cohort
+from omics_risk.data.formats import default_extract_config
 from omics_risk.features.base import (
     ExtractionResult,
     Extractor,
@@ -125,20 +126,12 @@ def _extractors_for(config: Mapping[str, Any], modality: str, fmt: str,
                     overrides: Mapping[str, Any] | None) -> list[Extractor]:
     """Extractors of one modality: a config entry named after the modality wins over the format's entry, and the
     cohort's own ``modalities: {name: {extract: {...}}}`` settings in cohort.yaml override both."""
-    from hydra.utils import instantiate
+    from hydra.utils import instantiate  # lazy: Hydra is heavy, and only extraction needs it
 
     specs = config.get(modality, config.get(fmt, []))
     if overrides is not None and not isinstance(overrides, Mapping):
         raise ValueError(f"cohort.yaml: modalities.{modality}.extract must map extractor settings to values")
     return [instantiate({**dict(spec), **dict(overrides or {})}) for spec in specs]
-
-
-def default_extract_config() -> dict[str, Any]:
-    """The default extractor set (kept in YAML so users can copy and edit it)."""
-    import yaml
-
-    path = Path(__file__).resolve().parent / "extract_defaults.yaml"
-    return yaml.safe_load(path.read_text())
 
 
 @dataclass
@@ -213,6 +206,7 @@ def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     fps = _Fingerprints(cache / "fingerprints.json")
+    # The default extractors of every format come from the format registry (omics_risk.data.formats).
     config = dict(config) if config is not None else default_extract_config()
     workers = workers or os.cpu_count() or 1
     wanted = list(modalities) if modalities else cohort.modalities

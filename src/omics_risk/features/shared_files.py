@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.readers import DataFileError, FileIssue, has_extension
+from omics_risk.data.readers.tables import _Table  # the reader's own row numbering, so lines map back exactly
 
 __all__ = ["SharedFile", "display_path", "each_shared_file", "file_failure", "join_reasons", "read_isolating"]
 
@@ -115,8 +116,6 @@ class SharedFile:
     def raw(self) -> pd.DataFrame | None:
         """The file as the reader sees it before typing (same rows, same numbering); None if it cannot be read."""
         if self._raw is None:
-            from omics_risk.data.readers import _Table  # the reader's own row numbering, so lines map back exactly
-
             try:
                 self._raw = _Table(self.path, self.what).df
             except (DataFileError, OSError):

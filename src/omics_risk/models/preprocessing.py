@@ -46,6 +46,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from omics_risk.data.formats import PREPROCESSING_KINDS
+from omics_risk.features.clinical import ClinicalEncoder
+from omics_risk.features.metabolomics import make_metabolomics_pipeline
 from omics_risk.features.screening import FrameSelector, UnivariateCoxSelector, WilcoxonSelector
 
 __all__ = [
@@ -58,7 +61,8 @@ __all__ = [
     "save_preprocessor",
 ]
 
-KINDS = ("tabular", "metabolomics", "clinical")
+#: The kinds a format declares in the modality registry (:mod:`omics_risk.data.formats`).
+KINDS = PREPROCESSING_KINDS
 
 #: Modules whose types a saved preprocessor may contain (see module docstring).
 TRUSTED_MODULE_PREFIXES = (
@@ -179,16 +183,12 @@ class ModalityPreprocessor(BaseEstimator):
                 ("scale", StandardScaler()),
             ]
         if self.kind == "metabolomics":
-            from omics_risk.features.metabolomics import make_metabolomics_pipeline
-
             return [
                 ("metabolomics", make_metabolomics_pipeline(**dict(self.metabolomics or {}))),
                 ("constant", VarianceThreshold(self.variance_threshold)),
                 ("impute", SimpleImputer(strategy="median")),
             ]
         if self.kind == "clinical":
-            from omics_risk.features.clinical import ClinicalEncoder
-
             types = dict(self.clinical_types) if self.clinical_types else infer_clinical_types(frame)
             return [
                 ("encode", ClinicalEncoder(types=types, min_frequency=self.clinical_min_frequency)),
@@ -298,7 +298,7 @@ class ModalityPreprocessor(BaseEstimator):
 # ---------------------------------------------------------------------------------------------- persistence
 def save_preprocessor(obj: ModalityPreprocessor, path: str | Path) -> Path:
     """Write a fitted preprocessor with ``skops.io.dump`` (no pickle)."""
-    import skops.io as sio
+    import skops.io as sio  # lazy: skops is needed only to save or load, not to fit
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -308,7 +308,7 @@ def save_preprocessor(obj: ModalityPreprocessor, path: str | Path) -> Path:
 
 def load_preprocessor(path: str | Path) -> ModalityPreprocessor:
     """Load a preprocessor saved by :func:`save_preprocessor`, trusting only :data:`TRUSTED_MODULE_PREFIXES`."""
-    import skops.io as sio
+    import skops.io as sio  # lazy: skops is needed only to save or load, not to fit
 
     path = Path(path)
     if not path.is_file():
