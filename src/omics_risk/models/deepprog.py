@@ -228,7 +228,7 @@ class DeepProgStyle(BaselineModel):
         return np.where(np.isfinite(p), p, 1.0)
 
     def _fit_omic(self, data: MultimodalData, m: str, out: Any, rows: np.ndarray, dev: torch.device) -> _Omic:
-        kind = preprocessing_kind(m, dict(self.preprocessing or {}).get(m, "auto"))
+        kind = preprocessing_kind(data, m, dict(self.preprocessing or {}).get(m, "auto"))
         types = resolve_clinical_types(data, self.clinical_types) if kind == "clinical" else None
         X = modality_frame(data, m).iloc[np.flatnonzero(rows)]
         pipe = make_tabular_pipeline(kind, task=out.task, clinical_types=types, max_missing=self.max_missing).fit(X)

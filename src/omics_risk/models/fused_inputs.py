@@ -79,8 +79,8 @@ class FusedInputs:
             present = frame.notna().any(axis=1).to_numpy()
         return frame, present & frame.notna().any(axis=1).to_numpy()
 
-    def _preprocessor_settings(self, modality: str) -> dict[str, Any]:
-        kind = "clinical" if modality == "clinical" else "metabolomics" if modality == "metabolomics" else "tabular"
+    def _preprocessor_settings(self, data: MultimodalData, modality: str) -> dict[str, Any]:
+        kind = data.preprocessing_kind(modality)  # the modality registry's kind for its format
         settings: dict[str, Any] = {"kind": kind, "k": self.k}
         if kind == "clinical":
             settings["k"] = None

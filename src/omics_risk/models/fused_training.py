@@ -209,7 +209,7 @@ class FusedTraining:
                 kept.append(m)
                 continue
             frame, present = self._table(data, m)
-            pp = ModalityPreprocessor(**self._preprocessor_settings(m))
+            pp = ModalityPreprocessor(**self._preprocessor_settings(data, m))
             y_tr = None if screen_y is None else screen_y[tr]
             try:
                 pp.fit(frame.iloc[tr], y_tr, present[tr])

@@ -69,7 +69,7 @@ class ModalityModel(BaselineModel):
         return out, rows
 
     def _pipeline_factory(self, data: MultimodalData, task: str, max_features: int | None, scale: bool):
-        kind = preprocessing_kind(self.modality, self.preprocessing)
+        kind = preprocessing_kind(data, self.modality, self.preprocessing)
         types = resolve_clinical_types(data, self.clinical_types) if kind == "clinical" else None
 
         def make():

@@ -193,16 +193,15 @@ def fill_absent(scores: np.ndarray, present: np.ndarray, fallback: float) -> np.
     return out
 
 
-def preprocessing_kind(modality: str, kind: str = "auto") -> str:
-    """``auto``: clinical for the clinical table, the metabolomics chain for ``metabolomics*`` tables (raw
-    drift-corrected intensities), standard otherwise."""
+def preprocessing_kind(data: MultimodalData, modality: str, kind: str = "auto") -> str:
+    """``auto``: the modality's fold-fitted kind from the modality registry (its format's, see
+    :meth:`MultimodalData.preprocessing_kind`), with the registry's ``tabular`` called ``standard`` here."""
     if kind != "auto":
         if kind not in ("clinical", "standard", "metabolomics"):
             raise ValueError(f"preprocessing must be auto, clinical, standard or metabolomics, got {kind!r}")
         return kind
-    if modality == CLINICAL:
-        return "clinical"
-    return "metabolomics" if modality.startswith("metabolomics") else "standard"
+    found = data.preprocessing_kind(modality)
+    return "standard" if found == "tabular" else found
 
 
 def _as_float_array(X: Any) -> np.ndarray:
