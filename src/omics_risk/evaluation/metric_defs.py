@@ -49,6 +49,7 @@ __all__ = [
     "find_metric",
     "headline_metrics",
     "metric_names",
+    "rank_invalid_patterns",
     "register",
     "registered",
     "slow_metric_patterns",
@@ -293,6 +294,12 @@ def headline_metrics() -> list[str]:
 def slow_metric_patterns() -> tuple[str, ...]:
     """``exclude`` patterns of the quick setting: the metrics marked slow (lifelines Cox fits per resample)."""
     return tuple(m.glob() for m in METRICS if m.slow)
+
+
+def rank_invalid_patterns(*, groups: bool = False) -> tuple[str, ...]:
+    """``exclude`` patterns of metrics that mean nothing on percentile ranks (they need log hazards), and with
+    ``groups`` also those that need risk groups (a comparison has none)."""
+    return tuple(m.glob() for m in METRICS if m.needs_log_hazard or (groups and m.needs_groups))
 
 
 def find_metric(key: str) -> tuple[MetricDef, dict[str, str]] | None:
