@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from omics_risk.evaluation.bootstrap import Estimate
 from omics_risk.evaluation.horizons import _check_grid, _hkey, _surv_at, horizon_label
 from omics_risk.evaluation.response_metrics import balanced_accuracy, response_auc, response_brier
 from omics_risk.evaluation.riskgroups import hazard_ratios, logrank_p
@@ -41,14 +42,18 @@ from omics_risk.evaluation.survival_metrics import (
 
 __all__ = [
     "METRICS",
+    "PIPELINE_SUMMARY",
     "PRIMARY",
+    "SUMMARY_ONLY",
     "MetricDef",
     "ResponseInputs",
     "SurvivalInputs",
+    "cindex_summary",
     "describe_metric",
     "find_metric",
     "headline_metrics",
     "metric_names",
+    "model_run_metrics",
     "rank_invalid_patterns",
     "register",
     "registered",
@@ -347,6 +352,36 @@ def response_jobs(inputs: ResponseInputs) -> Jobs:
         if m.kind == "response":
             jobs.update(m.jobs(inputs))
     return jobs
+
+
+# ------------------------------------------------------------------------------------------------ train()'s summary
+#: The keys of ``train()``'s own C-index summary (``<model>/<key>`` in summary.json and summary.csv, a stable
+#: interface) and what each is in terms of :data:`METRICS`.
+PIPELINE_SUMMARY: dict[str, str] = {
+    "cindex": "harrell_c of each test fold, mean over the folds (the sweep objective, optimized_metric)",
+    "cindex_sd": "harrell_c of each test fold, standard deviation over the folds",
+    "cindex_pooled": "harrell_c of the pooled out-of-fold risks (ranked within folds); MLflow: eval/<model>/harrell_c",
+    "cindex_ci_low": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples)",
+    "cindex_ci_high": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples)",
+}
+#: Summary keys that repeat a run-report metric under another name: kept in summary.json, but logged to MLflow
+#: once, as the run report's ``eval/<model>/harrell_c`` (+ CI), whenever the run report is on.
+SUMMARY_ONLY: tuple[str, ...] = ("cindex_pooled", "cindex_ci_low", "cindex_ci_high")
+
+
+def cindex_summary(model: str, fold_c: Sequence[float], pooled: Estimate) -> dict[str, float]:
+    """``train()``'s C-index summary of one model: per-fold Harrell's C (mean, SD) and the pooled out-of-fold C with
+    its bootstrap CI, under the :data:`PIPELINE_SUMMARY` keys."""
+    return {f"{model}/cindex": float(np.nanmean(fold_c)), f"{model}/cindex_sd": float(np.nanstd(fold_c)),
+            f"{model}/cindex_pooled": pooled.value, f"{model}/cindex_ci_low": pooled.low,
+            f"{model}/cindex_ci_high": pooled.high}
+
+
+def model_run_metrics(summary: Mapping[str, float], *, report: bool) -> dict[str, float]:
+    """A model's summary (``<model>/<key>``) as the metrics of its MLflow model run (``<key>``), without the
+    :data:`SUMMARY_ONLY` duplicates when the run report logs that metric (``report``)."""
+    out = {k.split("/", 1)[1]: v for k, v in summary.items()}
+    return {k: v for k, v in out.items() if not (report and k in SUMMARY_ONLY)}
 
 
 def _check(defs: Sequence[MetricDef]) -> Mapping[str, MetricDef]:
