@@ -25,20 +25,11 @@ from typing import Literal
 
 import numpy as np
 
+from omics_risk.evaluation import survival_metrics as sm
 from omics_risk.evaluation.bootstrap import Estimate
 from omics_risk.evaluation.horizons import _check_grid, _hkey, _surv_at, horizon_label
 from omics_risk.evaluation.response_metrics import balanced_accuracy, response_auc, response_brier
 from omics_risk.evaluation.riskgroups import hazard_ratios, logrank_p
-from omics_risk.evaluation.survival_metrics import (
-    brier_at,
-    calibration_in_the_large,
-    calibration_slope,
-    d_calibration,
-    harrell_c,
-    integrated_brier,
-    time_dependent_auc,
-    uno_c,
-)
 
 __all__ = [
     "METRICS",
@@ -140,56 +131,56 @@ def _risk(x: SurvivalInputs) -> tuple[np.ndarray, ...]:
 
 
 def _harrell(x: SurvivalInputs) -> Jobs:
-    return {"harrell_c": (harrell_c, _risk(x))}
+    return {"harrell_c": (sm.harrell_c, _risk(x))}
 
 
 def _uno(x: SurvivalInputs) -> Jobs:
-    return {"uno_c": (partial(uno_c, tau=x.tau, **x.train), _risk(x))} if x.has_train else {}
+    return {"uno_c": (partial(sm.uno_c, tau=x.tau, **x.train), _risk(x))} if x.has_train else {}
 
 
 def _auc_at(x: SurvivalInputs) -> Jobs:
     if not x.has_train or x.horizons is None:
         return {}
-    return {f"auc_{_hkey(h)}d": (partial(lambda *a, h: time_dependent_auc(*a, [h], **x.train)[0][0], h=h), _risk(x))
+    return {f"auc_{_hkey(h)}d": (partial(lambda *a, h: sm.time_dependent_auc(*a, [h], **x.train)[0][0], h=h), _risk(x))
             for h in x.horizons}
 
 
 def _mean_auc(x: SurvivalInputs) -> Jobs:
     if not x.has_train or x.horizons is None:
         return {}
-    return {"mean_auc": (lambda *a: time_dependent_auc(*a, x.horizons, **x.train)[1], _risk(x))}
+    return {"mean_auc": (lambda *a: sm.time_dependent_auc(*a, x.horizons, **x.train)[1], _risk(x))}
 
 
 def _ibs(x: SurvivalInputs) -> Jobs:
     if not x.has_train or x.surv is None or len(x.times) < 2:
         return {}
     _check_grid(x.times, x.time, x.event, x.train_time, x.train_event)
-    return {"ibs": (partial(integrated_brier, times=x.times, **x.train), (x.time, x.event, x.surv))}
+    return {"ibs": (partial(sm.integrated_brier, times=x.times, **x.train), (x.time, x.event, x.surv))}
 
 
 def _brier(x: SurvivalInputs) -> Jobs:
     if not x.has_train or x.surv is None or x.horizons is None:
         return {}
-    return {f"brier_{_hkey(h)}d": (partial(lambda t, e, s, h: brier_at(t, e, s, [h], **x.train)[0], h=h),
+    return {f"brier_{_hkey(h)}d": (partial(lambda t, e, s, h: sm.brier_at(t, e, s, [h], **x.train)[0], h=h),
                                    (x.time, x.event, _surv_at(x.surv, x.times, h))) for h in x.horizons}
 
 
 def _citl(x: SurvivalInputs) -> Jobs:
     if x.surv is None or x.horizons is None:
         return {}
-    return {f"calibration_in_the_large_{_hkey(h)}d": (partial(calibration_in_the_large, horizon=h),
+    return {f"calibration_in_the_large_{_hkey(h)}d": (partial(sm.calibration_in_the_large, horizon=h),
                                                       (x.time, x.event, _surv_at(x.surv, x.times, h)))
             for h in x.horizons}
 
 
 def _slope(x: SurvivalInputs) -> Jobs:
-    return {"calibration_slope": (calibration_slope, _risk(x))}
+    return {"calibration_slope": (sm.calibration_slope, _risk(x))}
 
 
 def _dcal(x: SurvivalInputs) -> Jobs:
     if x.surv_at_own_time is None:
         return {}
-    return {"d_calibration_p": (lambda t, e, s: d_calibration(t, e, s)["p_value"],
+    return {"d_calibration_p": (lambda t, e, s: sm.d_calibration(t, e, s)["p_value"],
                                 (x.time, x.event, np.asarray(x.surv_at_own_time, float)))}
 
 
