@@ -113,8 +113,8 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
                       groups=None, n_boot: int = 1000, seed: int = 0, tau: float | None = None,
                       surv_at_own_time: np.ndarray | None = None, alpha: float = 0.05, n_jobs: int = 1,
                       progress: bool = False, exclude: Sequence[str] = ()) -> dict[str, Estimate]:
-    """Every survival metric the inputs allow, each with a percentile bootstrap CI over patients (same resamples for
-    every metric; training data fixed).
+    """Every survival metric of ``metric_defs.METRICS`` the inputs allow, each with a percentile bootstrap CI over
+    patients (same resamples for every metric; training data fixed).
 
     Keys: ``harrell_c`` and ``calibration_slope`` always; with ``train_time``/``train_event``: ``uno_c`` (at ``tau``,
     default :func:`default_tau`), and with ``horizons``: ``auc_<h>d`` per horizon and ``mean_auc``; with ``surv``

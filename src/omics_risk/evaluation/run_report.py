@@ -8,9 +8,11 @@ model and of the reference, time-dependent AUC, the model-comparison forest plot
 are given, and one self-contained ``report.html``. :func:`register_model_card` writes the Markdown model card of a
 registered model version, logs it to the version's run and sets the version's description.
 
-The helpers here (:func:`metrics_long`, :func:`metrics_wide`, :func:`format_metrics`, :func:`usable_horizons`,
-:func:`td_auc_curve`, :func:`fixed_risk_groups`, :func:`within_fold_ranks`) are shared with
-:mod:`omics_risk.workflows.external` and :mod:`omics_risk.evaluation.compare`.
+The shared helpers live in one-job modules and are re-exported here: metric tables in
+:mod:`~omics_risk.evaluation.tables`, horizons/ranks/risk groups in :mod:`~omics_risk.evaluation.pooling`, MLflow
+logging in :mod:`~omics_risk.evaluation.mlflow_log`, the registered model's card in
+:mod:`~omics_risk.evaluation.card_registry`. Which metrics are computed and under which names comes from
+:mod:`~omics_risk.evaluation.metric_defs`.
 
 Out-of-fold risks of different folds come from different fitted models, so their scales differ (a Cox log hazard
 is only defined up to a constant per fit). As in ``train()``, risks are made comparable by their percentile rank
