@@ -19,10 +19,10 @@ from sksurv.metrics import (
 )
 from sksurv.util import Surv
 
+from omics_risk.evaluation.bootstrap import _indices
 from omics_risk.evaluation.metrics import (
     Estimate,
     HorizonError,
-    _indices,
     balanced_accuracy,
     bootstrap_metric,
     brier_at,

@@ -46,13 +46,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.tracking import MlflowClient
 
+from omics_risk.evaluation.metric_defs import PRIMARY, headline_metrics, rank_invalid_patterns
 from omics_risk.evaluation.metrics import EvaluationError, evaluate_survival, paired_bootstrap_difference
+from omics_risk.evaluation.mlflow_log import log_outputs
 from omics_risk.evaluation.plots import plot_model_comparison, save_figure
-from omics_risk.evaluation.run_report import log_outputs, usable_horizons, within_fold_ranks
+from omics_risk.evaluation.pooling import usable_horizons, within_fold_ranks
+from omics_risk.evaluation.report import write_html_report
 from omics_risk.progress import mlflow_bars_off
+from omics_risk.tracking import mlflow_utils as mu
 
 if TYPE_CHECKING:
     from omics_risk.privacy import Pseudonymiser
@@ -76,7 +82,6 @@ __all__ = [
 OOF_ARTIFACT = "oof_risk.parquet"
 #: Level tag (``omics_risk.level``) of comparison runs.
 COMPARISON_LEVEL = "comparison"
-_EXCLUDE = ("calibration_slope", "hr_*", "logrank_p")  # ranks are not log hazards; no groups in a comparison
 
 
 # ------------------------------------------------------------------------------------------------ the artifact
@@ -107,16 +112,12 @@ def log_oof_risks(table: pd.DataFrame, *, pseudonyms: Pseudonymiser | None = Non
     """Log ``table`` (:func:`oof_table`, with the cohort's ids) as :data:`OOF_ARTIFACT` of ``run_id`` or the active
     run, its ``patient_id`` replaced by the project's keyed pseudonyms (``pseudonyms``; default: the key of the
     current tracking store, :meth:`~omics_risk.privacy.Pseudonymiser.for_store`). Returns the logged table."""
-    import mlflow
-
-    from omics_risk.tracking.mlflow_utils import log_patient_table
-
     if run_id is None and mlflow.active_run() is None:
         raise RuntimeError("log_oof_risks needs an active MLflow run (the model run) or run_id=")
     need = {"patient_id", "repeat", "fold", "time", "event", "risk"}
     if need - set(table.columns):
         raise ValueError(f"the out-of-fold table lacks columns {sorted(need - set(table.columns))}")
-    return log_patient_table(table, OOF_ARTIFACT, pseudonyms=pseudonyms, run_id=run_id)
+    return mu.log_patient_table(table, OOF_ARTIFACT, pseudonyms=pseudonyms, run_id=run_id)
 
 
 # ------------------------------------------------------------------------------------------------ finding runs
@@ -251,8 +252,9 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 est = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
-                                        train_event=event, n_boot=n_boot, seed=seed, alpha=alpha, exclude=_EXCLUDE,
-                                        n_jobs=n_jobs, progress=progress)
+                                        train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
+                                        exclude=rank_invalid_patterns(groups=True), n_jobs=n_jobs,
+                                        progress=progress)  # ranks are not log hazards; no groups here
             row.update(source=OOF_ARTIFACT, n=len(s), events=int(event.sum()))
             for k, e in est.items():
                 row.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
@@ -374,12 +376,6 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         repeat: which CV repeat's out-of-fold predictions to use (``train()`` pools repeat 0).
         n_jobs: processes for the bootstrap of each model's metrics (one metric per process).
     """
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    from omics_risk.evaluation.report import write_html_report
-    from omics_risk.tracking import mlflow_utils as mu
-
     out = Path(output_dir)
     (out / "plots").mkdir(parents=True, exist_ok=True)
     uri = mu.tracking_uri(tracking_uri, Path.cwd())
@@ -402,7 +398,7 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
     table.to_csv(paths["comparison"], index=False)
     shown.to_csv(paths["comparison_table"], index=False)
     forest = table.assign(model=table["label"])
-    fig = plot_model_comparison(forest, reference=ref_label, metric="harrell_c",
+    fig = plot_model_comparison(forest, reference=ref_label, metric=PRIMARY,
                                 title=f"C-index vs {reference} ({experiment})")
     paths["plot"] = save_figure(fig, out / "plots" / "comparison.png")
     result = CompareResult(experiment=experiment, reference=reference, table=table, notes=notes, output_dir=out,
@@ -416,8 +412,8 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         flat: dict[str, float] = {}
         for row in table.itertuples():
             key = _metric_key(row.model, row.job_run_id, several)
-            for col in ("harrell_c", "harrell_c_ci_low", "harrell_c_ci_high", "delta_c", "delta_c_ci_low",
-                        "delta_c_ci_high", "p_value", "uno_c", "mean_auc"):
+            for col in (PRIMARY, f"{PRIMARY}_ci_low", f"{PRIMARY}_ci_high", "delta_c", "delta_c_ci_low",
+                        "delta_c_ci_high", "p_value", *[m for m in headline_metrics() if m != PRIMARY]):
                 if col in table.columns:
                     name = col.replace("delta_c", f"delta_c_vs_{reference}").replace("p_value", f"p_vs_{reference}")
                     flat[f"compare/{key}/{name}"] = float(getattr(row, col))

@@ -13,12 +13,14 @@ import platform
 import re
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from omics_risk.evaluation.metrics import Estimate
+from omics_risk.evaluation.bootstrap import Estimate
 
 __all__ = ["DEFAULT_ETHICS", "DEFAULT_OUT_OF_SCOPE", "REQUIRED_SECTIONS", "model_card", "write_model_card"]
 
@@ -76,8 +78,6 @@ def _mdblock(value: Any) -> str:
 
 
 def _environment():
-    from jinja2 import Environment, PackageLoader, StrictUndefined
-
     env = Environment(loader=PackageLoader("omics_risk.evaluation", "templates"), autoescape=False,
                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
     env.filters["md"] = _md
@@ -86,8 +86,6 @@ def _environment():
 
 
 def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
     out = {"python": platform.python_version()}
     for pkg in _VERSION_PACKAGES:
         try:

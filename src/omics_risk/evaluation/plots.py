@@ -12,23 +12,38 @@ Colours are the Okabe-Ito colour-blind-safe palette.
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from lifelines import CoxPHFitter, KaplanMeierFitter
+from lifelines.plotting import add_at_risk_counts
+from lifelines.statistics import multivariate_logrank_test
 from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
+
+from omics_risk.evaluation.horizons import DAYS_PER_MONTH, DAYS_PER_YEAR, horizon_label
+from omics_risk.evaluation.plot_bars import plot_contribution, plot_model_comparison, plot_top_features
+from omics_risk.evaluation.plot_style import (
+    _ENDPOINT_LABELS,
+    _GREY,
+    _RISK_COLOURS,
+    _UNIT_DAYS,
+    PALETTE,
+    STYLE,
+    _figure,
+    _p_text,
+    _style,
+    _time_ticks,
+    figure_png,
+    save_figure,
+)
 
 __all__ = [
     "DAYS_PER_MONTH",
     "DAYS_PER_YEAR",
+    "PALETTE",
+    "STYLE",
     "figure_png",
     "horizon_label",
     "plot_calibration",
@@ -39,97 +54,6 @@ __all__ = [
     "plot_top_features",
     "save_figure",
 ]
-
-DAYS_PER_MONTH = 30.4375
-DAYS_PER_YEAR = 365.25
-_UNIT_DAYS = {"days": 1.0, "months": DAYS_PER_MONTH, "years": DAYS_PER_YEAR}
-
-#: Okabe-Ito palette (colour-blind safe); risk groups low / intermediate / high get blue / orange / vermillion.
-PALETTE = ["#0072B2", "#E69F00", "#D55E00", "#009E73", "#CC79A7", "#56B4E9", "#F0E442", "#000000"]
-_RISK_COLOURS = {"low": PALETTE[0], "intermediate": PALETTE[1], "high": PALETTE[2]}
-_GREY = "#6b6b6b"
-_ENDPOINT_LABELS = {
-    "rfs": "Recurrence-free probability",
-    "dfs": "Disease-free probability",
-    "efs": "Event-free probability",
-    "pfs": "Progression-free probability",
-    "pfi": "Progression-free probability",
-    "os": "Overall survival probability",
-    "dss": "Disease-specific survival probability",
-}
-
-STYLE: dict[str, Any] = {
-    "axes.axisbelow": True,
-    "font.family": "DejaVu Sans",
-    "font.size": 9,
-    "axes.titlesize": 10,
-    "axes.titleweight": "bold",
-    "axes.labelsize": 9,
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.linewidth": 0.8,
-    "xtick.labelsize": 8,
-    "ytick.labelsize": 8,
-    "legend.fontsize": 8,
-    "legend.frameon": False,
-    "lines.linewidth": 1.6,
-    "savefig.dpi": 150,
-    "figure.dpi": 100,
-}
-
-
-# ------------------------------------------------------------------------------------------------ helpers
-@contextmanager
-def _style():
-    with matplotlib.rc_context(STYLE):
-        yield
-
-
-def _figure(width: float, height: float) -> Figure:
-    fig = Figure(figsize=(width, height))
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def figure_png(fig: Figure, *, dpi: int = 150) -> bytes:
-    """The PNG bytes of ``fig`` (tight bounding box), e.g. to embed in HTML or log to MLflow."""
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight", facecolor="white")
-    return buf.getvalue()
-
-
-def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
-    """Write ``fig`` as a PNG (parent directories created) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(figure_png(fig, dpi=dpi))
-    return path
-
-
-def horizon_label(days: float) -> str:
-    """A horizon in words: whole years as ``2 years``, otherwise months (``18 months``)."""
-    years = days / DAYS_PER_YEAR
-    if abs(years - round(years)) < 0.02 and round(years) >= 1:
-        n = round(years)
-        return f"{n} year" + ("s" if n != 1 else "")
-    months = days / DAYS_PER_MONTH
-    return f"{months:.0f} months" if abs(months - round(months)) < 0.05 else f"{days:.0f} days"
-
-
-def _p_text(p: float) -> str:
-    if not np.isfinite(p):
-        return "p = n/a"
-    if p < 0.001:
-        return "p < 0.001"
-    return f"p = {p:.3f}" if p < 0.1 else f"p = {p:.2f}"
-
-
-def _time_ticks(max_time: float, unit: str) -> np.ndarray:
-    """Round tick steps (3/6/12/24 months, 1/2/5 years) from 0, about 4-8 ticks, none beyond ``max_time``."""
-    steps = {"months": [1, 3, 6, 12, 24, 36, 60], "years": [0.5, 1, 2, 5, 10], "days": [30, 90, 180, 365, 730]}[unit]
-    step = next((s for s in steps if max_time / s <= 7), steps[-1])
-    return np.arange(0, max_time * (1 + 1e-9), step)
-
 
 def _risk_rank(label: str) -> float | None:
     """Position of a RiskGroups label (low < intermediate < intermediate_1 < ... < high); None otherwise."""
@@ -160,8 +84,6 @@ def _group_colours(order: Sequence[str]) -> dict[str, str]:
 
 def _hazard_ratios(t: np.ndarray, e: np.ndarray, g: np.ndarray, order: list[str]) -> dict[str, tuple[float, ...]]:
     """HR (95% CI) of each group against ``order[0]`` from one lifelines Cox model on group indicators."""
-    from lifelines import CoxPHFitter
-
     if len(order) < 2 or e.sum() == 0:
         return {}
     X = pd.DataFrame({f"g{i}": (g == lvl).astype(float) for i, lvl in enumerate(order[1:], start=1)})
@@ -194,10 +116,6 @@ def plot_km_by_group(time: np.ndarray, event: np.ndarray, groups: np.ndarray, *,
     (default: the last observed time). The y label follows ``endpoint`` (rfs, pfs, os, ...) unless ``ylabel``
     is given.
     """
-    from lifelines import KaplanMeierFitter
-    from lifelines.plotting import add_at_risk_counts
-    from lifelines.statistics import multivariate_logrank_test
-
     if time_unit not in _UNIT_DAYS:
         raise ValueError(f"time_unit must be one of {list(_UNIT_DAYS)}, got {time_unit!r}")
     t = np.asarray(time, dtype=np.float64)
@@ -372,200 +290,3 @@ def plot_td_auc(horizons_days: Sequence[float], auc: Sequence[float], low: Seque
     return fig
 
 
-# ---------------------------------------------------------------------------------- modality contribution
-def _hbar_height(n: int) -> float:
-    return 0.9 + 0.28 * max(n, 2)
-
-
-def plot_contribution(frame: pd.DataFrame, *, title: str | None = None,
-                      xlabel: str = "Drop in C-index when the modality is hidden (95% bootstrap CI)") -> Figure:
-    """Per-modality contribution: horizontal bars of the C-index drop with 95% CIs (columns ``modality``,
-    ``delta_cindex``, ``low``, ``high``; optional ``n_present`` is shown with the name). Bars right of 0: the
-    model is worse without the modality; coloured bars have a CI excluding 0 (vermillion: helps, blue: hurts)."""
-    need = {"modality", "delta_cindex", "low", "high"}
-    if need - set(frame.columns):
-        raise ValueError(f"contribution frame lacks columns {sorted(need - set(frame.columns))} "
-                         f"(has {list(frame.columns)})")
-    f = frame.sort_values("delta_cindex").reset_index(drop=True)
-    names = [f"{m} (n={int(n)})" for m, n in zip(f["modality"], f["n_present"], strict=True)] \
-        if "n_present" in f else [str(m) for m in f["modality"]]
-    v, lo, hi = (f[c].to_numpy(dtype=float) for c in ("delta_cindex", "low", "high"))
-    xerr = np.where(np.isfinite([v - lo, hi - v]), np.clip([v - lo, hi - v], 0, None), 0.0)
-    with _style():
-        fig = _figure(5.6, _hbar_height(len(f)))
-        ax = fig.add_subplot()
-        y = np.arange(len(f))
-        colours = [PALETTE[2] if lo_ > 0 else (PALETTE[0] if hi_ < 0 else "#9e9e9e") for lo_, hi_ in zip(lo, hi,
-                                                                                                        strict=True)]
-        ax.barh(y, v, color=colours, height=0.6, alpha=0.85)
-        ax.errorbar(v, y, xerr=xerr, fmt="none", ecolor="#333333", elinewidth=0.9, capsize=2.5)
-        ax.axvline(0, color="#333333", lw=0.8)
-        ax.set_yticks(y)
-        ax.set_yticklabels(names)
-        lim = np.nanmax(np.abs(np.concatenate([lo, hi, v]))) if len(f) else 0.05
-        lim = max(float(lim) * 1.35, 0.02)
-        ax.set_xlim(min(-0.02, float(np.nanmin(lo)) * 1.35 if len(f) else 0), lim)
-        for yi, vi, hi_ in zip(y, v, hi, strict=True):
-            ax.text(max(vi, hi_ if np.isfinite(hi_) else vi) + lim * 0.02, yi, f"{vi:+.3f}", va="center", fontsize=7)
-        ax.set_xlabel(xlabel)
-        ax.grid(axis="x", color="#eeeeee", lw=0.6)
-        ax.spines["left"].set_visible(False)
-        ax.tick_params(axis="y", length=0)
-        if title:
-            ax.set_title(title, loc="left")
-        fig.tight_layout()
-    return fig
-
-
-def _short(name: str, width: int = 46) -> str:
-    """Long feature names keep their ``modality/`` prefix and their (most specific) end."""
-    if len(name) <= width:
-        return name
-    head = name.split("/", 1)[0] + "/" if "/" in name[:20] else ""
-    return head + "…" + name[-(width - len(head) - 1):]
-
-
-def plot_top_features(series_or_frame: pd.Series | pd.DataFrame, n: int = 20, *, title: str | None = None,
-                      xlabel: str | None = None) -> Figure:
-    """The ``n`` largest feature importances (by absolute value), largest on top.
-
-    A Series (feature -> importance, e.g. coefficients) or a frame from :func:`~omics_risk.evaluation.
-    contribution.top_features` (``feature``, ``importance`` and optionally ``std`` for error bars, ``modality``
-    for colour). Signed values (coefficients) are coloured by sign.
-    """
-    if isinstance(series_or_frame, pd.Series):
-        f = pd.DataFrame({"feature": series_or_frame.index.astype(str), "importance": series_or_frame.to_numpy(float)})
-    else:
-        f = series_or_frame.copy()
-        if "feature" not in f:
-            f = f.reset_index().rename(columns={f.index.name or "index": "feature"})
-        if "importance" not in f:
-            raise ValueError(f"top-features frame needs an 'importance' column (has {list(f.columns)})")
-    f = f[np.isfinite(f["importance"].to_numpy(float))]
-    f = f.reindex(f["importance"].abs().sort_values(ascending=False).index).head(n).iloc[::-1].reset_index(drop=True)
-    vals = f["importance"].to_numpy(float)
-    signed = bool((vals < 0).any() and (vals > 0).any()) and "std" not in f
-    if "modality" in f and not signed:
-        mods = list(dict.fromkeys(f["modality"].astype(str)[::-1]))  # legend order = top-down order of first bar
-        cmap = {m: PALETTE[i % len(PALETTE)] for i, m in enumerate(mods)}
-        colours = [cmap[m] for m in f["modality"].astype(str)]
-    elif signed:
-        colours = [PALETTE[2] if v > 0 else PALETTE[0] for v in vals]
-    else:
-        colours = [PALETTE[0]] * len(f)
-    with _style():
-        fig = _figure(7.4, _hbar_height(len(f)))
-        ax = fig.add_subplot()
-        y = np.arange(len(f))
-        ax.barh(y, vals, color=colours, height=0.65, alpha=0.9)
-        if "std" in f:
-            ax.errorbar(vals, y, xerr=np.nan_to_num(f["std"].to_numpy(float)), fmt="none", ecolor="#333333",
-                        elinewidth=0.8, capsize=2)
-        ax.axvline(0, color="#333333", lw=0.8)
-        ax.set_yticks(y)
-        ax.set_yticklabels([_short(str(s)) for s in f["feature"]], fontsize=7.5)
-        ax.tick_params(axis="y", length=0)
-        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))  # small importances have long tick labels: keep them apart
-        ax.spines["left"].set_visible(False)
-        ax.grid(axis="x", color="#eeeeee", lw=0.6)
-        if xlabel is None:
-            xlabel = ("Coefficient (standardised)" if signed else
-                      "Drop in C-index when permuted" + (" (mean ± SD over repeats)" if "std" in f else ""))
-        ax.set_xlabel(xlabel)
-        if "modality" in f and not signed:
-            from matplotlib.patches import Patch
-
-            ax.legend(handles=[Patch(color=c, label=m) for m, c in cmap.items()], loc="upper left",
-                      bbox_to_anchor=(1.01, 1.0), borderaxespad=0, title="Modality", title_fontsize=8,
-                      alignment="left")
-        elif signed:
-            from matplotlib.patches import Patch
-
-            signs = [Patch(color=PALETTE[2], label="higher risk"), Patch(color=PALETTE[0], label="lower risk")]
-            ax.legend(handles=signs, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-        if title:
-            ax.set_title(title, loc="left")
-        fig.tight_layout()
-    return fig
-
-
-# ------------------------------------------------------------------------------------------ model comparison
-def _pick(frame: pd.DataFrame, candidates: Sequence[str], what: str) -> str:
-    for c in candidates:
-        if c in frame.columns:
-            return c
-    raise ValueError(f"model-comparison table has no {what} column (tried {list(candidates)}; "
-                     f"has {list(frame.columns)})")
-
-
-def plot_model_comparison(table: pd.DataFrame, *, reference: str | None = None, metric: str | None = None,
-                          title: str | None = None, xlabel: str | None = None, sort: bool = True) -> Figure:
-    """Forest plot of each model's C-index with its 95% CI; the reference model's C as a vertical dashed line.
-
-    ``table``: one row per model; model names in ``model`` (else the index); the value in ``metric`` (default:
-    the first of ``cindex``, ``harrell_c``, ``cindex_pooled``, ``value``) with ``<metric>_ci_low`` /
-    ``<metric>_ci_high`` (or ``low``/``high``). A ``p_value`` (or ``p``) column, the paired-bootstrap test
-    against the reference, is printed in the right-hand column next to C (95% CI).
-    """
-    t = table.copy()
-    if "model" not in t:
-        t = t.rename_axis("model").reset_index()
-    value = metric or _pick(t, ["cindex", "harrell_c", "cindex_pooled", "value"], "C-index")
-    low = _pick(t, [f"{value}_ci_low", f"{value}_low", "low", "ci_low"], "lower CI")
-    high = _pick(t, [f"{value}_ci_high", f"{value}_high", "high", "ci_high"], "upper CI")
-    pcol = next((c for c in ("p_value", "p", f"{value}_p") if c in t), None)
-    t["model"] = t["model"].astype(str)
-    if reference is not None and reference not in set(t["model"]):
-        raise ValueError(f"reference model {reference!r} is not in the table (models: {list(t['model'])})")
-    if sort:
-        t = t.sort_values(value, ascending=True)
-    t = t.reset_index(drop=True)
-    v, lo, hi = (t[c].to_numpy(float) for c in (value, low, high))
-    n = len(t)
-    is_ref = (t["model"] == reference).to_numpy() if reference is not None else np.zeros(n, bool)
-    names = [f"{m}  (reference)" if r else m for m, r in zip(t["model"], is_ref, strict=True)]
-    # Layout in inches: [model names][forest axes][C (95% CI)][p]; names get ~0.075 in per character.
-    left, ax_w, right = 0.2 + 0.068 * max(len(x) for x in names), 3.4, 2.75
-    bottom, row, top = 0.55, 0.32, 0.3 + (0.22 if title else 0.0)
-    width, height = left + ax_w + right, bottom + row * max(n, 2) + top
-    with _style():
-        fig = _figure(width, height)
-        ax = fig.add_axes((left / width, bottom / height, ax_w / width, row * max(n, 2) / height))
-        y = np.arange(n)
-        xerr = np.where(np.isfinite([v - lo, hi - v]), np.clip([v - lo, hi - v], 0, None), 0.0)
-        for i in range(n):
-            c = PALETTE[2] if is_ref[i] else PALETTE[0]
-            ax.errorbar(v[i], y[i], xerr=xerr[:, i:i + 1], fmt="s" if is_ref[i] else "o", color=c, ms=5.5,
-                        elinewidth=1.2, capsize=2.5)
-        if reference is not None:
-            ref_c = float(v[is_ref][0])
-            ax.axvline(ref_c, color=PALETTE[2], ls="--", lw=0.9, zorder=0)
-        ax.axvline(0.5, color=_GREY, ls=":", lw=0.9, zorder=0)
-        ax.set_yticks(y)
-        ax.set_yticklabels(names)
-        for lbl, r in zip(ax.get_yticklabels(), is_ref, strict=True):
-            if r:
-                lbl.set_fontweight("bold")
-        finite = np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)], v[np.isfinite(v)], [0.5]])
-        span = finite.max() - finite.min()
-        ax.set_xlim(finite.min() - 0.06 * span, finite.max() + 0.06 * span)
-        ax.set_ylim(-0.6, n - 0.4)
-        ax.tick_params(axis="y", length=0)
-        ax.spines["left"].set_visible(False)
-        ax.grid(axis="x", color="#eeeeee", lw=0.6)
-        ax.set_xlabel(xlabel or ("Harrell's C-index (95% CI)" if "c" in value.lower() else f"{value} (95% CI)"))
-        # Right-hand text columns in axes-fraction x, data y: estimate (CI) and the paired test.
-        tr = ax.get_yaxis_transform()
-        x_c, x_p = 1 + 0.15 / ax_w, 1 + 1.85 / ax_w
-        ax.text(x_c, n - 0.4, "C (95% CI)", transform=tr, fontweight="bold", fontsize=8, va="bottom")
-        if pcol is not None:
-            ax.text(x_p, n - 0.4, "p vs ref.", transform=tr, fontweight="bold", fontsize=8, va="bottom")
-        for i in range(n):
-            ax.text(x_c, y[i], f"{v[i]:.3f} ({lo[i]:.3f}–{hi[i]:.3f})", transform=tr, va="center", fontsize=8)
-            if pcol is not None:
-                pv = float(t[pcol].iloc[i]) if pd.notna(t[pcol].iloc[i]) else float("nan")
-                txt = "–" if is_ref[i] or not np.isfinite(pv) else _p_text(pv).replace("p ", "").replace("= ", "")
-                ax.text(x_p, y[i], txt, transform=tr, va="center", fontsize=8)
-        if title:
-            fig.text(0.1 / width, 1 - 0.08 / height, title, ha="left", va="top", fontsize=10, fontweight="bold")
-    return fig

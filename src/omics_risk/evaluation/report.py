@@ -11,15 +11,17 @@ import base64
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
 
-from omics_risk.evaluation.metrics import Estimate
-from omics_risk.evaluation.plots import figure_png
+from omics_risk.evaluation.bootstrap import Estimate
+from omics_risk.evaluation.plot_style import figure_png
 
 __all__ = ["estimates_table", "render_html_report", "write_html_report"]
 
@@ -27,8 +29,6 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 def _environment():
-    from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
-
     return Environment(
         loader=PackageLoader("omics_risk.evaluation", "templates"),
         autoescape=select_autoescape(["html", "html.j2", "j2"], default=True),
@@ -40,8 +40,6 @@ def _environment():
 
 def _version() -> str:
     try:
-        from importlib.metadata import version
-
         return version("omics-risk")
     except Exception:  # not installed (source checkout on sys.path)
         return "unknown"

@@ -29,6 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow
+import pyarrow.parquet as pq
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from omics_risk.progress import mlflow_bars_off
+
 __all__ = ["Finding", "audit_store", "find_in_bytes", "find_in_text"]
 
 _DATA_URI = re.compile(rb"data:image/png;base64,([A-Za-z0-9+/=\s]+)")
@@ -80,8 +87,6 @@ def _png_text(data: bytes) -> Iterator[bytes]:
 
 
 def _parquet_text(data: bytes) -> str:
-    import pyarrow.parquet as pq
-
     table = pq.read_table(io.BytesIO(data))
     meta = table.schema.metadata or {}
     parts = [" ".join(table.column_names), *(k.decode("utf-8", "replace") + v.decode("utf-8", "replace")
@@ -145,12 +150,6 @@ def audit_store(identifiers: Iterable[Any], *, tracking_uri: str | None = None,
     included); registered models are always checked. Identifiers shorter than ``min_length`` are refused: a
     substring scan would find ``12`` in every number.
     """
-    import mlflow
-    from mlflow.entities import ViewType
-    from mlflow.tracking import MlflowClient
-
-    from omics_risk.progress import mlflow_bars_off
-
     ids = _needles(identifiers, min_length)
     client = MlflowClient(tracking_uri)
     exps = client.search_experiments(view_type=ViewType.ALL)

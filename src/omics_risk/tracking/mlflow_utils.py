@@ -26,24 +26,33 @@ import math
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
+from hydra.core.hydra_config import HydraConfig
 from mlflow.entities import RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.utils.validation import MAX_ENTITY_KEY_LENGTH, MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from omics_risk.privacy import Pseudonymiser
+from omics_risk.progress import quiet_mlflow_bars
+from omics_risk.tracking.identifiers import (
+    IdentifierGuard,
+    IdentifierLeakError,
+    assert_no_identifiers,
+    check_identifiers,
+    clear_protected_identifiers,
+    protect_identifiers,
+)
 from omics_risk.tracking.sweep import sweep_parent_for_job
 
 if TYPE_CHECKING:
     import pandas as pd
-
-    from omics_risk.privacy import Pseudonymiser
 
 __all__ = [
     "AUTO",
@@ -117,8 +126,6 @@ def setup_experiment(name: str, uri: str) -> str:
 
     Returns the experiment id.
     """
-    from omics_risk.progress import quiet_mlflow_bars
-
     quiet_mlflow_bars()  # MLflow's per-call artifact bars flood job logs
     db = _sqlite_path(uri)
     if db is not None:
@@ -140,104 +147,6 @@ def setup_experiment(name: str, uri: str) -> str:
             client.restore_experiment(exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
-
-
-# --- the patient-identifier guard ---------------------------------------------------------------------------------
-class IdentifierLeakError(ValueError):
-    """A name or tag about to be logged contains a patient identifier."""
-
-
-class IdentifierGuard:
-    """Finds patient identifiers inside names and values, as whole tokens.
-
-    An id matches where it is not glued to further letters or digits: with id ``ID0042``, ``risk/ID0042``,
-    ``ID0042_fold0`` and ``["ID0042"]`` match, ``ID00421`` does not. Matching is case-insensitive and costs a
-    few set look-ups per character, independent of the number of patients.
-
-    Purely numeric ids (``"1042"``) are only looked for in names, not in values (values are numbers all the
-    time: seeds, epochs), and numeric ids shorter than ``min_digits`` cannot be told from fold or epoch numbers
-    at all, so they are not guarded (with a warning): give such cohorts pseudonymous ids with a letter prefix.
-    """
-
-    def __init__(self, patient_ids: Iterable[Any], *, min_digits: int = 4):
-        ids = {str(i).strip().casefold() for i in patient_ids if i is not None and str(i).strip()}
-        short = {i for i in ids if i.isdigit() and len(i) < min_digits}
-        if short:
-            warnings.warn(
-                f"{len(short)} patient id(s) are numbers shorter than {min_digits} digits (e.g. {sorted(short)[0]!r}); "
-                "they cannot be told apart from fold or epoch numbers and are not guarded in MLflow names",
-                stacklevel=2,
-            )
-        self.min_digits = min_digits
-        self.ids = frozenset(ids - short)
-        self._alpha = frozenset(i for i in self.ids if not i.isdigit())
-        self._max_len = max((len(i) for i in self.ids), default=0)
-        self._clean: set[tuple[str, bool]] = set()
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def find(self, text: str, *, value: bool = False) -> str | None:
-        """The first patient id in ``text`` (case-folded), or None."""
-        if not self.ids or not text or (text, value) in self._clean:
-            return None
-        ids = self._alpha if value else self.ids
-        t = text.casefold()
-        n = len(t)
-        alnum = [c.isalnum() for c in t]
-        cuts = [i for i in range(n + 1) if i in (0, n) or not (alnum[i - 1] and alnum[i])]
-        for a, start in enumerate(cuts[:-1]):
-            for end in cuts[a + 1 :]:
-                if end - start > self._max_len:
-                    break
-                if t[start:end] in ids:
-                    return t[start:end]
-        if len(self._clean) > 100_000:  # a cache of checked names, not a log of every value ever seen
-            self._clean.clear()
-        self._clean.add((text, value))
-        return None
-
-    def check(self, names: Iterable[Any] = (), values: Iterable[Any] = (), *, what: str = "name") -> None:
-        """Raise :class:`IdentifierLeakError` if any name or value holds a patient id (the id itself is masked)."""
-        for texts, is_value in ((names, False), (values, True)):
-            for text in texts:
-                if text is None:
-                    continue
-                s = str(text)
-                hit = self.find(s, value=is_value)
-                if hit is not None:
-                    masked = re.sub(re.escape(hit), "<patient-id>", s, flags=re.IGNORECASE)[:200]
-                    kind = f"{what} value" if is_value else what
-                    raise IdentifierLeakError(
-                        f"refusing to log {kind} '{masked}': it contains a patient identifier. Log per-patient "
-                        "results as a table artifact of the run, never in names, tags or params."
-                    )
-
-
-_GUARD = IdentifierGuard(())
-
-
-def protect_identifiers(patient_ids: Iterable[Any]) -> IdentifierGuard:
-    """Register patient ids (added to those already registered) that no helper of this module may ever log."""
-    global _GUARD
-    _GUARD = IdentifierGuard([*_GUARD.ids, *patient_ids], min_digits=_GUARD.min_digits)
-    return _GUARD
-
-
-def clear_protected_identifiers() -> None:
-    """Forget the registered ids (tests; a process scoring several cohorts one after the other)."""
-    global _GUARD
-    _GUARD = IdentifierGuard(())
-
-
-def assert_no_identifiers(names: Iterable[Any], patient_ids: Iterable[Any], *, values: Iterable[Any] = ()) -> None:
-    """Raise :class:`IdentifierLeakError` if any of ``names`` (or ``values``) contains one of ``patient_ids``."""
-    IdentifierGuard(patient_ids).check(names, values)
-
-
-def check_identifiers(names: Iterable[Any] = (), values: Iterable[Any] = (), *, what: str = "name") -> None:
-    """Check ``names`` / ``values`` against the registered ids (:func:`protect_identifiers`); raise on a hit."""
-    _GUARD.check(names, values, what=what)
 
 
 # --- params -------------------------------------------------------------------------------------------------------
@@ -262,13 +171,8 @@ def flatten_params(cfg: Any, sep: str = ".") -> dict[str, str]:
     Accepts a dict or an OmegaConf ``DictConfig`` (resolved first). Lists are JSON, empty dicts ``{}``; values
     longer than MLflow's param limit are cut and end with a hash of the full value.
     """
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(cfg, DictConfig | ListConfig):
-            cfg = OmegaConf.to_container(cfg, resolve=True)
-    except ImportError:  # pragma: no cover - omegaconf ships with hydra-core, a dependency
-        pass
+    if isinstance(cfg, DictConfig | ListConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
     out: dict[str, str] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -360,8 +264,6 @@ def log_patient_table(table: pd.DataFrame, artifact_file: str, *, pseudonyms: Ps
     (The pseudonyms themselves are not checked: a comparison registers the pseudonyms it reads as identifiers, so
     that they never become names or tags.)
     """
-    from omics_risk.privacy import Pseudonymiser
-
     if run_id is None:
         active = mlflow.active_run()
         if active is None:
@@ -395,10 +297,6 @@ def configured_pseudonymiser(cfg: Any, tracking_uri: str) -> Pseudonymiser:
     """The ids per-patient artifacts carry, as a ``train.py`` / ``evaluate.py`` config asks: the project's keyed
     pseudonyms, or the raw ids with ``tracking.raw_ids=true``; the key file is ``tracking.pseudonym_key_file``, else
     :func:`omics_risk.privacy.resolve_key_file`'s default for the store (the project root ``paths.root_dir``)."""
-    from omegaconf import OmegaConf
-
-    from omics_risk.privacy import Pseudonymiser
-
     return Pseudonymiser.for_store(tracking_uri, root=Path(cfg.paths.root_dir),
                                    raw=bool(OmegaConf.select(cfg, "tracking.raw_ids", default=False)),
                                    key_file=OmegaConf.select(cfg, "tracking.pseudonym_key_file", default=None))
@@ -406,17 +304,11 @@ def configured_pseudonymiser(cfg: Any, tracking_uri: str) -> Pseudonymiser:
 
 # --- config -------------------------------------------------------------------------------------------------------
 def _hydra_config() -> Any | None:
-    try:
-        from hydra.core.hydra_config import HydraConfig
-    except ImportError:  # pragma: no cover
-        return None
     return HydraConfig.get() if HydraConfig.initialized() else None
 
 
 def hydra_tags() -> dict[str, str]:
     """Tags describing the current Hydra job (empty outside Hydra): name, override dirname, job number, output dir."""
-    from omegaconf import OmegaConf
-
     hc = _hydra_config()
     if hc is None:
         return {}
@@ -436,8 +328,6 @@ def log_config(cfg: Any, hydra_output_dir: str | Path | None = None, *, params: 
     ``hydra_output_dir`` defaults to the running Hydra job's output directory. The config's keys and values
     pass the identifier check first, so a config listing patient ids is refused as a whole.
     """
-    from omegaconf import DictConfig, OmegaConf
-
     _require_run(None)
     container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     flat = flatten_params(container)

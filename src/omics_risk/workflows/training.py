@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.multimodal import MultimodalData, load_multimodal
+from omics_risk.evaluation.metric_defs import cindex_summary, model_run_metrics
 from omics_risk.evaluation.metrics import (
     bootstrap_metric,
     harrell_c,
@@ -389,7 +390,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 summary_m[f"{name}/fit_seconds"] = fit_seconds[name]
                 metrics.update(summary_m)
                 if mu:
-                    mu.safe_log_metrics({k.split("/", 1)[1]: v for k, v in summary_m.items()})
+                    report_on = (rep := cfg.evaluation.get("report")) is not None and bool(rep.get("enabled", True))
+                    mu.safe_log_metrics(model_run_metrics(summary_m, report=report_on))  # each metric once
                     # Out-of-fold predictions for `evaluate.py mode=compare` (keyed pseudonyms, artifact only).
                     from omics_risk.evaluation.compare import log_oof_risks, oof_table
 
@@ -490,8 +492,7 @@ def _summarise(name: str, data: MultimodalData, oof: np.ndarray, oof_resp: np.nd
     pooled = _ranked(oof[0], fold_of[0])
     est = bootstrap_metric(harrell_c, data.time, data.event, pooled, n_boot=int(cfg.evaluation.bootstrap),
                            seed=int(cfg.seed))
-    out = {f"{name}/cindex": float(np.nanmean(fold_c)), f"{name}/cindex_sd": float(np.nanstd(fold_c)),
-           f"{name}/cindex_pooled": est.value, f"{name}/cindex_ci_low": est.low, f"{name}/cindex_ci_high": est.high}
+    out = cindex_summary(name, fold_c, est)
     if data.extra_labels and np.isfinite(oof_resp[0]).any():
         out.update(_response_metrics(name, next(iter(data.extra_labels.values())), oof_resp[0], cfg))
     return out
