@@ -42,6 +42,8 @@ def test_model_inputs_joins_the_store_of_a_loaded_cohort_without_parsing_it_agai
     for m in expected.modality_names:
         assert got.data.modalities[m].equals(expected.modalities[m])
     assert got.n_unlabelled == len(cohort.clinical) - len(expected)
+    assert got.notes == ([f"{got.n_unlabelled} patient(s) without the rfs outcome are left out"]
+                         if got.n_unlabelled else [])
     # a modality the store does not hold is left out with only_stored (a model's modality this cohort lacks)
     kept = model_inputs(cohort, cohort_root / "features", extract=False, endpoint="rfs",
                         modalities=[*expected.modality_names, "rnaseq"], only_stored=True)

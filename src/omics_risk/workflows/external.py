@@ -207,8 +207,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
                           extract_modalities=in_cohort, modalities=bm.tabular, only_stored=True, endpoint=endpoint,
                           response=response, ct=ct, what="validation", workers=workers, progress=progress)
     data = inputs.data
-    if inputs.n_unlabelled:
-        notes.append(f"{inputs.n_unlabelled} patient(s) without the {data.endpoint} outcome are left out")
+    notes += inputs.notes
     view, more = model_view(data, bm.manifest)
     notes += more
     images = inputs.images

@@ -189,7 +189,7 @@ class ModelInputs:
     data: MultimodalData
     images: Any = None  # the CT image provider, or None for a model without CT images
     summary: ExtractSummary | None = None  # what the extraction did (None: the store was only read)
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what a report should say about these inputs
     n_unlabelled: int = 0  # patients left out for lacking the endpoint's outcome
     ct_timepoints: list[str] | None = None  # the cohort's CT timepoints, for a CT-image model
 
@@ -230,5 +230,6 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
     if ct is not None:
         timepoints = check_ct_cohort(cohort, ct.modality, None, what) if ct.check else None
         images = ct_images(cohort, store, ct, what=what, workers=workers, progress=progress)
-    return ModelInputs(cohort, store, data, images, summary, n_unlabelled=len(cohort.clinical) - len(data),
-                       ct_timepoints=timepoints)
+    n_unlabelled = len(cohort.clinical) - len(data)
+    notes = [f"{n_unlabelled} patient(s) without the {data.endpoint} outcome are left out"] if n_unlabelled else []
+    return ModelInputs(cohort, store, data, images, summary, notes, n_unlabelled, timepoints)
