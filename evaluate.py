@@ -18,6 +18,14 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from omics_risk.data.contract import CohortError
+from omics_risk.evaluation.compare import compare_experiment
+from omics_risk.evaluation.metrics import EvaluationError, HorizonError
+from omics_risk.scoring.loading import ModelLoadError
+from omics_risk.tracking.mlflow_utils import configured_pseudonymiser, flatten_params, tracking_uri
+from omics_risk.workflows.external import validate_external
+from omics_risk.workflows.scoring import CohortMismatchError
+
 log = logging.getLogger("evaluate")
 
 
@@ -31,17 +39,11 @@ def _horizons(cfg: DictConfig) -> list[float] | None:
 def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
     """What the logged per-patient scores carry (keyed pseudonyms, or raw ids with ``tracking.raw_ids=true``); None
     when nothing is logged (no key file is made then)."""
-    from omics_risk.tracking.mlflow_utils import configured_pseudonymiser
-
     return configured_pseudonymiser(cfg, uri) if cfg.tracking.enabled else None
 
 
 def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
-    from omics_risk.evaluation.compare import compare_experiment
-    from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri
-    from omics_risk.workflows.external import EvaluationError, validate_external
-
     out = Path(cfg.paths.output_dir)
     uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
     ev = cfg.evaluation
@@ -83,11 +85,6 @@ def evaluate(cfg: DictConfig) -> Any:
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from omics_risk.data.contract import CohortError
-    from omics_risk.evaluation.metrics import HorizonError
-    from omics_risk.workflows.external import EvaluationError
-    from omics_risk.workflows.scoring import CohortMismatchError, ModelLoadError
-
     try:
         evaluate(cfg)
     except (HorizonError, EvaluationError, ModelLoadError, CohortError, CohortMismatchError,

@@ -50,6 +50,7 @@ def _cfg(model: str, root: Path, epochs: int, cache_dir: Path | None = None) -> 
         return compose("train", overrides=[
             f"paths.root_dir={ROOT}", f"paths.output_dir={ROOT / 'bench' / 'results' / 'ct_encoder'}",
             f"model={model}", "data=cohort", f"data.root={root}", "tracking=none", "training.progress=false",
+            "extract.run=false",
             "training.device=cpu", f"model.estimator.epochs={epochs}", "model.estimator.patience=null",
             "model.estimator.validation_fraction=0", "+model.estimator.refit=false", "model.estimator.n_members=1",
             *([f"model.ct_cache_dir={cache_dir}", "model.deep_radiomic_score=true"] if model == "fused_ct" else [])])
@@ -81,7 +82,7 @@ def main() -> None:
         cfg_tab = _cfg("fused", root, max(args.epochs, 10))
         cohort = load_cohort(root)
         store = root / "features"
-        data = pipeline._load(root, store, cfg_ct)
+        data = pipeline._inputs(cfg_ct, cohort, store, images=False).data  # the store as it is (extract.run=false)
         types = clinical_types(cohort.spec)
         tps = pipeline.ct_timepoints_of(cohort, "ct")
         n_scans = len(cohort.samples_of("ct"))

@@ -280,9 +280,9 @@ def _external_only(train_root: Path, val_root: Path, out: Path) -> dict[str, flo
                                           "experiment=demo", f"data.root={train_root}",
                                           f"data.validation_root={val_root}", "training.progress=false"])
     seed_everything(int(cfg.seed))
-    store = pl._features(train_root, None, cfg)
-    data = pl._load(train_root, store, cfg)
-    factories = pl._factories(cfg, data, clinical_types(load_cohort(train_root).spec), None)
+    cohort = load_cohort(train_root)
+    data = pl._inputs(cfg, cohort, train_root / "features").data
+    factories = pl._factories(cfg, data, clinical_types(cohort.spec), None)
     t0 = time.perf_counter()
     metrics = pl._external(cfg, factories, data)
     metrics["seconds"] = time.perf_counter() - t0

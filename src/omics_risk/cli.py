@@ -1,6 +1,8 @@
 """The ``omics-risk`` command line: synth, validate, extract, score, convert.
 
-Imports are lazy so that ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses.
+Imports of the package and of numpy / pandas / torch / mlflow are lazy (inside the subcommands, each saying so) so that
+``omics-risk --help`` answers instantly and a subcommand only pays for what it uses: ``validate`` never loads torch or
+mlflow, and ``score`` checks its inputs before loading them.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ import os
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+import yaml
 
 from omics_risk import __version__
 
@@ -21,7 +26,7 @@ KINDS = ("nsclc-postop", "sclc", "nsclc-advanced")
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from omics_risk.data.synthetic import generate_cohort
+    from omics_risk.data.synthetic import generate_cohort  # lazy: numpy, pandas and imaging libraries
 
     kwargs = {}
     if args.fragments is not None:
@@ -42,7 +47,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from omics_risk.data.validate import validate_cohort
+    from omics_risk.data.validate import validate_cohort  # lazy: pandas and the readers, not for --help
 
     report = validate_cohort(args.cohort, deep=not args.quick, workers=args.workers, progress=not args.quiet)
     if args.json:
@@ -53,9 +58,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_extract(args: argparse.Namespace) -> int:
-    import yaml
-
-    from omics_risk.features.extract import extract_cohort
+    from omics_risk.features.extract import extract_cohort  # lazy: pandas and the extractors
 
     config = yaml.safe_load(args.config.read_text()) if args.config else None
     summary = extract_cohort(args.cohort, args.out, config=config, modalities=args.modality or None,
@@ -65,7 +68,7 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from omics_risk.data.convert import convert_tcga_lusc
+    from omics_risk.data.convert import convert_tcga_lusc  # lazy: pandas, only for convert
 
     out = convert_tcga_lusc(args.src, args.out, overwrite=args.overwrite)
     print(f"wrote the TCGA LUSC cohort to {out}; check it with: omics-risk validate {out}")
@@ -110,9 +113,7 @@ def _tracking_source(cli_uri: str | None) -> str:
 def _quiet_library_notices() -> None:
     """Filter what other libraries say to their own developers (deprecations, optional extras), by category and
     module; every other warning reaches the printed result (``score_cohort`` turns them into notes)."""
-    import warnings
-
-    from omics_risk.workflows.scoring import LIBRARY_NOTICES
+    from omics_risk.workflows.scoring import LIBRARY_NOTICES  # lazy: pandas and the scoring modules, only for score
 
     for category in LIBRARY_NOTICES:
         warnings.filterwarnings("ignore", category=category)
@@ -128,7 +129,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
         with _sigterm_as_interrupt():
             return _score(args, done)
     except KeyboardInterrupt as exc:
-        from omics_risk.workflows.scoring import ScoringInterrupted
+        from omics_risk.workflows.scoring import ScoringInterrupted  # lazy: as in _quiet_library_notices
 
         terminated = any(isinstance(e, _Terminated) for e in (exc, exc.__cause__, exc.__context__))
         what = "terminated (SIGTERM)" if terminated else "interrupted"
@@ -143,8 +144,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace, done: list[Path]) -> int:
-    import warnings
-
+    # lazy: pandas and the scoring modules (no torch, no mlflow yet), only for score
     from omics_risk.workflows.scoring import check_inputs, check_model_uri, parse_horizons, warning_text
 
     def fail(code: int, message: str, caught: Sequence[warnings.WarningMessage] = ()) -> int:
@@ -162,12 +162,13 @@ def _score(args: argparse.Namespace, done: list[Path]) -> int:
     except ValueError as exc:
         return fail(EXIT_USAGE, str(exc))
 
+    # lazy: mlflow and torch load only once the cheap checks above passed
     import mlflow
 
-    from omics_risk.data.contract import CohortError
-    from omics_risk.scoring.pyfunc import UntrustedModelClassError
-    from omics_risk.tracking.mlflow_utils import tracking_uri
-    from omics_risk.workflows.scoring import (
+    from omics_risk.data.contract import CohortError  # lazy: as above
+    from omics_risk.scoring.pyfunc import UntrustedModelClassError  # lazy: mlflow and torch, as above
+    from omics_risk.tracking.mlflow_utils import tracking_uri  # lazy: mlflow, as above
+    from omics_risk.workflows.scoring import (  # lazy: as above
         CohortMismatchError,
         ModelLoadError,
         ModelNotFoundError,

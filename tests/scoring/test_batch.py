@@ -25,7 +25,7 @@ import torch
 import yaml
 from scoring_cohorts import write_table_cohort
 
-from omics_risk.data.contract import CohortError
+from omics_risk.data.contract import CohortError, load_cohort
 from omics_risk.data.multimodal import load_multimodal
 from omics_risk.features.extract import extract_cohort
 from omics_risk.scoring.pyfunc import UntrustedModelClassError, scoring_settings
@@ -154,7 +154,7 @@ def test_prepare_cohort_sets_rows_aside_with_reasons(tmp_path: Path) -> None:
     _edit_csv(root / "clinical.csv", clinical)
     _edit_csv(root / "samples.csv", samples)
     with pytest.raises(CohortError):
-        batch.load_cohort(root)
+        load_cohort(root)
     prep = prepare_cohort(root, tmp_path / "view")
     assert prep.root == tmp_path / "view" and prep.source == root
     assert prep.order == [f"T{i:03d}" for i in range(8)] + ["T777"]

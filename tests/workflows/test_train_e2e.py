@@ -37,6 +37,7 @@ from omics_risk.privacy import Pseudonymiser
 from omics_risk.tracking.audit import audit_store
 from omics_risk.tracking.mlflow_utils import clear_protected_identifiers
 from omics_risk.workflows import training as pipeline
+from omics_risk.workflows.inputs import ModelInputs
 from omics_risk.workflows.training import ResponseReference, ct_timepoints_of, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,7 +214,7 @@ def test_unknown_optimized_metric_fails_before_training(valid_cohort: Path, tmp_
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _compose(tmp_path, "data=cohort", f"data.root={valid_cohort}", "extract.run=false",
                    "baselines=none", "optimized_metric=nomodel/cindex")
-    monkeypatch.setattr(pipeline, "_load", lambda *a, **k: _tiny_data())
+    monkeypatch.setattr(pipeline, "_inputs", lambda cfg, cohort, store, **k: ModelInputs(cohort, store, _tiny_data()))
     monkeypatch.setattr(pipeline, "_fit_predict", lambda *a, **k: pytest.fail("trained despite the bad metric"))
     with pytest.raises(ValueError, match="set optimized_metric=fused/cindex"):
         train(cfg)

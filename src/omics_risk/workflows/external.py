@@ -4,7 +4,7 @@
 :func:`validate_external`:
 
 1. **The model** is loaded from the registry without unpickling anything
-   (:func:`omics_risk.workflows.scoring.load_batch_model`): the fitted
+   (:func:`omics_risk.scoring.loading.load_batch_model`): the fitted
    :class:`~omics_risk.models.base.SurvivalModel`, its
    feature manifest and its ``scoring.json`` (default horizons, training risk-group cut-offs, extraction settings).
    The registry entry (name, version, alias) and the training run (its job run's config: cohort, endpoint,
@@ -32,24 +32,27 @@
    identifier guard. The run is tagged with ``model_name``, ``model_version``, ``model_uri``, ``source_run_id`` and
    ``omics_risk.patient_ids``; the model version gets tags pointing back to the validation run
    (``validation.<cohort>.run_id``, ``validation.<cohort>.harrell_c``, ``last_validation_run_id``).
+
+The steps live beside this orchestration: the model reference, training run and model view in
+:mod:`.external_model`, the result, report and MLflow run in :mod:`.external_report`, the cohort's model inputs in
+:mod:`.inputs` (the path training and scoring take too).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
-import re
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from omics_risk.data.contract import load_cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.contribution import modality_ablation
+from omics_risk.evaluation.contribution import top_features as _top
 from omics_risk.evaluation.metrics import (
     Estimate,
     EvaluationError,
@@ -69,17 +72,24 @@ from omics_risk.evaluation.plots import (
 from omics_risk.evaluation.riskgroups import RiskGroups
 from omics_risk.evaluation.run_report import (
     CHEAP_EXCLUDE,
-    estimates_json,
     fixed_risk_groups,
-    format_metrics,
     log_outputs,
     metrics_long,
     td_auc_curve,
     usable_horizons,
 )
-
-if TYPE_CHECKING:
-    from omics_risk.privacy import Pseudonymiser
+from omics_risk.privacy import Pseudonymiser
+from omics_risk.scoring.loading import extraction_config_or_defaults, load_batch_model
+from omics_risk.workflows.external_model import ModelRef, TrainingInfo, model_view, resolve_model, training_info
+from omics_risk.workflows.external_report import (
+    VALIDATION_LEVEL,
+    ExternalResult,
+    _cutoff_text,
+    _log_run,
+    _write_report,
+    _write_summary,
+)
+from omics_risk.workflows.inputs import CTInputs, capabilities, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -97,196 +107,6 @@ __all__ = [
 ]
 
 DEFAULT_EXPERIMENT = "omics-risk-validation"
-#: Level tag (``omics_risk.level``) of validation runs.
-VALIDATION_LEVEL = "validation"
-_NONE = {"", "none", "null"}
-
-
-# ------------------------------------------------------------------------------------------------ the model
-@dataclass
-class ModelRef:
-    """Where a model comes from: its URI, registry entry (if registered) and the run that logged it."""
-
-    uri: str
-    name: str | None = None
-    version: str | None = None
-    alias: str | None = None
-    source_run_id: str | None = None
-
-    @property
-    def label(self) -> str:
-        if self.name:
-            return f"{self.name} v{self.version}" + (f" (@{self.alias})" if self.alias else "")
-        return self.uri
-
-
-_MODELS_ALIAS = re.compile(r"^models:/(?P<name>[^/@]+)@(?P<alias>[^/]+)$")
-_MODELS_VERSION = re.compile(r"^models:/(?P<name>[^/@]+)/(?P<version>\d+)$")
-_RUNS = re.compile(r"^runs:/(?P<run>[0-9a-f]{8,64})(?:/(?P<path>.*))?$")
-
-
-def resolve_model(uri: str, client: Any) -> ModelRef:
-    """The registry entry and source run of ``models:/NAME@ALIAS``, ``models:/NAME/VERSION`` or
-    ``runs:/RUN_ID/model`` (a run's model is linked to the registered version logged from that run, if any)."""
-    from mlflow.exceptions import MlflowException
-
-    from omics_risk.workflows.scoring import ModelNotFoundError
-
-    uri = str(uri).strip()
-    try:
-        if m := _MODELS_ALIAS.match(uri):
-            mv = client.get_model_version_by_alias(m["name"], m["alias"])
-            return ModelRef(uri, mv.name, str(mv.version), m["alias"], mv.run_id)
-        if m := _MODELS_VERSION.match(uri):
-            mv = client.get_model_version(m["name"], m["version"])
-            aliases = list(getattr(mv, "aliases", []) or [])
-            return ModelRef(uri, mv.name, str(mv.version), aliases[0] if aliases else None, mv.run_id)
-        if m := _RUNS.match(uri):
-            client.get_run(m["run"])
-            versions = client.search_model_versions(f"run_id = '{m['run']}'")
-            if versions:
-                mv = max(versions, key=lambda v: int(v.version))
-                aliases = list(getattr(mv, "aliases", []) or [])
-                return ModelRef(uri, mv.name, str(mv.version), aliases[0] if aliases else None, m["run"])
-            return ModelRef(uri, source_run_id=m["run"])
-    except MlflowException as exc:
-        raise ModelNotFoundError(f"cannot resolve model {uri!r}: {getattr(exc, 'message', exc)}") from exc
-    if Path(uri).is_dir():
-        return ModelRef(uri)
-    raise EvaluationError(f"model_uri {uri!r} is not models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN_ID/model "
-                          "or a local model directory")
-
-
-@dataclass
-class TrainingInfo:
-    """What the training run recorded about the model: its job run's config and tags."""
-
-    job_run_id: str | None = None
-    cohort: str | None = None
-    data_root: str | None = None
-    features_dir: str | None = None
-    endpoint: str | None = None
-    response: str | None = None
-    horizons: list[float] | None = None
-    cv: str | None = None
-    params: dict[str, str] = field(default_factory=dict)
-
-
-def _param(params: Mapping[str, str], key: str) -> str | None:
-    v = params.get(key)
-    return None if v is None or str(v).strip().lower() in _NONE else str(v)
-
-
-def training_info(client: Any, run_id: str | None) -> TrainingInfo:
-    """Read the training config of the run that logged the model (the job run above ``<model>_final``)."""
-    if run_id is None:
-        return TrainingInfo()
-    run = client.get_run(run_id)
-    job = run
-    parent = run.data.tags.get("mlflow.parentRunId")
-    if run.data.tags.get("omics_risk.level") == "model" and parent:
-        job = client.get_run(parent)
-    params, tags = dict(job.data.params), dict(job.data.tags)
-    horizons = None
-    if _param(params, "evaluation.horizons"):
-        try:
-            horizons = [float(h) for h in json.loads(params["evaluation.horizons"])]
-        except (ValueError, TypeError):
-            horizons = None
-    cv = None
-    if _param(params, "training.cv.folds"):
-        cv = (f"{params['training.cv.folds']}-fold stratified CV x {params.get('training.cv.repeats', '1')} "
-              "repeat(s), patient level")
-    return TrainingInfo(job_run_id=job.info.run_id, cohort=tags.get("cohort"), data_root=_param(params, "data.root"),
-                        features_dir=_param(params, "data.features_dir"), endpoint=_param(params, "task.endpoint"),
-                        response=_param(params, "task.response"), horizons=horizons, cv=cv, params=params)
-
-
-# ------------------------------------------------------------------------------------------------ data
-def model_view(data: MultimodalData, manifest: Any, *, max_missing: float | None = None
-               ) -> tuple[MultimodalData, list[str]]:
-    """``data`` with exactly the model's columns (its :class:`~omics_risk.scoring.frames.FeatureManifest`).
-
-    A modality the cohort lacks becomes absent for every patient; a modality missing more than ``max_missing`` of
-    the model's features (default: the scoring limit ``omics_risk.workflows.scoring.MAX_MISSING_FEATURES``) is an error,
-    fewer are imputed by the model (with a note). Clinical columns the model needs must all be there.
-    """
-    from omics_risk.workflows.scoring import MAX_MISSING_FEATURES
-
-    limit = MAX_MISSING_FEATURES if max_missing is None else max_missing
-    notes: list[str] = []
-    missing_clin = [c for c in manifest.clinical if c not in data.clinical.columns]
-    if missing_clin:
-        raise EvaluationError(f"the cohort lacks clinical column(s) the model needs: {', '.join(missing_clin)}; "
-                              "declare them in cohort.yaml and clinical.csv")
-    clinical = data.clinical[list(manifest.clinical)]
-    tables: dict[str, pd.DataFrame] = {}
-    for m, cols in manifest.modalities.items():
-        cols = list(cols)
-        if m not in data.modalities:
-            tables[m] = pd.DataFrame(np.nan, index=data.patients, columns=cols)
-            notes.append(f"modality '{m}' of the model is not in this cohort: every patient is scored without it")
-            continue
-        table = data.modalities[m]
-        lacking = [c for c in cols if c not in table.columns]
-        if lacking and len(lacking) > limit * len(cols):
-            raise EvaluationError(f"modality '{m}' of the cohort lacks {len(lacking)} of the model's {len(cols)} "
-                                  f"features (e.g. {', '.join(lacking[:3])}): it was extracted with other settings "
-                                  "than the model's; re-extract it (features_dir of a fresh store)")
-        if lacking:
-            notes.append(f"modality '{m}': {len(lacking)} of {len(cols)} model features are missing in this cohort "
-                         "and are imputed by the model")
-        tables[m] = table.reindex(columns=cols).astype(np.float64)
-    present = pd.DataFrame({"clinical": True, **{m: t.notna().any(axis=1) for m, t in tables.items()}},
-                           index=data.patients)
-    return dataclasses.replace(data, clinical=clinical, modalities=tables, present=present), notes
-
-
-def _extract(model: Any, root: Path, store: Path, modalities: list[str], workers: int | None,
-             progress: bool) -> list[str]:
-    """Extract ``modalities`` of the cohort with the model's extractor settings (the package defaults if it ships
-    none); returns notes."""
-    from omics_risk.features.extract import extract_cohort
-    from omics_risk.workflows.scoring import extraction_config_or_defaults
-
-    config, notes = extraction_config_or_defaults(model)
-    if modalities:
-        summary = extract_cohort(root, store, config=config, modalities=modalities, workers=workers,
-                                 progress=progress)
-        log.info(summary.to_text())
-    return notes
-
-
-def _load(root: Path, store: Path, modalities: list[str], endpoint: str | None, response: str | None
-          ) -> tuple[MultimodalData, int]:
-    """The labelled patients of a cohort (those without the endpoint's outcome are dropped: their number)."""
-    from omics_risk.data.contract import load_cohort
-    from omics_risk.data.multimodal import load_multimodal
-
-    cohort = load_cohort(root)
-    available = {p.stem for p in store.glob("*.parquet")}
-    mods = [m for m in modalities if m in available]
-    n_all = len(cohort.clinical)
-    data = load_multimodal(cohort, store, modalities=mods, endpoint=endpoint, response=response)
-    return data, n_all - len(data)
-
-
-def _images(bm: Any, cohort_root: Path, store: Path) -> Any:
-    """A CT image provider for models that encode CT images (None for the others)."""
-    if not bm.images:
-        return None
-    from omics_risk.data.contract import load_cohort
-    from omics_risk.models.fused import CTImageStore
-
-    return CTImageStore(load_cohort(cohort_root), cfg=bm.settings.get("ct"), cache_dir=store / "cache" / "ct_tensors",
-                        modality=bm.images[0])
-
-
-def _supports(model: Any, method: str) -> bool:
-    from omics_risk.models.base import SurvivalModel
-
-    impl = getattr(type(model), method, None)
-    return impl is not None and impl is not getattr(SurvivalModel, method)
 
 
 def _surv_own_time(predict_survival: Any, view: MultimodalData, time: np.ndarray, chunk: int = 512) -> np.ndarray:
@@ -299,45 +119,6 @@ def _surv_own_time(predict_survival: Any, view: MultimodalData, time: np.ndarray
     return out
 
 
-# ------------------------------------------------------------------------------------------------ the result
-@dataclass
-class ExternalResult:
-    """What :func:`validate_external` computed and wrote."""
-
-    model: ModelRef
-    cohort: str
-    n_patients: int
-    n_events: int
-    metrics: dict[str, Estimate]
-    table: pd.DataFrame  # long metric table
-    scores: pd.DataFrame  # one row per patient
-    risk_groups: pd.DataFrame | None
-    cutoff_source: str
-    horizons: list[float]
-    output_dir: Path
-    paths: dict[str, Path]
-    notes: list[str]
-    run_id: str | None = None
-
-    def to_text(self) -> str:
-        head = (f"External validation of {self.model.label} on {self.cohort}: {self.n_patients} patients, "
-                f"{self.n_events} events; horizons {', '.join(f'{h:g}' for h in self.horizons) or 'none'} days; "
-                f"risk-group cut-offs: {self.cutoff_source}")
-        return format_metrics(self.table, title=head)
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(text)).strip("_") or "cohort"
-
-
-def _cutoff_text(source: str) -> str:
-    return {"model": "training cut-offs stored with the model",
-            "training": "re-derived from the training cohort's risks (the model stores none)",
-            "cohort": "FITTED ON THIS COHORT (no training cut-offs available): the group split is not an "
-                      "independent validation"}[source]
-
-
-# ------------------------------------------------------------------------------------------------ validation
 def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | Path,
                       features_dir: str | Path | None = None, extract: bool = True, workers: int | None = None,
                       endpoint: str | None = None, response: str | None = None,
@@ -372,11 +153,11 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         pseudonyms: what the logged ``scores.csv`` has in ``patient_id`` (default: the keyed pseudonyms of the
             project whose store ``tracking_uri`` is, :meth:`~omics_risk.privacy.Pseudonymiser.for_store`).
     """
+    # lazy: mlflow is loaded once a model is validated (evaluate.py imports this module for its error types)
     import mlflow
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # lazy: mlflow, as above
 
-    from omics_risk.tracking.mlflow_utils import tracking_uri as resolve_uri
-    from omics_risk.workflows.scoring import load_batch_model
+    from omics_risk.tracking.mlflow_utils import tracking_uri as resolve_uri  # lazy: mlflow, as above
 
     out = Path(output_dir)
     plots = out / "plots"
@@ -406,9 +187,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
 
     # 2. features of the cohort, aligned to the model
     store = Path(features_dir) if features_dir else root / "features"
-    from omics_risk.data.contract import load_cohort
-
-    spec = load_cohort(root).spec
+    parsed = load_cohort(root)  # parsed once: the checks below and the model inputs read it
+    spec = parsed.spec
     if endpoint is not None and endpoint not in spec.endpoints:
         raise EvaluationError(f"endpoint '{endpoint}' (the model's training endpoint) is not in {root}/cohort.yaml "
                               f"(has: {', '.join(spec.endpoints)}); set task=... or endpoint=")
@@ -416,16 +196,22 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         notes.append(f"the model's response endpoint '{response}' is not in this cohort: no response metrics")
         response = None
     in_cohort = [m for m in bm.tabular if spec.modality(m) is not None]
-    if extract:
-        notes += _extract(bm, root, store, in_cohort, workers, progress)
+    config = None
+    if extract:  # with the model's extractor settings (the package defaults if it ships none, noted)
+        config, more = extraction_config_or_defaults(bm)
+        notes += more
     elif not (store / "manifest.json").is_file():
         raise EvaluationError(f"no feature store at {store}: run with extraction on or `omics-risk extract {root}`")
-    data, n_unlabelled = _load(root, store, bm.tabular, endpoint, response)
-    if n_unlabelled:
-        notes.append(f"{n_unlabelled} patient(s) without the {data.endpoint} outcome are left out")
+    ct = CTInputs(modality=bm.images[0], config=bm.settings.get("ct")) if bm.images else None
+    inputs = model_inputs(parsed, store, extract=extract and bool(in_cohort), extract_config=config,
+                          extract_modalities=in_cohort, modalities=bm.tabular, only_stored=True, endpoint=endpoint,
+                          response=response, ct=ct, what="validation", workers=workers, progress=progress)
+    data = inputs.data
+    notes += inputs.notes
     view, more = model_view(data, bm.manifest)
     notes += more
-    images = _images(bm, root, store)
+    images = inputs.images
+    caps = capabilities(model)
     kw = {"images": images} if images is not None else {}
     survival_task = data.time is not None
 
@@ -436,7 +222,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         t_store = Path(train_features_dir or info.features_dir or t_root / "features")
         if (t_store / "manifest.json").is_file():
             try:
-                tdata, _ = _load(t_root, t_store, bm.tabular, endpoint, None)
+                tdata = model_inputs(load_cohort(t_root), t_store, extract=False, modalities=bm.tabular,
+                                     only_stored=True, endpoint=endpoint).data
                 tview, _ = model_view(tdata, bm.manifest, max_missing=1.0)
                 train_time, train_event = tdata.time, tdata.event
                 with warnings.catch_warnings():
@@ -471,7 +258,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         notes += dropped
         scores["time"], scores["event"] = time, event.astype(int)
         surv_kw: dict[str, Any] = {}
-        if _supports(model, "predict_survival"):
+        if caps.survival:
             try:
                 grid = time_grid(time, train_time=train_time)
                 grid = np.unique(np.concatenate([grid, h]))
@@ -502,7 +289,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
                                         train_event=train_event, groups=groups, n_boot=n_boot, seed=seed,
                                         alpha=alpha, n_jobs=n_jobs, progress=progress,
                                         exclude=() if slow_metrics else CHEAP_EXCLUDE, **surv_kw)
-    if response and response in data.extra_labels and _supports(model, "predict_response"):
+    if response and response in data.extra_labels and caps.response:
         try:
             prob = np.asarray(model.predict_response(view, **kw), dtype=float)
             label = data.extra_labels[response]
@@ -511,7 +298,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
             metrics.update({f"response_{k}": v for k, v in resp.items()})
         except (NotImplementedError, ValueError) as exc:
             notes.append(f"response metrics ({response}) not computed: {exc}")
-    elif data.label is not None and _supports(model, "predict_response"):
+    elif data.label is not None and caps.response:
         prob = np.asarray(model.predict_response(view, **kw), dtype=float)
         scores["response_prob"], scores["response_label"] = prob, data.label
         metrics.update(evaluate_response(data.label, prob, n_boot=n_boot, seed=seed, alpha=alpha))
@@ -550,8 +337,6 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
                                   "evaluation horizons.")
     contrib = top = None
     if contribution:
-        from omics_risk.evaluation.contribution import modality_ablation
-
         mods = ["clinical", *[m for m in bm.tabular if view.present[m].any()]]
         contrib = modality_ablation(model, view, modalities=mods, n_boot=contribution_n_boot, seed=seed,
                                     predict=lambda d: model.predict_risk(d, **kw), progress=progress)
@@ -561,8 +346,6 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         captions["contribution"] = ("Drop in C-index when one modality is hidden from the model (scored as if no "
                                     "patient had it), with paired bootstrap 95% CIs.")
     if top_features:
-        from omics_risk.evaluation.contribution import top_features as _top
-
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             top = _top(model, view, n=top_n, n_repeats=top_repeats, per_modality=per_modality, seed=seed,
@@ -599,8 +382,6 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
 
     run_id = None
     if log_to_mlflow:
-        from omics_risk.privacy import Pseudonymiser
-
         run_id = _log_run(result, client, uri, experiment, run_name, info, data, params or {}, long,
                           pseudonyms or Pseudonymiser.for_store(uri))
         result.run_id = run_id
@@ -627,93 +408,3 @@ def _curve_horizons(time: np.ndarray, event: np.ndarray, h: np.ndarray, train_ti
     grid = np.arange(step, last, step)
     grid = grid[grid > first]
     return np.unique(np.concatenate([grid, h]))
-
-
-def _write_report(result: ExternalResult, out: Path, meta: Mapping[str, Any], figures: Mapping[str, Path],
-                  captions: Mapping[str, str], rg_table: pd.DataFrame | None, n_boot: int) -> Path:
-    from omics_risk.evaluation.report import write_html_report
-
-    table = result.table[["metric", "estimate", "ci_low", "ci_high", "n_boot", "description"]]
-    sections = {
-        "How to read this report": (
-            f"The model was applied unchanged to every labelled patient of {result.cohort}. Risk scores follow one "
-            "convention: higher = riskier. Intervals are 95% percentile bootstrap CIs over patients "
-            f"({n_boot} resamples); IPCW metrics weight by the training cohort's censoring distribution when it is "
-            "available (see notes). Risk groups use the cut-offs named above, so their sizes show how the score "
-            "distribution shifted between cohorts."),
-        "Notes": "\n\n".join(result.notes) if result.notes else "None.",
-    }
-    if rg_table is not None:
-        rows = []
-        for r in rg_table.itertuples():
-            median = f"{r.km_median:.0f} days" if np.isfinite(r.km_median) else "not reached"
-            hr = ("reference" if r.Index == 0 else
-                  f"{r.hr:.2f} ({r.hr_low:.2f}-{r.hr_high:.2f})" if np.isfinite(r.hr) else "not estimable")
-            rows.append(f"{r.group}: n={r.n}, events={r.events}, Kaplan-Meier median {median}, hazard ratio {hr}")
-        sections["Risk groups"] = "\n\n".join(rows)
-    return write_html_report(out / "report.html", title=f"External validation: {result.model.label} on "
-                             f"{result.cohort}", metrics_table=table, figures=figures, captions=captions,
-                             sections=sections, meta=meta)
-
-
-def _write_summary(result: ExternalResult, out: Path, meta: Mapping[str, Any]) -> Path:
-    summary = {
-        "model": dataclasses.asdict(result.model), "cohort": result.cohort, "n_patients": result.n_patients,
-        "n_events": result.n_events, "horizons": result.horizons, "cutoff_source": result.cutoff_source,
-        "metrics": estimates_json(result.metrics), "notes": result.notes, "run_id": result.run_id,
-        "risk_groups": None if result.risk_groups is None else json.loads(result.risk_groups.to_json(orient="records")),
-        "files": {k: str(v) for k, v in result.paths.items()}, "meta": {k: str(v) for k, v in meta.items()},
-    }
-    path = out / "summary.json"
-    path.write_text(json.dumps(summary, indent=1))
-    return path
-
-
-def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run_name: str | None,
-             info: TrainingInfo, data: MultimodalData, params: Mapping[str, Any], long: pd.DataFrame,
-             pseudonyms: Pseudonymiser) -> str:
-    """The validation run: params, metrics, artifacts (per-patient scores with ``pseudonyms``), tags linking it to
-    the model (and the model back to it)."""
-    from omics_risk.tracking import mlflow_utils as mu
-
-    ref = result.model
-    tags = {mu.LEVEL_TAG: VALIDATION_LEVEL, "model_uri": ref.uri, "cohort": result.cohort,
-            "endpoint": data.endpoint, "cutoff_source": result.cutoff_source, **pseudonyms.tags()}
-    tags.update({k: v for k, v in {"model_name": ref.name, "model_version": ref.version, "model_alias": ref.alias,
-                                   "source_run_id": ref.source_run_id, "training_run_id": info.job_run_id,
-                                   "training_cohort": info.cohort}.items() if v})
-    name = run_name or f"validate-{ref.name or 'model'}-v{ref.version or 'run'}-{_slug(result.cohort)}"
-    flat = {f"external/{k}": v for k, v in _metric_values(result.metrics).items()}
-    all_params = {"n_patients": result.n_patients, "n_events": result.n_events,
-                  "horizons": json.dumps(result.horizons), **params}
-    with mu.start_run_tree(experiment, uri=uri, run_name=name, parent_run_id=None, tags=tags,
-                           patient_ids=list(data.patients)) as run:
-        mu.safe_log_params(all_params)
-        files = {k: v for k, v in result.paths.items() if k != "scores"}  # the local scores.csv has the raw ids
-        log_outputs(files, metrics=flat)
-        mu.log_patient_table(result.scores, result.paths["scores"].name, pseudonyms=pseudonyms)
-        summary = "\n".join(f"- {r.metric}: {r.estimate:.3f} ({r.ci_low:.3f}–{r.ci_high:.3f})"
-                            for r in long.itertuples() if np.isfinite(r.estimate))
-        mu.safe_set_tags({"mlflow.note.content": f"External validation of {ref.label} on {result.cohort} "
-                                                 f"({result.n_patients} patients, {result.n_events} events).\n\n"
-                                                 f"{summary}"})
-        run_id = run.info.run_id
-    if ref.name and ref.version:
-        c = result.metrics.get("harrell_c")
-        key = f"validation.{_slug(result.cohort)}"
-        version_tags = {f"{key}.run_id": run_id, "last_validation_run_id": run_id,
-                        f"{key}.n_patients": str(result.n_patients)}
-        if c is not None:
-            version_tags[f"{key}.harrell_c"] = str(c)
-        mu.check_identifiers(version_tags, version_tags.values(), what="model version tag")
-        for k, v in version_tags.items():
-            client.set_model_version_tag(ref.name, ref.version, k, v)
-    return run_id
-
-
-def _metric_values(metrics: Mapping[str, Estimate]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, e in metrics.items():
-        out.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
-    return out
-

@@ -1,0 +1,126 @@
+"""The end of a training run: the fused model fitted on every patient and logged (a pyfunc in the registry), the
+run's evaluation report and model card, and the CT-only network's deep radiomic risk scores.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig
+
+from omics_risk.data.contract import Cohort
+from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
+from omics_risk.scoring.frames import to_frame
+from omics_risk.workflows.training_models import ModelFactory, _ct_config, _fit, _wants_images
+
+log = logging.getLogger(__name__)
+
+
+def _ranked(risk: np.ndarray, folds_of: np.ndarray) -> np.ndarray:
+    """Risks made comparable across folds (per-fold percentile ranks) before pooling out-of-fold predictions."""
+    out = np.empty_like(risk)
+    for f in np.unique(folds_of):
+        sel = folds_of == f
+        out[sel] = pd.Series(risk[sel]).rank(pct=True).to_numpy()
+    return out
+
+
+def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndarray], fold_of: np.ndarray,
+                names: list[str], output_dir: Path, cohort: Cohort, final_info: Mapping[str, Any],
+                metrics: Mapping[str, float], *, active_run: bool) -> dict[str, Any]:
+    """The run's evaluation report (metrics with CIs, plots, report.html; logged to the job run) and the model card
+    of the registered model. A failure here is reported in summary.json and the log, never lost, and does not
+    discard the trained models."""
+    rep = cfg.evaluation.get("report", None)
+    if rep is None or not rep.get("enabled", True):
+        return {}
+    out: dict[str, Any] = {}
+    fused = str(cfg.model.name)
+    report_metrics: dict[str, Any] = {}  # the fused model's report metrics, added to its model card
+    try:
+        risks = {m: oof[m][0] for m in [fused, *[n for n in names if n != fused]] if np.isfinite(oof[m][0]).all()}
+        report = build_run_report(risks, data, output_dir=output_dir / "evaluation",
+                                  horizons=list(cfg.evaluation.horizons), folds=fold_of[0], fused=fused,
+                                  reference=str(cfg.evaluation.reference), n_boot=int(rep.get("n_boot", 200)),
+                                  seed=int(cfg.seed), risk_groups=rep.get("risk_groups", "median"),
+                                  slow_metrics=bool(rep.get("slow_metrics", False)),
+                                  mlflow_run=True if active_run else None,
+                                  title=f"{cohort.spec.name}: {cfg.task.endpoint} ({cfg.run_name})",
+                                  progress=bool(cfg.training.progress))
+        out["report"] = str(report.report)
+        report_metrics = {f"{k} (pooled out-of-fold)": v for k, v in report.metrics.get(fused, {}).items()
+                          if k not in ("harrell_c", "logrank_p")}  # Harrell's C is in card_metrics already
+        if report.notes:
+            out["report_notes"] = list(report.notes)
+    except Exception as exc:  # the models are trained; a broken report must not lose them
+        log.exception("the evaluation report of this run failed")
+        out["report_error"] = f"{type(exc).__name__}: {exc}"
+    version = final_info.get("registered_version")
+    if active_run and version is not None:
+        try:
+            card = register_model_card(
+                registered_model_name=str(final_info["registered_model"]), version=version,
+                alias=final_info.get("alias"), data=data,
+                metrics={**card_metrics(metrics, fused, n_boot=int(cfg.evaluation.bootstrap)), **report_metrics},
+                cohort=cohort.spec.name, cv=f"{int(cfg.training.cv.folds)}-fold stratified CV x "
+                f"{int(cfg.training.cv.repeats)} repeat(s), patient level", endpoint=str(cfg.task.endpoint),
+                horizons=list(cfg.evaluation.horizons), output_dir=output_dir)
+            out["model_card"] = str(card)
+        except Exception as exc:
+            log.exception("the model card of the registered model failed")
+            out["model_card_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.ndarray,
+                          output_dir: Path) -> tuple[Path, pd.DataFrame]:
+    """The CT-only network's out-of-fold log hazard per patient and repeat (the staged design's deep radiomic risk
+    score; ``percentile`` is its rank within the fold, comparable across folds), written to the output directory
+    with the cohort's ids (a feature for later models of the same patients); the table is returned for logging."""
+    frames = [pd.DataFrame({"patient_id": data.patients.astype(str), "repeat": r, "fold": fold_of[r],
+                            "deep_radiomic_score": oof[r], "percentile": _ranked(oof[r], fold_of[r])})
+              for r in range(oof.shape[0])]
+    path = output_dir / "deep_radiomic_score.csv"
+    table = pd.concat(frames, ignore_index=True)
+    table.to_csv(path, index=False)
+    return path, table
+
+
+def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData, mu: Any,
+                 images: Any = None, *, cohort: Cohort | None = None, store: Path | None = None) -> dict:
+    """Fit the fused model on every patient; log it as a pyfunc and register it under the configured alias.
+
+    A CT-image model is fitted with the CT tensors; the pyfunc scores flat frames, which carry no image, so the
+    logged model scores every patient as lacking CT (``log_model`` warns, and ``ct_images_in_pyfunc`` is false).
+    """
+    name = str(cfg.model.name)
+    model = factories[name]()
+    _fit(model, data, images)
+    info: dict[str, Any] = {"final_model": name}
+    if _wants_images(model):
+        info["ct_images_in_pyfunc"] = False
+    out_dir = Path(cfg.paths.output_dir) / "model"
+    if hasattr(model, "save"):
+        model.save(out_dir)
+        info["model_dir"] = str(out_dir)
+    if mu is not None:
+        from omics_risk.scoring.pyfunc import log_model  # lazy: mlflow, only when the run is tracked
+
+        with mu.start_model_run(f"{name}_final"):
+            # The scoring settings travel with the model: the extraction settings of the feature store, the
+            # training cohort's profile (time unit, columns), the CT preprocessing, and the training risks for
+            # the risk-group cut-offs (scored with the CT tensors for a CT-image model).
+            ct = {"ct_config": _ct_config(cfg),
+                  "training_risk": model.predict_risk(data, images=images)} if _wants_images(model) else {}
+            mi = log_model(model, horizons=list(cfg.evaluation.horizons), input_example_frame=to_frame(data),
+                           registered_model_name=cfg.tracking.registered_model_name, alias=cfg.tracking.alias,
+                           feature_store=store, training_cohort=cohort, **ct)
+        info.update({"model_uri": mi.model_uri, "registered_model": cfg.tracking.registered_model_name,
+                     "alias": cfg.tracking.alias, "registered_version": getattr(mi, "registered_model_version", None)})
+    return info
