@@ -14,10 +14,8 @@ from omics_risk.data.contract import load_cohort
 from omics_risk.data.multimodal import load_multimodal
 from omics_risk.data.synthetic import generate_cohort
 from omics_risk.features.extract import extract_cohort
-from omics_risk.models.base import SurvivalModel, capabilities_of
-from omics_risk.workflows import inputs
 from omics_risk.workflows import training as pipeline
-from omics_risk.workflows.inputs import ModelInputs, capabilities, model_inputs
+from omics_risk.workflows.inputs import ModelInputs, model_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"fragments_per_sample": 300, "n_metabolites": 20, "ct_shape": (24, 24, 16), "workers": 1, "progress": False}
@@ -73,23 +71,3 @@ def test_a_training_run_parses_each_cohort_once(cohort_root: Path, tmp_path: Pat
         metrics = pipeline.train(cfg)
     assert calls == [str(cohort_root), str(cohort_root)]  # the training cohort, then the validation cohort
     assert "fused/cindex" in metrics and "external/fused/cindex" in metrics
-
-
-class _Plain(SurvivalModel):
-    def fit(self, data):  # type: ignore[no-untyped-def]
-        return self
-
-    def predict_risk(self, data):  # type: ignore[no-untyped-def]
-        return data
-
-
-class _ImageModel(_Plain):
-    use_ct_images = True
-
-
-def test_capabilities_come_from_the_model() -> None:
-    plain = capabilities(_Plain())
-    assert plain == capabilities_of(_Plain()) and not plain.survival and not plain.images
-    img = capabilities(_ImageModel())
-    assert img.images and img.epoch_callback  # the fused model's fallback, until it declares them itself
-    assert inputs.capabilities is capabilities

@@ -206,17 +206,6 @@ class OmicsRiskPyfunc(mlflow.pyfunc.PythonModel):
         )
 
 
-# Probing kept for workflows/scoring.py (``from omics_risk.scoring.pyfunc import _supports``) until it reads
-# capabilities_of itself; to be removed at the merge. Unchanged: it does not look at the fused model's heads.
-def _supports(model: Any, method: str, flag: str) -> bool:
-    """Whether the model really implements an optional SurvivalModel method (``flag`` attribute wins)."""
-    declared = getattr(model, flag, None)
-    if declared is not None:
-        return bool(declared)
-    impl = getattr(type(model), method, None)
-    return impl is not None and impl is not getattr(SurvivalModel, method)
-
-
 # --- logging and registry -----------------------------------------------------------------------------------------
 def input_schema(manifest: FeatureManifest) -> Schema:
     """Column schema of the flat frame: ``patient_id`` and clinical columns required, modality columns optional.

@@ -78,6 +78,7 @@ from omics_risk.evaluation.run_report import (
     td_auc_curve,
     usable_horizons,
 )
+from omics_risk.models.base import capabilities_of
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.scoring.loading import extraction_config_or_defaults, load_batch_model
 from omics_risk.workflows.external_model import ModelRef, TrainingInfo, model_view, resolve_model, training_info
@@ -89,7 +90,7 @@ from omics_risk.workflows.external_report import (
     _write_report,
     _write_summary,
 )
-from omics_risk.workflows.inputs import CTInputs, capabilities, model_inputs
+from omics_risk.workflows.inputs import CTInputs, model_inputs
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +212,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     view, more = model_view(data, bm.manifest)
     notes += more
     images = inputs.images
-    caps = capabilities(model)
+    caps = capabilities_of(model)
     kw = {"images": images} if images is not None else {}
     survival_task = data.time is not None
 

@@ -5,7 +5,7 @@ A cohort is parsed once (:func:`~omics_risk.data.contract.load_cohort`, by the c
 and the endpoint (:class:`~omics_risk.data.multimodal.MultimodalData`) and, for models that encode CT images, builds
 the CT image provider (:class:`~omics_risk.models.fused.CTImageStore`) over the CT tensor cache. Scoring works on a
 repaired view of the cohort, chunk by chunk, and uses the same pieces (:func:`extract_features`,
-:func:`prefill_ct_cache`). :func:`capabilities` says what a model accepts and predicts.
+:func:`prefill_ct_cache`).
 
 torch and MONAI (the CT preprocessing, the image store) are imported only when a model encodes CT images: this module
 is on the path of ``omics-risk score``'s quick input checks.
@@ -13,7 +13,6 @@ is on the path of ``omics-risk score``'s quick input checks.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import warnings
@@ -29,27 +28,15 @@ from joblib import Parallel, delayed
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData, load_multimodal
 from omics_risk.features.extract import ExtractSummary, extract_cohort
-from omics_risk.models.base import ModelCapabilities, capabilities_of
 from omics_risk.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CTInputs", "ModelInputs", "capabilities", "check_ct_cohort", "ct_timepoints_of", "extract_features",
+__all__ = ["CTInputs", "ModelInputs", "check_ct_cohort", "ct_timepoints_of", "extract_features",
            "model_inputs", "prefill_ct_cache"]
 
 
 # ------------------------------------------------------------------------------------------------ the model
-def capabilities(model: Any) -> ModelCapabilities:
-    """What ``model`` accepts and predicts (:func:`~omics_risk.models.base.capabilities_of`)."""
-    caps = capabilities_of(model)
-    # Fallback until FusedSurvivalModel declares it (images from use_ct_images, on_epoch in its fit): remove then.
-    if not caps.images and bool(getattr(model, "use_ct_images", False)):
-        caps = dataclasses.replace(caps, images=True)
-    if not caps.epoch_callback and hasattr(model, "use_ct_images"):
-        caps = dataclasses.replace(caps, epoch_callback=True)
-    return caps
-
-
 # ------------------------------------------------------------------------------------------------ CT images
 def ct_timepoints_of(cohort: Cohort, modality: str = "ct") -> list[str]:
     """The timepoints of a cohort's CT samples, earliest first (by the median sample day of each timepoint)."""

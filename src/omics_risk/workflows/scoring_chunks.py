@@ -26,10 +26,11 @@ import pyarrow.parquet as pq
 from omics_risk.atomic import atomic_path
 from omics_risk.data.contract import CLINICAL_FILE, SAMPLES_FILE, SPEC_FILE, Cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.models.base import capabilities_of
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, to_frame
 from omics_risk.scoring.loading import BatchModel, _file_digest, _sha
 from omics_risk.scoring.shift import ShiftCheck, ShiftReport
-from omics_risk.workflows.inputs import capabilities, prefill_ct_cache
+from omics_risk.workflows.inputs import prefill_ct_cache
 from omics_risk.workflows.scoring_cohort import PreparedCohort
 
 __all__ = ["STATUSES", "ScoreResult", "content_key", "write_output"]
@@ -167,14 +168,11 @@ def _output_schema(bm: BatchModel, horizons: Sequence[float], response: bool) ->
 
 
 def _supports_survival(model: Any) -> bool:
-    return capabilities(model).survival
+    return capabilities_of(model).survival
 
 
 def _supports_response(model: Any) -> bool:
-    if not capabilities(model).response:
-        return False
-    heads = getattr(model, "heads", None)  # a fused model without a binary head scores no response
-    return heads is None or "binary" in heads
+    return capabilities_of(model).response
 
 
 class _Scorer:

@@ -16,8 +16,9 @@ from omegaconf import DictConfig
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
+from omics_risk.models.base import capabilities_of
 from omics_risk.scoring.frames import to_frame
-from omics_risk.workflows.training_models import ModelFactory, _ct_config, _fit, _wants_images
+from omics_risk.workflows.training_models import ModelFactory, _ct_config, _fit
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: Mult
     model = factories[name]()
     _fit(model, data, images)
     info: dict[str, Any] = {"final_model": name}
-    if _wants_images(model):
+    if capabilities_of(model).images:
         info["ct_images_in_pyfunc"] = False
     out_dir = Path(cfg.paths.output_dir) / "model"
     if hasattr(model, "save"):
@@ -117,7 +118,7 @@ def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: Mult
             # training cohort's profile (time unit, columns), the CT preprocessing, and the training risks for
             # the risk-group cut-offs (scored with the CT tensors for a CT-image model).
             ct = {"ct_config": _ct_config(cfg),
-                  "training_risk": model.predict_risk(data, images=images)} if _wants_images(model) else {}
+                  "training_risk": model.predict_risk(data, images=images)} if capabilities_of(model).images else {}
             mi = log_model(model, horizons=list(cfg.evaluation.horizons), input_example_frame=to_frame(data),
                            registered_model_name=cfg.tracking.registered_model_name, alias=cfg.tracking.alias,
                            feature_store=store, training_cohort=cohort, **ct)

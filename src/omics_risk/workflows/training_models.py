@@ -1,6 +1,6 @@
 """The models a training run compares, and how they are fitted: fresh unfitted models per fold (the fused model
 first, then the baselines and the response reference), fitted with what each declares it takes
-(:func:`~omics_risk.workflows.inputs.capabilities`: CT images, an epoch callback), and the CT settings of the config.
+(:func:`~omics_risk.models.base.capabilities_of`: CT images, an epoch callback), and the CT settings of the config.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.models.base import SurvivalModel
+from omics_risk.models.base import ModelContext, SurvivalModel, fit_kwargs, predict_kwargs
 from omics_risk.models.baselines import make_baselines
-from omics_risk.workflows.inputs import CTInputs, capabilities
+from omics_risk.workflows.inputs import CTInputs
 
 __all__ = ["CT_ONLY", "RESPONSE_REFERENCE", "ModelFactory", "ResponseReference"]
 
@@ -51,10 +51,6 @@ def _ct_inputs(cfg: DictConfig) -> CTInputs:
     cache_dir = Path(cfg.model.ct_cache_dir) if OmegaConf.select(cfg, "model.ct_cache_dir") else None
     return CTInputs(modality=_ct_modality(cfg), config=_ct_config(cfg), cache_dir=cache_dir,
                     timepoints=list(wanted) if wanted else None, check=True, prefill=True, preload=True)
-
-
-def _wants_images(model: SurvivalModel) -> bool:
-    return capabilities(model).images
 
 
 # ------------------------------------------------------------------------------------------------ models
@@ -97,18 +93,19 @@ def _factories(cfg: DictConfig, data: MultimodalData, types: dict[str, Any],
     """Fresh, unfitted models per fold: the fused model first, then the baselines."""
     mods = data.modality_names
     est = cfg.model.estimator
-    extra: dict[str, Any] = {"modalities": mods, "clinical_types": types, "seed": int(cfg.seed),
-                             "device": cfg.training.device}
-    if cfg.task.response:
-        extra["response_label"] = cfg.task.response
-        heads = list(OmegaConf.select(cfg, "model.estimator.heads", default=None) or ["cox"])
-        if "binary" not in heads:  # a response task trains the response head jointly with the survival head
-            extra["heads"] = [*heads, "binary"]
-    if _uses_ct_images(cfg):
-        if not OmegaConf.select(cfg, "model.estimator.ct_timepoints", default=None):
-            extra["ct_timepoints"] = list(ct_timepoints or [])
-        if OmegaConf.select(cfg, "model.estimator.ct_in_channels", default=None) is None:
-            extra["ct_in_channels"] = 2 if _ct_config(cfg).mask_channel else 1
+    heads = list(OmegaConf.select(cfg, "model.estimator.heads", default=None) or ["cox"])
+    ct_images = _uses_ct_images(cfg)
+    context = ModelContext(
+        modalities=mods, clinical_types=types, seed=int(cfg.seed), device=cfg.training.device,
+        response_label=cfg.task.response or None,
+        # a response task trains the response head jointly with the survival head
+        heads=[*heads, "binary"] if cfg.task.response and "binary" not in heads else None,
+        ct_timepoints=(list(ct_timepoints or []) if ct_images
+                       and not OmegaConf.select(cfg, "model.estimator.ct_timepoints", default=None) else None),
+        ct_in_channels=((2 if _ct_config(cfg).mask_channel else 1) if ct_images
+                        and OmegaConf.select(cfg, "model.estimator.ct_in_channels", default=None) is None else None),
+    )
+    extra = context.as_kwargs()
 
     def fused() -> SurvivalModel:
         return instantiate(est, **extra)
@@ -144,13 +141,7 @@ def _check_optimized_metric(cfg: DictConfig, names: list[str]) -> None:
 
 def _fit(model: SurvivalModel, data: MultimodalData, images: Any = None,
          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> SurvivalModel:
-    caps = capabilities(model)
-    kwargs: dict[str, Any] = {}
-    if caps.epoch_callback:
-        kwargs["on_epoch"] = on_epoch
-    if caps.images:
-        kwargs["images"] = images
-    return model.fit(data, **kwargs)
+    return model.fit(data, **fit_kwargs(model, images, on_epoch))
 
 
 def _fit_predict(model: SurvivalModel, train: MultimodalData, test: MultimodalData,
@@ -159,7 +150,7 @@ def _fit_predict(model: SurvivalModel, train: MultimodalData, test: MultimodalDa
     """Fit on ``train``, score ``test``. ``images`` / ``test_images``: CT providers of the two cohorts (the same
     store for cross-validation folds; ``test_images`` defaults to ``images``) for models that encode CT."""
     _fit(model, train, images, on_epoch)
-    kw = {"images": test_images if test_images is not None else images} if _wants_images(model) else {}
+    kw = predict_kwargs(model, test_images if test_images is not None else images)
     risk = np.asarray(model.predict_risk(test, **kw), dtype=float)
     response = None
     if test.extra_labels:
