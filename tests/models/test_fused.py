@@ -36,12 +36,7 @@ OMICS = ("cfdna", "methylation", "metabolites")
 FAST = {"epochs": 15, "patience": None, "refit": False, "device": "cpu", "num_threads": 1}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: reproducible float sums
 
 
 def make_data(n: int = 1200, *, p: int = 20, missing: tuple[float, ...] = (0.2, 0.25, 0.3), effect: float = 0.75,

@@ -13,6 +13,7 @@ import omics_risk.data.multimodal as multimodal
 from omics_risk.data.contract import load_cohort
 from omics_risk.data.multimodal import load_multimodal
 from omics_risk.data.synthetic import generate_cohort
+from omics_risk.features import extract as extract_module
 from omics_risk.features.extract import extract_cohort
 from omics_risk.workflows import training as pipeline
 from omics_risk.workflows.inputs import ModelInputs, model_inputs
@@ -51,7 +52,7 @@ def test_model_inputs_joins_the_store_of_a_loaded_cohort_without_parsing_it_agai
 def test_a_training_run_parses_each_cohort_once(cohort_root: Path, tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     """The training cohort and the validation cohort are each parsed once by the pipeline (extraction, data, CT
-    images and the logged model all read that one Cohort); nothing below it parses them again."""
+    images and the logged model all read that one Cohort); nothing below it, extraction included, parses them again."""
     calls: list[str] = []
 
     def counted(root: object, **kw: object) -> object:
@@ -60,6 +61,7 @@ def test_a_training_run_parses_each_cohort_once(cohort_root: Path, tmp_path: Pat
 
     monkeypatch.setattr(pipeline, "load_cohort", counted)
     monkeypatch.setattr(multimodal, "load_cohort", lambda *a, **k: pytest.fail("load_multimodal parsed a cohort"))
+    monkeypatch.setattr(extract_module, "load_cohort", lambda *a, **k: pytest.fail("extraction parsed a cohort"))
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[
             f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", "tracking=none",

@@ -197,11 +197,14 @@ def _sample_inputs(cohort: Cohort, sample: pd.Series) -> list[Path]:
     return paths
 
 
-def extract_cohort(cohort_dir: str | Path, out: str | Path | None = None, *,
+def extract_cohort(cohort_dir: str | Path | Cohort, out: str | Path | None = None, *,
                    config: Mapping[str, Any] | None = None, modalities: Sequence[str] | None = None,
                    workers: int | None = None, force: bool = False, progress: bool = True) -> ExtractSummary:
-    """Extract features for every modality of a cohort into ``out`` (default ``COHORT/features``)."""
-    cohort = load_cohort(cohort_dir)
+    """Extract features for every modality of a cohort into ``out`` (default ``COHORT/features``).
+
+    ``cohort_dir``: the cohort folder, or the cohort already loaded (so a workflow parses cohort.yaml once).
+    """
+    cohort = cohort_dir if isinstance(cohort_dir, Cohort) else load_cohort(cohort_dir)
     out = Path(out) if out is not None else cohort.root / "features"
     cache = out / "cache"
     cache.mkdir(parents=True, exist_ok=True)

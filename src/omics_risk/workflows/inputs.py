@@ -163,7 +163,7 @@ def extract_features(cohort: Cohort, store: Path, *, config: Mapping[str, Any] |
                      modalities: Sequence[str] | None = None, workers: int | None = None,
                      progress: bool = False) -> ExtractSummary:
     """Extract ``modalities`` (default: all) of the cohort into the feature store (cached per sample)."""
-    return extract_cohort(cohort.root, store, config=config, modalities=modalities, workers=workers,
+    return extract_cohort(cohort, store, config=config, modalities=modalities, workers=workers,
                           progress=progress)
 
 
