@@ -95,7 +95,7 @@ def test_unknown_env_value_warns_and_detects(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_wraps_the_job_generator_of_joblib_parallel() -> None:
-    """As in training/pipeline.py and scoring/batch.py: Parallel(n_jobs)(progress_bar(delayed jobs, total=n))."""
+    """As in the training and scoring workflows: Parallel(n_jobs)(progress_bar(delayed jobs, total=n))."""
     log = io.StringIO()
     jobs = (delayed(pow)(i, 2) for i in range(6))
     out = Parallel(n_jobs=2, backend="threading")(progress_bar(jobs, total=6, desc="jobs", unit="job", file=log))
