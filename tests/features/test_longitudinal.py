@@ -122,6 +122,12 @@ def test_no_draw_before_the_prediction_day_and_nan_prediction_day() -> None:
     assert out.loc["P2"].isna().all()
 
 
+def test_an_empty_table_gives_rows_without_draws() -> None:
+    out = longitudinal_features(REFERENCE.iloc[:0], pd.Series({"A": 5.0, "B": np.nan}), SPEC)
+    assert out["q__n_draws"].tolist()[0] == 0 and np.isnan(out.loc["B", "q__n_draws"])
+    assert out.drop(columns="q__n_draws").isna().all().all()
+
+
 def test_baseline_only_has_no_response_yet() -> None:
     out = longitudinal_features(REFERENCE, pd.Series({"P1": 0.0}), SPEC)
     assert out.loc["P1", "q__baseline"] == pytest.approx(1.0) and out.loc["P1", "q__ratio"] == pytest.approx(1.0)
@@ -257,6 +263,8 @@ def test_clear_errors() -> None:
         longitudinal_features(REFERENCE.drop(columns="value"), 0.0, SPEC)
     with pytest.raises(ValueError, match=r"without a day for patient.*P2"):
         longitudinal_features(REFERENCE.assign(day=REFERENCE["day"].where(REFERENCE["patient_id"] != "P2")), 0.0, SPEC)
+    with pytest.raises(ValueError, match="no patient of the long table"):
+        longitudinal_features(REFERENCE, pd.Series({1: 0.0, 2: 5.0}), SPEC)
     with pytest.raises(ValueError, match="more than once: P1"):
         longitudinal_features(REFERENCE, pd.Series([0.0, 1.0], index=["P1", "P1"]), SPEC)
     for bad in (

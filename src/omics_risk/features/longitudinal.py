@@ -41,21 +41,10 @@ import pandas as pd
 
 __all__ = ["FEATURES", "LongitudinalSpec", "long_values", "longitudinal_features", "longitudinal_table"]
 
-#: Feature names, in column order; each column is ``<spec.name>__<feature>``.
-FEATURES = (
-    "baseline",
-    "last",
-    "ratio",
-    "log2_ratio",
-    "slope",
-    "nadir",
-    "days_since_nadir",
-    "days_since_last",
-    "molecular_response",
-    "clearance",
-    "molecular_progression",
-    "redetection",
-    "n_draws",
+#: Feature names, in column order (levels and times, then flags and the count); columns are ``<spec.name>__<feature>``.
+FEATURES: tuple[str, ...] = (
+    *("baseline", "last", "ratio", "log2_ratio", "slope", "nadir", "days_since_nadir", "days_since_last"),
+    *("molecular_response", "clearance", "molecular_progression", "redetection", "n_draws"),
 )
 
 
@@ -124,6 +113,12 @@ def _draws(long: pd.DataFrame, pday: pd.Series) -> pd.DataFrame:
         raise ValueError(
             f"draws without a day for patient(s) {', '.join(map(str, who))}: give every sample its day "
             "(days from the index date) in samples.csv, or drop those samples"
+        )
+    ids = pd.Index(pd.unique(long["patient_id"]))
+    if len(ids) and len(pday) and not ids.isin(pday.index).any():
+        raise ValueError(
+            f"no patient of the long table (e.g. {ids[0]!r}) is in prediction_day (e.g. {pday.index[0]!r}): "
+            "index prediction_day by the same patient_id values (same type too)"
         )
     cut = pday.reindex(long["patient_id"].to_numpy()).to_numpy(float)
     keep = ~np.isnan(value) & (day <= cut)  # NaN prediction day: comparison is False, nothing kept
