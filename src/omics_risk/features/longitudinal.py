@@ -115,7 +115,8 @@ def _draws(long: pd.DataFrame, pday: pd.Series) -> pd.DataFrame:
             "(days from the index date) in samples.csv, or drop those samples"
         )
     ids = pd.Index(pd.unique(long["patient_id"]))
-    if len(ids) and len(pday) and not ids.isin(pday.index).any():
+    kinds = pd.api.types.infer_dtype(ids), pd.api.types.infer_dtype(pday.index)
+    if len(ids) and len(pday) and kinds[0] != kinds[1] and not ids.isin(pday.index).any():  # e.g. 1 vs "1"
         raise ValueError(
             f"no patient of the long table (e.g. {ids[0]!r}) is in prediction_day (e.g. {pday.index[0]!r}): "
             "index prediction_day by the same patient_id values (same type too)"
