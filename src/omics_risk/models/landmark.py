@@ -36,7 +36,7 @@ from omics_risk.models.tabular import (
     resolve_clinical_types,
 )
 
-__all__ = ["LandmarkSuperModel", "StackedLandmarks", "patient_folds", "stack_landmarks"]
+__all__ = ["LandmarkSuperModel", "StackedLandmarks", "patient_folds", "ridge_cox_fit", "stack_landmarks"]
 
 
 @dataclass
@@ -145,6 +145,23 @@ def patient_folds(patient_ids: Sequence[Any], folds: int, seed: int, *,
     return out
 
 
+def ridge_cox_fit(fitter: type, df: pd.DataFrame, penalizer: float, what: str, **fit_kwargs: Any) -> tuple[Any, float]:
+    """A lifelines Cox fitter (``CoxPHFitter``, ``CoxTimeVaryingFitter``) fitted with a ridge ``penalizer``; a stalled
+    Newton-Raphson (flat likelihood on uninformative data, near separation) is retried with a 10x stronger penalty.
+    Returns the fitted model and the penalty used."""
+    problem = ""
+    for used in (penalizer, 10 * penalizer):
+        model = fitter(penalizer=used)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ConvergenceWarning)
+            try:
+                return model.fit(df, **fit_kwargs), used
+            except (ConvergenceError, ConvergenceWarning) as err:
+                problem = str(err).splitlines()[0]
+    raise RuntimeError(f"the Cox fit of {what} did not converge even with penalizer={10 * penalizer:g} ({problem}); "
+                       "use fewer features (max_features) or a larger penalizer")
+
+
 class LandmarkSuperModel(BaselineModel):
     """A Cox model (lifelines ``CoxPHFitter``, ridge ``penalizer``) on stacked landmark rows, with each kept feature
     interacting with the landmark (``s``, ``s^2``) and ``s``, ``s^2`` as main effects, and the cluster-robust variance
@@ -216,24 +233,6 @@ class LandmarkSuperModel(BaselineModel):
                                          max_missing=self.max_missing)
             self.pipelines_[m] = pipe.fit(X.iloc[rows], y[rows])
 
-    def _fit_cox(self, df: pd.DataFrame) -> CoxPHFitter:
-        """Ridge Cox with the sandwich variance by patient; a stalled Newton-Raphson (flat likelihood, near
-        separation) is retried with a 10x stronger penalty, and the penalty used is kept (``penalizer_``)."""
-        problem = ""
-        for penalizer in (self.penalizer, 10 * self.penalizer):
-            cph = CoxPHFitter(penalizer=penalizer)
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", ConvergenceWarning)
-                try:
-                    cph.fit(df, duration_col="__time", event_col="__event", cluster_col="__patient", robust=True)
-                    self.penalizer_ = penalizer
-                    return cph
-                except (ConvergenceError, ConvergenceWarning) as err:
-                    problem = str(err).splitlines()[0]
-        raise RuntimeError(f"{self.name}: the Cox fit on {len(df)} stacked rows x {df.shape[1] - 3} columns did not "
-                           f"converge even with penalizer={10 * self.penalizer:g} ({problem}); lower max_features or "
-                           "raise penalizer")
-
     def fit(self, data: StackedLandmarks) -> LandmarkSuperModel:  # type: ignore[override]
         if not isinstance(data, StackedLandmarks):
             raise TypeError(f"{self.name} fits on stacked landmark rows: build them with "
@@ -249,7 +248,9 @@ class LandmarkSuperModel(BaselineModel):
             X = X.loc[:, X.std(ddof=0).to_numpy() > 0]
             self.columns_ = list(X.columns)
             df = X.assign(__time=data.time, __event=data.event, __patient=pd.factorize(data.patient)[0])
-            self.cph_ = self._fit_cox(df)
+            self.cph_, self.penalizer_ = ridge_cox_fit(
+                CoxPHFitter, df, self.penalizer, f"{self.name} on {len(df)} stacked rows x {df.shape[1] - 3} columns",
+                duration_col="__time", event_col="__event", cluster_col="__patient", robust=True)
             self.coef_ = self.cph_.params_.copy()
             self.summary_ = self.cph_.summary
             self.task_ = "survival"
