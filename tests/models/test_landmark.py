@@ -108,7 +108,8 @@ def test_landmark_model_learns_the_current_level_and_predicts_per_landmark() -> 
     model = LandmarkSuperModel(clinical_types=TYPES).fit(st)
     assert model.coef_["a/last__level"] > 0.3
     assert {"a/last__level:s", "a/last__level:s2", "s", "s2"} <= set(model.coef_.index)
-    assert model.cph_.cluster_col == "__patient" and model.summary_["se(coef)"].notna().all()  # sandwich variance by patient
+    # the sandwich variance by patient
+    assert model.cph_.cluster_col == "__patient" and model.summary_["se(coef)"].notna().all()
     assert capabilities_of(model).survival
     np.testing.assert_allclose(model.predict_risk(per[90.0], landmark=90.0), model.predict_risk(st.at(90)))
     surv = model.predict_survival(st.at(180), np.array([30.0, 180.0, 365.0]))

@@ -139,7 +139,7 @@ def patient_folds(patient_ids: Sequence[Any], folds: int, seed: int, *,
             strata[:] = 0
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     out = []
-    for tr, te in cv.split(np.zeros(len(unique)), strata):
+    for _, te in cv.split(np.zeros(len(unique)), strata):
         test = np.isin(inverse, te)
         out.append((np.flatnonzero(~test), np.flatnonzero(test)))
     return out
@@ -258,7 +258,8 @@ class LandmarkSuperModel(BaselineModel):
         return self
 
     # -- prediction
-    def _stacked(self, data: StackedLandmarks | MultimodalData, landmark: float | np.ndarray | None) -> StackedLandmarks:
+    def _stacked(self, data: StackedLandmarks | MultimodalData,
+                 landmark: float | np.ndarray | None) -> StackedLandmarks:
         if isinstance(data, StackedLandmarks):
             if landmark is not None:
                 raise ValueError("stacked rows carry their own landmarks; do not pass landmark= as well")
