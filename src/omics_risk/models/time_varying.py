@@ -108,12 +108,14 @@ class TimeVaryingCox(BaselineModel):
     name = "time_varying_cox"
 
     def __init__(self, features: Sequence[str] | None = None, *, penalizer: float = 0.1, max_missing: float = 0.5,
-                 seed: int = 0, device: str = "cpu", **_context: Any):
+                 modalities: Sequence[str] | None = None, clinical_types: Any = None, seed: int = 0,
+                 device: str = "cpu"):
         self.features = features
         self.penalizer = penalizer
         self.max_missing = max_missing
         self.seed = seed
-        self.device = device  # accepted for the model contract (ModelContext); the fit runs on the CPU
+        # accepted for the model contract (ModelContext): the inputs are the long table's features, on the CPU
+        self.modalities, self.clinical_types, self.device = modalities, clinical_types, device
         self.task = "survival"
 
     def fit(self, data: MultimodalData, *, long: pd.DataFrame) -> TimeVaryingCox:  # type: ignore[override]
