@@ -68,7 +68,7 @@ class StackedLandmarks:
 
     def rows_for(self, patients: Sequence[Any]) -> np.ndarray:
         """Positions of every row of ``patients`` (all their landmarks): maps a patient-level fold to rows."""
-        return np.flatnonzero(np.isin(self.patient, np.asarray(list(patients), dtype=self.patient.dtype)))
+        return np.flatnonzero(np.isin(self.patient, np.asarray(list(patients), dtype=object)))
 
     def at(self, landmark: float) -> StackedLandmarks:
         """The rows of one landmark (for per-landmark evaluation)."""
