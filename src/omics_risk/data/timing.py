@@ -196,8 +196,9 @@ def select_samples(samples_long: pd.DataFrame, day_per_patient: pd.Series,
     s = samples_long.rename_axis("sample_id").reset_index()
     s["patient_id"] = s["patient_id"].astype(str)
     s["day"] = s["day"].astype(float)
-    rel = s["day"] - s["patient_id"].map(pday).astype(float)
-    s = s[rel.notna() & (rel <= 0)].assign(_rel=rel)
+    rel = s["day"].to_numpy(dtype=float) - s["patient_id"].map(pday).to_numpy(dtype=float)
+    keep = np.isfinite(rel) & (rel <= 0)
+    s = s.loc[keep].assign(_rel=rel[keep])
     if windows is None:
         s = s.assign(slot=s["timepoint"].astype(str))
     else:
