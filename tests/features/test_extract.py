@@ -294,7 +294,7 @@ def test_the_per_sample_store_holds_each_ok_sample_with_its_day(valid_cohort: Pa
     assert list(cf.columns[:3]) == ["patient_id", "timepoint", "day"]
     assert cf["day"].tolist() == [-7.0, 30.0, 28.0] and cf["timepoint"].tolist() == ["preop", "postop1", "postop1"]
     wide = pd.read_parquet(out / "cfdna.parquet")
-    for sid, row in cf.iterrows():
+    for _, row in cf.iterrows():
         for feat in cf.columns[3:]:
             assert wide.loc[row["patient_id"], f"{row['timepoint']}__{feat}"] == row[feat]
     manifest = json.loads((out / "manifest.json").read_text())

@@ -22,8 +22,8 @@ from omics_risk.data.synthetic import generate_cohort
 from omics_risk.data.timing import PredictionTime
 from omics_risk.features import extract as extract_module
 from omics_risk.features.extract import extract_cohort
-from omics_risk.workflows import training as pipeline
 from omics_risk.workflows import inputs as inputs_module
+from omics_risk.workflows import training as pipeline
 from omics_risk.workflows.inputs import ModelInputs, check_no_look_ahead, model_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -130,8 +130,8 @@ def test_model_inputs_at_a_prediction_time_match_the_cohort_files(advanced: Path
         assert slots and not slots & later_labels  # c6.. and a03.. are all after day 95
     assert got.n_unlabelled == 0 and got.prediction_time == DAY90
     assert got.notes == ["prediction time: day 90; inputs use only samples taken at or before it",
-                         f"{int((~later).sum())} patient(s) with the pfs event or censoring at or before the prediction "
-                         "time left the risk set"]
+                         f"{int((~later).sum())} patient(s) with the pfs event or censoring at or before the "
+                         "prediction time left the risk set"]
     # landmarks: one data set per landmark, the patients still at risk there
     sets = load_landmarks(advanced, prediction_time=PredictionTime(at="landmarks", landmarks=(0.0, 90.0, 180.0)),
                           modalities=SERIAL, endpoint="pfs")
@@ -204,9 +204,11 @@ def test_training_refuses_features_from_after_the_prediction_time(advanced: Path
     bad.modalities["ctdna"].loc[pid, "c1__ctdna_mean_depth"] = late["ctdna_mean_depth"]  # a later draw's value
     with pytest.raises(ValueError) as err:
         check_no_look_ahead(bad, advanced / "features")
-    assert (f"look-ahead in the training data: 1 patient(s) have ctdna inputs from samples taken after their "
-            f"prediction time, e.g. patient {pid}: ctdna column c1__ctdna_mean_depth = {late['ctdna_mean_depth']:g} "
-            f"is carried only by sample {late.name} (day {late['day']:g}) after the prediction day 90") in str(err.value)
+    expected = (f"look-ahead in the training data: 1 patient(s) have ctdna inputs from samples taken after their "
+                f"prediction time, e.g. patient {pid}: ctdna column c1__ctdna_mean_depth = "
+                f"{late['ctdna_mean_depth']:g} is carried only by sample {late.name} (day {late['day']:g}) after the "
+                "prediction day 90")
+    assert expected in str(err.value)
     # a presence no sample up to the prediction time supports
     ghost = copy.deepcopy(data)
     absent = ghost.patients[~ghost.present["recist"].to_numpy()]

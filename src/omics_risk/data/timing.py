@@ -84,11 +84,12 @@ class PredictionTime:
         if self.at == "day" and self.day is None:
             raise ValueError(f"{_KEY}: at: day needs the day, e.g. {{at: day, day: 90}}")
         if self.at == "timepoint" and not self.timepoint:
-            raise ValueError(f"{_KEY}: at: timepoint needs the timepoint label, e.g. {{at: timepoint, timepoint: c3d1}}")
+            raise ValueError(f"{_KEY}: at: timepoint needs the timepoint label, e.g. "
+                             "{at: timepoint, timepoint: c3d1}")
         if self.at == "landmarks":
             if not self.landmarks:
-                raise ValueError(f"{_KEY}: at: landmarks needs a list of days, e.g. {{at: landmarks, landmarks: [0, 90, "
-                                 "180]}")
+                raise ValueError(f"{_KEY}: at: landmarks needs a list of days, e.g. "
+                                 "{at: landmarks, landmarks: [0, 90, 180]}")
             if list(self.landmarks) != sorted(set(self.landmarks)):
                 raise ValueError(f"{_KEY}.landmarks must be increasing without repeats, got {list(self.landmarks)}")
 
