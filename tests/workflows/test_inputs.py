@@ -70,17 +70,23 @@ def test_a_training_run_parses_each_cohort_once(cohort_root: Path, tmp_path: Pat
     monkeypatch.setattr(pipeline, "load_cohort", counted)
     monkeypatch.setattr(multimodal, "load_cohort", lambda *a, **k: pytest.fail("load_multimodal parsed a cohort"))
     monkeypatch.setattr(extract_module, "load_cohort", lambda *a, **k: pytest.fail("extraction parsed a cohort"))
+    metrics = _train(tmp_path, cohort_root, "training.final_model=false", "training.cv.folds=2",
+                     "training.cv.repeats=1")
+    assert calls == [str(cohort_root), str(cohort_root)]  # the training cohort, then the validation cohort
+    assert "fused/cindex" in metrics and "external/fused/cindex" in metrics
+    assert "prediction_time" not in json.loads((tmp_path / "run" / "summary.json").read_text())  # none configured
+
+
+def _train(tmp_path: Path, root: Path, *overrides: str) -> dict[str, float]:
+    """A tiny training run on ``root`` (validated on itself), writing into ``tmp_path``/run."""
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[
             f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", "tracking=none",
             "training.progress=false", "extract.workers=1", "debug=fast", "baselines=none", "data=cohort",
-            f"data.root={cohort_root}", f"data.validation_root={cohort_root}", "training.final_model=false",
-            "training.cv.folds=2", "training.cv.repeats=1", "model.estimator.epochs=2"])
+            f"data.root={root}", f"data.validation_root={root}", "model.estimator.epochs=2", *overrides])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        metrics = pipeline.train(cfg)
-    assert calls == [str(cohort_root), str(cohort_root)]  # the training cohort, then the validation cohort
-    assert "fused/cindex" in metrics and "external/fused/cindex" in metrics
+        return pipeline.train(cfg)
 
 
 # ------------------------------------------------------------------------------------------------ prediction times
@@ -239,17 +245,10 @@ def test_a_store_from_before_prediction_times_says_to_extract_again(advanced: Pa
 
 def test_a_training_run_at_a_prediction_time_reports_it(advanced: Path, tmp_path: Path) -> None:
     """task.prediction_time reaches the data of the training and the validation cohort; summary.json says which
-    prediction time and how many patients left the risk set (and has no such entry without one)."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=[
-            f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", "tracking=none", "task=pfs",
-            "training.progress=false", "extract.workers=1", "debug=fast", "baselines=none", "data=cohort",
-            f"data.root={advanced}", f"data.validation_root={advanced}", "data.modalities=[ctdna,recist]",
-            # 4 folds: 21 patients are at risk at day 90, and the fused model needs 10 training patients a modality
-            "training.cv.folds=4", "model.estimator.epochs=2", "task.prediction_time={at: day, day: 90}"])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        metrics = pipeline.train(cfg)
+    prediction time and how many patients left the risk set (a run without one has no such entry: see above)."""
+    # 4 folds: 21 patients are at risk at day 90, and the fused model needs 10 training patients a modality
+    metrics = _train(tmp_path, advanced, "task=pfs", "data.modalities=[ctdna,recist]", "training.cv.folds=4",
+                     "task.prediction_time={at: day, day: 90}")
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     clinical = pd.read_csv(advanced / "clinical.csv")
     n_at_risk = int((clinical["pfs_time"] > 90).sum())
