@@ -238,7 +238,7 @@ def test_a_store_from_before_prediction_times_says_to_extract_again(advanced: Pa
     with pytest.raises(ValueError, match=r"no per-sample table for ctdna, recist \(ctdna.samples.parquet\): it was "
                                          r"written before prediction times existed. Re-run `omics-risk extract "):
         load_multimodal(cohort, store, endpoint="pfs", prediction_time=DAY90)
-    with pytest.raises(ValueError, match="use load_landmarks"):
+    with pytest.raises(ValueError, match=r"one data set per landmark \(load_landmarks, for dynamic models\)"):
         load_multimodal(cohort, advanced / "features", prediction_time=PredictionTime(at="landmarks",
                                                                                       landmarks=(0.0,)))
 

@@ -181,7 +181,9 @@ def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None
     """
     cohort, store, wanted = _open(cohort, features_dir, modalities)
     if prediction_time is not None and prediction_time.at == "landmarks":
-        raise ValueError("task.prediction_time: at: landmarks gives one data set per landmark; use load_landmarks")
+        raise ValueError("task.prediction_time: at: landmarks gives one data set per landmark (load_landmarks, for "
+                         "dynamic models); a model fitted on one data set needs a single prediction time, e.g. "
+                         "{at: day, day: 90}")
     out = _outcome(cohort, endpoint, response, drop_unlabelled)
     if prediction_time is not None:
         return _at_prediction_time(cohort, out, _sample_tables(cohort, store, wanted), prediction_time,
