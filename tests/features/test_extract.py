@@ -15,6 +15,7 @@ from one_broken import assert_only_sample_failed
 from toy_extractors import TOY_CONFIG
 
 from omics_risk.cli import main
+from omics_risk.data.multimodal import stored_modalities
 from omics_risk.features.extract import ExtractSummary, extract_cohort, fingerprint
 
 MODS = ["ct", "cfdna", "rppa"]
@@ -279,3 +280,24 @@ def test_after_a_worker_dies_the_rest_goes_on_in_a_fresh_pool(valid_cohort: Path
     assert "died" in results[0]["error"] and results[0]["cache"] is False
     assert all(r["features"] == results[1]["features"] for r in results[1:]) and bar.n == 12
     assert alone[0] == "S00" and len(alone) <= 5  # at most 2 x workers + 1 run alone
+
+
+def test_the_per_sample_store_holds_each_ok_sample_with_its_day(valid_cohort: Path) -> None:
+    """``<modality>.samples.parquet``: one row per usable sample (failed ones left out) with its patient, timepoint
+    and day from samples.csv, and the same values as the wide table's ``<timepoint>__<feature>`` cells."""
+    (valid_cohort / "cfdna/P02_postop1.frag.tsv.gz").write_bytes(b"\x1f\x8b\x08 truncated")
+    _run(valid_cohort, workers=1)
+    out = valid_cohort / "features"
+    cf = pd.read_parquet(out / "cfdna.samples.parquet")
+    assert cf.index.name == "sample_id"
+    assert list(cf.index) == ["P01-cfdna-preop", "P01-cfdna-postop1", "P03-cfdna-postop1"]  # P02's failed
+    assert list(cf.columns[:3]) == ["patient_id", "timepoint", "day"]
+    assert cf["day"].tolist() == [-7.0, 30.0, 28.0] and cf["timepoint"].tolist() == ["preop", "postop1", "postop1"]
+    wide = pd.read_parquet(out / "cfdna.parquet")
+    for _, row in cf.iterrows():
+        for feat in cf.columns[3:]:
+            assert wide.loc[row["patient_id"], f"{row['timepoint']}__{feat}"] == row[feat]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["modalities"]["cfdna"]["samples_table"] == "cfdna.samples.parquet"
+    # the per-sample tables are no modality of their own
+    assert stored_modalities(out) == sorted(MODS)

@@ -2,6 +2,12 @@
 
 Every patient of the cohort is kept. A modality a patient lacks (no sample, or a sample whose extraction
 failed) is an all-NaN row plus ``present[patient, modality] = False``: missingness is data, not a code branch.
+
+With a prediction time (:class:`~omics_risk.data.timing.PredictionTime`) the modality tables come from the
+per-sample store (``<modality>.samples.parquet``) and hold only samples taken at or before it, as patient x
+``<slot>__<feature>``; the presence mask says whether such a sample exists; patients whose event or censoring came
+at or before it leave the risk set and outcome times count from it. Without one, the tables are the label-matched
+wide tables of every sample (``<modality>.parquet``), as before prediction times existed.
 """
 
 from __future__ import annotations
@@ -15,8 +21,9 @@ import pandas as pd
 
 from omics_risk.data.contract import BinaryEndpoint, Cohort, SurvivalEndpoint, load_cohort
 from omics_risk.data.formats import preprocessing_kind
+from omics_risk.data.timing import PredictionTime, at_risk, prediction_days, select_samples, slot_table
 
-__all__ = ["MultimodalData", "load_multimodal"]
+__all__ = ["MultimodalData", "load_landmarks", "load_multimodal", "stored_modalities"]
 
 
 @dataclass
@@ -34,6 +41,13 @@ class MultimodalData:
     extra_labels: dict[str, np.ndarray] = field(default_factory=dict)
     #: modality -> its cohort.yaml format (what :meth:`preprocessing_kind` asks the format registry about).
     formats: dict[str, str] = field(default_factory=dict)
+    #: Each patient's prediction day (days from the index date; None: no prediction time, every sample used).
+    prediction_day: np.ndarray | None = None
+    #: The landmark day of one data set of :func:`load_landmarks` (None otherwise).
+    landmark: float | None = None
+    #: With a prediction time: ``at_risk`` (patients kept), ``left_out`` (event or censoring at or before it) and
+    #: ``without_timepoint`` (no sample at the named timepoint) counts; empty without one.
+    risk_set: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.patients)
@@ -56,6 +70,7 @@ class MultimodalData:
             present=self.present.iloc[idx],
             time=pick(self.time), event=pick(self.event), label=pick(self.label), endpoint=self.endpoint,
             extra_labels={k: v[idx] for k, v in self.extra_labels.items()}, formats=dict(self.formats),
+            prediction_day=pick(self.prediction_day), landmark=self.landmark, risk_set=dict(self.risk_set),
         )
 
     def preprocessing_kind(self, modality: str) -> str:
@@ -87,27 +102,41 @@ def _clinical_features(cohort: Cohort) -> pd.DataFrame:
     return cohort.clinical.set_index("patient_id")[cols]
 
 
-def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None = None, *,
-                    modalities: Sequence[str] | None = None, endpoint: str | None = None,
-                    response: str | None = None, drop_unlabelled: bool = True) -> MultimodalData:
-    """Join the feature store of ``cohort`` with its clinical table and ``endpoint``.
+def stored_modalities(store: str | Path) -> list[str]:
+    """The modalities a feature store holds (``<modality>.parquet``; the per-sample ``.samples.parquet`` are no
+    modality of their own)."""
+    return sorted(p.stem for p in Path(store).glob("*.parquet") if "." not in p.stem)
 
-    ``modalities`` defaults to every table in the store. Patients without the endpoint's outcome are left out
-    only when ``drop_unlabelled`` (training); scoring keeps them all. ``response`` names a binary endpoint read
-    alongside a survival ``endpoint`` (e.g. SCLC response and PFS, trained jointly); its missing labels stay NaN.
-    """
+
+def _open(cohort: str | Path | Cohort, features_dir: str | Path | None,
+          modalities: Sequence[str] | None) -> tuple[Cohort, Path, list[str]]:
+    """The parsed cohort, its feature store and the wanted modalities (checked against the store)."""
     cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
     store = Path(features_dir) if features_dir is not None else cohort.root / "features"
     if not (store / "manifest.json").is_file():
         raise FileNotFoundError(f"no feature store at {store}: run `omics-risk extract {cohort.root}` first")
-    available = sorted(p.stem for p in store.glob("*.parquet"))
+    available = stored_modalities(store)
     wanted = list(modalities) if modalities is not None else available
     unknown = [m for m in wanted if m not in available]
     if unknown:
         raise ValueError(f"modalities {unknown} are not in the feature store {store} (has: {', '.join(available)})")
+    return cohort, store, wanted
 
-    clinical = _clinical_features(cohort)
-    patients = clinical.index
+
+@dataclass
+class _Outcome:
+    """The endpoint columns of the patients kept (those with an outcome when unlabelled ones are dropped)."""
+
+    patients: pd.Index
+    endpoint: str
+    time: np.ndarray | None = None
+    event: np.ndarray | None = None
+    label: np.ndarray | None = None
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _outcome(cohort: Cohort, endpoint: str | None, response: str | None, drop_unlabelled: bool) -> _Outcome:
+    patients = _clinical_features(cohort).index
     time = event = label = None
     ep_name = endpoint or next(iter(cohort.spec.endpoints))
     if ep_name not in cohort.spec.endpoints:
@@ -133,9 +162,101 @@ def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None
             raise ValueError(f"response endpoint '{response}' must be a binary endpoint in cohort.yaml")
         label = raw[rep.column].astype(float).loc[patients].to_numpy()
         extra = {response: label}
+    return _Outcome(patients, ep_name, time, event, label, extra)
 
+
+def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None = None, *,
+                    modalities: Sequence[str] | None = None, endpoint: str | None = None,
+                    response: str | None = None, drop_unlabelled: bool = True,
+                    prediction_time: PredictionTime | None = None) -> MultimodalData:
+    """Join the feature store of ``cohort`` with its clinical table and ``endpoint``.
+
+    ``modalities`` defaults to every table in the store. Patients without the endpoint's outcome are left out
+    only when ``drop_unlabelled`` (training); scoring keeps them all. ``response`` names a binary endpoint read
+    alongside a survival ``endpoint`` (e.g. SCLC response and PFS, trained jointly); its missing labels stay NaN.
+    ``prediction_time``: None uses every sample (the label-matched wide tables); a single-time
+    :class:`~omics_risk.data.timing.PredictionTime` uses only samples at or before it and its risk set (see the
+    module doc; patients out of the risk set are left out only when ``drop_unlabelled``). Landmarks:
+    :func:`load_landmarks`.
+    """
+    cohort, store, wanted = _open(cohort, features_dir, modalities)
+    if prediction_time is not None and prediction_time.at == "landmarks":
+        raise ValueError("task.prediction_time: at: landmarks gives one data set per landmark (load_landmarks, for "
+                         "dynamic models); a model fitted on one data set needs a single prediction time, e.g. "
+                         "{at: day, day: 90}")
+    out = _outcome(cohort, endpoint, response, drop_unlabelled)
+    if prediction_time is not None:
+        return _at_prediction_time(cohort, out, _sample_tables(cohort, store, wanted), prediction_time,
+                                   drop_unlabelled=drop_unlabelled)
+    patients = out.patients
+    clinical = _clinical_features(cohort)
     tables = {m: pd.read_parquet(store / f"{m}.parquet").reindex(patients) for m in wanted}
     present = pd.DataFrame({"clinical": True, **{m: tables[m].notna().any(axis=1) for m in wanted}}, index=patients)
     formats = {m: ms.format for m in wanted if (ms := cohort.spec.modality(m)) is not None}
     return MultimodalData(patients=patients, clinical=clinical.loc[patients], modalities=tables, present=present,
-                          time=time, event=event, label=label, endpoint=ep_name, extra_labels=extra, formats=formats)
+                          time=out.time, event=out.event, label=out.label, endpoint=out.endpoint,
+                          extra_labels=out.extra, formats=formats)
+
+
+def load_landmarks(cohort: str | Path | Cohort, features_dir: str | Path | None = None, *,
+                   prediction_time: PredictionTime, modalities: Sequence[str] | None = None,
+                   endpoint: str | None = None, response: str | None = None,
+                   drop_unlabelled: bool = True) -> dict[float, MultimodalData]:
+    """One data set per landmark day of ``prediction_time`` (``at: landmarks``; a single-time kind gives one, keyed
+    by its day, NaN for ``at: timepoint``): the patients at risk at that landmark, in cohort order, with their
+    inputs at that landmark and outcome times counted from it (for landmark super-models)."""
+    cohort, store, wanted = _open(cohort, features_dir, modalities)
+    out = _outcome(cohort, endpoint, response, drop_unlabelled)
+    samples = _sample_tables(cohort, store, wanted)
+    if prediction_time.at != "landmarks":
+        key = {"index": 0.0, "day": prediction_time.day}.get(prediction_time.at, float("nan"))
+        return {float(key): _at_prediction_time(cohort, out, samples, prediction_time,  # type: ignore[arg-type]
+                                                drop_unlabelled=drop_unlabelled)}
+    return {lm: _at_prediction_time(cohort, out, samples, prediction_time.at_landmark(lm),
+                                    drop_unlabelled=drop_unlabelled, landmark=lm)
+            for lm in prediction_time.landmarks}
+
+
+def _sample_tables(cohort: Cohort, store: Path, wanted: Sequence[str]) -> dict[str, pd.DataFrame]:
+    """The per-sample tables of ``wanted``; a store written before they existed says to extract again."""
+    missing = [m for m in wanted if not (store / f"{m}.samples.parquet").is_file()]
+    if missing:
+        raise ValueError(f"the feature store {store} has no per-sample table for {', '.join(missing)} "
+                         f"({missing[0]}.samples.parquet): it was written before prediction times existed. Re-run "
+                         f"`omics-risk extract {cohort.root}` (cached: only the tables are written again), or train "
+                         "with extract.run=true")
+    return {m: pd.read_parquet(store / f"{m}.samples.parquet") for m in wanted}
+
+
+def _at_prediction_time(cohort: Cohort, out: _Outcome, samples: dict[str, pd.DataFrame], pt: PredictionTime, *,
+                        drop_unlabelled: bool, landmark: float | None = None) -> MultimodalData:
+    """The data at one single-time prediction time: risk set, shifted outcome, tables of samples up to it."""
+    patients = out.patients
+    pday = prediction_days(pt, cohort.samples, patients)
+    has_day = pday.notna().to_numpy()
+    time, event, label, extra = out.time, out.event, out.label, dict(out.extra)
+    if time is not None and event is not None:
+        keep, time = at_risk(time, event, pday.to_numpy())
+    else:
+        keep = has_day
+    counts = {"at_risk": int(keep.sum()), "left_out": int((has_day & ~keep).sum()),
+              "without_timepoint": int((~has_day).sum())}
+    if drop_unlabelled:
+        patients = patients[keep]
+        pday = pday.loc[patients]
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[keep]
+
+        time, event, label = pick(time), pick(event), pick(label)
+        extra = {k: v[keep] for k, v in extra.items()}
+    tables, present = {}, {"clinical": pd.Series(True, index=patients)}
+    for m, long in samples.items():
+        selected = select_samples(long, pday, pt.windows)
+        tables[m] = slot_table(selected, patients)
+        present[m] = pd.Series(patients.isin(selected["patient_id"]), index=patients)
+    formats = {m: ms.format for m in samples if (ms := cohort.spec.modality(m)) is not None}
+    return MultimodalData(patients=patients, clinical=_clinical_features(cohort).loc[patients], modalities=tables,
+                          present=pd.DataFrame(present, index=patients), time=time, event=event, label=label,
+                          endpoint=out.endpoint, extra_labels=extra, formats=formats,
+                          prediction_day=pday.to_numpy(dtype=float), landmark=landmark, risk_set=counts)

@@ -3,7 +3,9 @@
 Output (default ``COHORT/features/``):
 
 - ``<modality>.parquet``: one row per patient with at least one usable sample of the modality, one column per
-  ``<timepoint>__<feature>``;
+  ``<timepoint>__<feature>`` (every sample, whatever its date: the table of models without a prediction time);
+- ``<modality>.samples.parquet``: one row per usable sample (index ``sample_id``; ``patient_id``, ``timepoint``,
+  ``day``, then its features): what a prediction time selects from (:mod:`omics_risk.data.timing`);
 - ``status.csv``: one row per sample of samples.csv (``ok`` or ``failed`` with the reason) and per patient
   without any sample of a modality the cohort has (``missing``): nothing is dropped silently;
 - ``<modality>.<name>.csv``: side tables an extractor provides (e.g. ``metabolomics.qc.csv``, the QC report);
@@ -289,6 +291,8 @@ def extract_cohort(cohort_dir: str | Path | Cohort, out: str | Path | None = Non
         table, n_ok = _wide_table(samples, per_sample_feats, errors)
         with atomic_path(out / f"{mod}.parquet") as tmp:
             table.to_parquet(tmp)
+        with atomic_path(out / f"{mod}.samples.parquet") as tmp:
+            _sample_table(samples, per_sample_feats, errors).to_parquet(tmp)
         for _, row in samples.iterrows():
             sid = row["sample_id"]
             status_rows.append({"patient_id": row["patient_id"], "modality": mod, "timepoint": row["timepoint"],
@@ -298,7 +302,8 @@ def extract_cohort(cohort_dir: str | Path | Cohort, out: str | Path | None = Non
             status_rows.append({"patient_id": pid, "modality": mod, "timepoint": "", "sample_id": "",
                                 "status": "missing", "reason": "no sample of this modality"})
         manifest["modalities"][mod] = {"format": ms.format, "extractors": ext_info, "columns": list(table.columns),
-                                       "patients": len(table), "inputs": inputs, "side_tables": side_files}
+                                       "patients": len(table), "inputs": inputs, "side_tables": side_files,
+                                       "samples_table": f"{mod}.samples.parquet"}
         if notes:
             manifest["modalities"][mod]["notes"] = notes
         summary.modalities[mod] = {"patients": len(table), "n_features": table.shape[1], "ok": n_ok,
@@ -452,3 +457,18 @@ def _wide_table(samples: pd.DataFrame, feats: dict[str, dict[str, float]],
     table = pd.DataFrame.from_dict(records, orient="index").sort_index()
     table.index.name = "patient_id"
     return table.reindex(sorted(table.columns), axis=1).astype("float64"), n_ok
+
+
+def _sample_table(samples: pd.DataFrame, feats: dict[str, dict[str, float]],
+                  errors: dict[str, list[str]]) -> pd.DataFrame:
+    """One row per sample that worked: ``patient_id``, ``timepoint``, ``day``, then its features (sorted)."""
+    ok = samples[~samples["sample_id"].isin(list(errors))]
+    values = pd.DataFrame.from_dict({sid: feats[sid] for sid in ok["sample_id"]}, orient="index", dtype="float64")
+    values = values.reindex(index=list(ok["sample_id"]), columns=sorted(values.columns)).astype("float64")
+    head = pd.DataFrame({"patient_id": ok["patient_id"].astype(str).to_numpy(),
+                         "timepoint": ok["timepoint"].astype(str).to_numpy(),
+                         "day": pd.to_numeric(ok["day"], errors="coerce").astype("float64").to_numpy()},
+                        index=values.index)
+    table = pd.concat([head, values.drop(columns=[c for c in head.columns if c in values.columns])], axis=1)
+    table.index.name = "sample_id"
+    return table

@@ -7,6 +7,9 @@ the CT image provider (:class:`~omics_risk.models.fused.CTImageStore`) over the 
 repaired view of the cohort, chunk by chunk, and uses the same pieces (:func:`extract_features`,
 :func:`prefill_ct_cache`).
 
+With a prediction time the data hold only what was measured at or before it, and :func:`check_no_look_ahead`
+asserts so independently of how the tables were built, before any model sees them.
+
 torch and MONAI (the CT preprocessing, the image store) are imported only when a model encodes CT images: this module
 is on the path of ``omics-risk score``'s quick input checks.
 """
@@ -26,14 +29,15 @@ import pandas as pd
 from joblib import Parallel, delayed
 
 from omics_risk.data.contract import Cohort
-from omics_risk.data.multimodal import MultimodalData, load_multimodal
+from omics_risk.data.multimodal import MultimodalData, load_multimodal, stored_modalities
+from omics_risk.data.timing import SLOT_SEP, PredictionTime
 from omics_risk.features.extract import ExtractSummary, extract_cohort
 from omics_risk.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CTInputs", "ModelInputs", "check_ct_cohort", "ct_timepoints_of", "extract_features",
-           "model_inputs", "prefill_ct_cache"]
+__all__ = ["CTInputs", "ModelInputs", "check_ct_cohort", "check_no_look_ahead", "ct_timepoints_of",
+           "extract_features", "model_inputs", "prefill_ct_cache"]
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -179,13 +183,15 @@ class ModelInputs:
     notes: list[str] = field(default_factory=list)  # what a report should say about these inputs
     n_unlabelled: int = 0  # patients left out for lacking the endpoint's outcome
     ct_timepoints: list[str] | None = None  # the cohort's CT timepoints, for a CT-image model
+    prediction_time: PredictionTime | None = None  # None: every sample, whatever its date (no prediction time)
 
 
 def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
                  extract_config: Mapping[str, Any] | None = None, extract_modalities: Sequence[str] | None = None,
                  modalities: Sequence[str] | None = None, only_stored: bool = False, endpoint: str | None = None,
                  response: str | None = None, drop_unlabelled: bool = True, ct: CTInputs | None = None,
-                 what: str = "training", workers: int | None = None, progress: bool = False) -> ModelInputs:
+                 what: str = "training", workers: int | None = None, progress: bool = False,
+                 prediction_time: PredictionTime | None = None) -> ModelInputs:
     """Turn a loaded cohort into model inputs: features (extracted with ``extract_config`` when ``extract``, else
     read from the store), :class:`~omics_risk.data.multimodal.MultimodalData` and the CT image provider.
 
@@ -200,6 +206,8 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
             :func:`~omics_risk.data.multimodal.load_multimodal`).
         ct: how to provide CT images (None: the model encodes none).
         what: the cohort's role (``training``, ``validation``) in messages.
+        prediction_time: only samples at or before it, its risk set and outcome times counted from it (None: every
+            sample); the data are then checked by :func:`check_no_look_ahead`.
     """
     store = Path(store)
     summary = None
@@ -209,14 +217,96 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
         log.info(summary.to_text())
     mods = list(modalities) if modalities is not None else None
     if only_stored and mods is not None:
-        available = {p.stem for p in store.glob("*.parquet")}
+        available = set(stored_modalities(store))
         mods = [m for m in mods if m in available]
     data = load_multimodal(cohort, store, modalities=mods, endpoint=endpoint, response=response,
-                           drop_unlabelled=drop_unlabelled)
+                           drop_unlabelled=drop_unlabelled, prediction_time=prediction_time)
+    if prediction_time is not None:
+        check_no_look_ahead(data, store, what=what)
     timepoints = images = None
     if ct is not None:
         timepoints = check_ct_cohort(cohort, ct.modality, None, what) if ct.check else None
         images = ct_images(cohort, store, ct, what=what, workers=workers, progress=progress)
-    n_unlabelled = len(cohort.clinical) - len(data)
+    risk = data.risk_set if drop_unlabelled else {}
+    n_unlabelled = len(cohort.clinical) - len(data) - risk.get("left_out", 0) - risk.get("without_timepoint", 0)
     notes = [f"{n_unlabelled} patient(s) without the {data.endpoint} outcome are left out"] if n_unlabelled else []
-    return ModelInputs(cohort, store, data, images, summary, notes, n_unlabelled, timepoints)
+    if prediction_time is not None:
+        notes += _risk_set_notes(prediction_time, data, risk)
+        for note in notes:
+            log.info("%s cohort: %s", what, note)
+    return ModelInputs(cohort, store, data, images, summary, notes, n_unlabelled, timepoints, prediction_time)
+
+
+def _risk_set_notes(pt: PredictionTime, data: MultimodalData, risk: Mapping[str, int]) -> list[str]:
+    """What a report says about the risk set at the prediction time."""
+    notes = [f"prediction time: {pt.describe()}; inputs use only samples taken at or before it"]
+    if risk.get("left_out"):
+        notes.append(f"{risk['left_out']} patient(s) with the {data.endpoint} event or censoring at or before the "
+                     "prediction time left the risk set")
+    if risk.get("without_timepoint"):
+        notes.append(f"{risk['without_timepoint']} patient(s) without a '{pt.timepoint}' sample have no prediction "
+                     "time and are left out")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ look-ahead guard
+def check_no_look_ahead(data: MultimodalData, store: str | Path, *, what: str = "training") -> None:
+    """Refuse data whose features or presence come from samples after each patient's prediction time.
+
+    An assertion independent of how the tables were built (:func:`~omics_risk.data.timing.select_samples` cannot
+    produce such data; a future code path might): a present patient needs a sample at or before the prediction day,
+    and a value of column ``<slot>__<feature>`` carried only by the patient's later samples of the per-sample store
+    (same feature, same value) came from the future. Values no stored sample carries (derived features) are not
+    attributed. Raises ``ValueError`` naming the modality, the number of patients and an example sample and day.
+    """
+    if data.prediction_day is None:
+        return
+    pday = pd.Series(np.asarray(data.prediction_day, dtype=float), index=data.patients.astype(str))
+    for m, table in data.modalities.items():
+        path = Path(store) / f"{m}.samples.parquet"
+        if not path.is_file():
+            continue  # load_multimodal refuses a prediction time without it; nothing to attribute values to
+        long = pd.read_parquet(path)
+        bad = _later_values(table, long, pday)
+        present = data.present[m] if m in data.present else pd.Series(False, index=data.patients)
+        first = long.assign(patient_id=long["patient_id"].astype(str)).groupby("patient_id")["day"].min()
+        ghost = [p for p in data.patients[present.to_numpy(dtype=bool)].astype(str)
+                 if not first.get(p, np.inf) <= pday[p]]
+        if bad.empty and not ghost:
+            continue
+        if not bad.empty:
+            row = bad.iloc[0]
+            n = bad["patient_id"].nunique()
+            example = (f"patient {row.patient_id}: {m} column {row.column} = {row.value:g} is carried only by sample "
+                       f"{row.sample_id} (day {row.day:g}) after the prediction day {pday[row.patient_id]:g}")
+        else:
+            n = len(ghost)
+            later = long[long["patient_id"].astype(str) == ghost[0]].sort_values("day")
+            sid, day = (later.index[0], later["day"].iloc[0]) if len(later) else ("(none)", float("nan"))
+            example = (f"patient {ghost[0]} is marked present for {m} but its first sample {sid} is on day {day:g}, "
+                       f"after the prediction day {pday[ghost[0]]:g}")
+        raise ValueError(f"look-ahead in the {what} data: {n} patient(s) have {m} inputs from samples taken after "
+                         f"their prediction time, e.g. {example}. Training refuses features measured after the "
+                         "prediction time; build the modality's table with omics_risk.data.timing.select_samples")
+
+
+def _later_values(table: pd.DataFrame, long: pd.DataFrame, pday: pd.Series) -> pd.DataFrame:
+    """Cells of ``table`` (patient x ``<slot>__<feature>``) whose value only the patient's samples after the
+    prediction day carry: columns ``patient_id``, ``column``, ``value``, ``sample_id``, ``day``."""
+    cols = ["patient_id", "column", "value", "sample_id", "day"]
+    features = [c for c in long.columns if c not in ("patient_id", "timepoint", "day")]
+    if table.empty or not features:
+        return pd.DataFrame(columns=cols)
+    cells = table.rename_axis(index="patient_id").reset_index().melt(id_vars="patient_id", var_name="column",
+                                                                     value_name="value").dropna(subset=["value"])
+    cells["patient_id"] = cells["patient_id"].astype(str)
+    cells["feature"] = cells["column"].astype(str).str.split(SLOT_SEP, n=1).str[-1]
+    stored = long.rename_axis("sample_id").reset_index().melt(
+        id_vars=["sample_id", "patient_id", "day"], value_vars=features, var_name="feature", value_name="value")
+    stored = stored.dropna(subset=["value"]).assign(patient_id=lambda d: d["patient_id"].astype(str))
+    hits = cells.merge(stored, on=["patient_id", "feature", "value"])
+    if hits.empty:
+        return pd.DataFrame(columns=cols)
+    hits = hits.assign(limit=hits["patient_id"].map(pday)).sort_values("day", kind="stable")
+    first = hits.drop_duplicates(["patient_id", "column"], keep="first")  # the earliest sample carrying the value
+    return first[~(first["day"] <= first["limit"])][cols].reset_index(drop=True)

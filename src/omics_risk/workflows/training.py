@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.compare import log_oof_risks, oof_table
 from omics_risk.evaluation.metric_defs import cindex_summary, model_run_metrics
 from omics_risk.evaluation.metrics import (
@@ -81,7 +82,27 @@ def _inputs(cfg: DictConfig, cohort: Cohort, store: Path, *, modalities: list[st
     ct = _ct_inputs(cfg) if images and _uses_ct_images(cfg) else None
     return model_inputs(cohort, store, extract=bool(cfg.extract.run), extract_config=config, modalities=modalities,
                         endpoint=cfg.task.endpoint, response=cfg.task.response, ct=ct, what=what,
-                        workers=cfg.extract.workers, progress=bool(cfg.training.progress))
+                        workers=cfg.extract.workers, progress=bool(cfg.training.progress),
+                        prediction_time=_prediction_time(cfg))
+
+
+def _prediction_time(cfg: DictConfig) -> PredictionTime | None:
+    """``task.prediction_time`` (None when unset: every sample is used, as before prediction times existed)."""
+    node = cfg.task.get("prediction_time")
+    if node is None:
+        return None
+    return PredictionTime.from_config(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node)
+                                      else node)
+
+
+def _prediction_time_summary(inputs: ModelInputs) -> dict[str, Any]:
+    """summary.json's ``prediction_time`` entry: which one, and how many patients were at risk and left out."""
+    pt, risk = inputs.prediction_time, inputs.data.risk_set
+    if pt is None:
+        return {}
+    return {"prediction_time": {"describe": pt.describe(), "n_at_risk": int(risk.get("at_risk", len(inputs.data))),
+                                "n_left_out": int(risk.get("left_out", 0)),
+                                "n_without_timepoint": int(risk.get("without_timepoint", 0))}}
 
 
 def _store(root: Path, features_dir: str | None) -> Path:
@@ -198,7 +219,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         summary = {"task": cfg.task.name, "endpoint": cfg.task.endpoint, "cohort": cohort.spec.name,
                    "n_patients": n, "n_events": int(data.event.sum()), "modalities": data.modality_names,
                    "cv": {"folds": int(cfg.training.cv.folds), "repeats": n_rep}, "reference": ref,
-                   "metrics": metrics, "table": table.to_dict(orient="records"), **final_info}
+                   "metrics": metrics, "table": table.to_dict(orient="records"), **final_info,
+                   **_prediction_time_summary(inputs)}
         if cfg.task.response:
             label = data.extra_labels.get(str(cfg.task.response))
             summary["response"] = {"endpoint": str(cfg.task.response),
