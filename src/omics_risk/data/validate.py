@@ -3,8 +3,9 @@
 The tables (cohort.yaml, clinical.csv, samples.csv) are checked by :mod:`omics_risk.data.contract`; this module
 adds what needs the file system and the data files: every referenced file exists and has the modality's format,
 opens with its reader (:mod:`omics_risk.data.readers`), masks lie on their image's grid, shared tables hold the
-samples that samples.csv gives them, and the cohort-level reference files are usable. Nothing stops at the first
-problem; data files are opened in parallel threads because a real cohort has hundreds of them.
+samples that samples.csv gives them, the cohort-level reference files are usable, and no sample is dated after its
+patient's outcome (:mod:`omics_risk.data.time_checks`, warnings). Nothing stops at the first problem; data files
+are opened in parallel threads because a real cohort has hundreds of them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from omics_risk.data.file_checks import FileResult as _Result
 from omics_risk.data.formats import get_format
 from omics_risk.data.paths import Confinement, printable
 from omics_risk.data.readers import DataFileError, FileIssue
+from omics_risk.data.time_checks import check_sample_times
 from omics_risk.data.validation_report import COVERAGE_COLUMNS, ValidationReport
 from omics_risk.progress import progress_bar
 
@@ -50,7 +52,6 @@ MAX_ORPHAN_WARNINGS = 10
 
 
 # --------------------------------------------------------------------------------------------------- jobs
-
 
 
 def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path, max_image_voxels: int) -> _Job:
@@ -473,6 +474,8 @@ def validate_cohort(
     try:
         if clinical is not None:
             _check_patients(chk, clinical, samples)
+        if spec is not None and clinical is not None and samples is not None:
+            chk.problems += check_sample_times(spec, clinical, samples)  # dates after the outcome, wide labels
         planned: list[_Planned] = []
         if spec is not None and samples is not None:
             planned += _check_sample_files(chk, spec, samples)
