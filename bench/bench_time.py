@@ -40,7 +40,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=7, help="synthetic cohort seed (default 7, as the demo)")
     p.add_argument("--task", default="pfs", help="train.py task (default pfs)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra Hydra override passed to train.py (repeatable), e.g. \"task.prediction_time={at: index}\"")
+                   help="extra Hydra override passed to train.py (repeatable), "
+                   "e.g. \"task.prediction_time={at: index}\"")
     p.add_argument("--margin", type=float, default=0.02, help="flag a C above the oracle + this (default 0.02)")
     p.add_argument("--work", type=Path, default=RESULTS / "time", help="cohorts and runs (default bench/results/time)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
