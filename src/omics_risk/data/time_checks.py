@@ -16,7 +16,7 @@ import pandas as pd
 
 from omics_risk.data.paths import printable
 from omics_risk.data.problems import Problem
-from omics_risk.data.spec import SAMPLES_FILE, TIME_UNITS, CohortSpec, SurvivalEndpoint
+from omics_risk.data.spec import MAX_YEARS, SAMPLES_FILE, TIME_UNITS, CohortSpec, SurvivalEndpoint
 
 __all__ = [
     "MAX_LABEL_SPAN_DAYS",
@@ -53,6 +53,12 @@ def _num(x: float) -> str:
     return f"{round(float(x), 1):g}"
 
 
+def _days(samples: pd.DataFrame, horizon_days: float) -> pd.Series:
+    """samples.csv's days, NaN where the cell is an error of its own (not a number, not finite, past the horizon)."""
+    day = pd.to_numeric(samples["day"], errors="coerce").astype(float)
+    return day.where(day.abs() <= horizon_days)
+
+
 def late_samples(spec: CohortSpec, clinical: pd.DataFrame, samples: pd.DataFrame, endpoint: SurvivalEndpoint
                  ) -> pd.DataFrame:
     """The samples.csv rows dated after the patient's event or last follow-up of ``endpoint``, in file order.
@@ -65,13 +71,14 @@ def late_samples(spec: CohortSpec, clinical: pd.DataFrame, samples: pd.DataFrame
     if endpoint.time not in clinical.columns or "patient_id" not in clinical.columns:
         return pd.DataFrame(columns=columns)
     outcome = clinical.dropna(subset=["patient_id"]).drop_duplicates("patient_id").set_index("patient_id")
-    end_time = pd.to_numeric(outcome[endpoint.time], errors="coerce")
+    end_time = pd.to_numeric(outcome[endpoint.time], errors="coerce").astype(float)
+    end_time = end_time.where((end_time >= 0) & (end_time <= spec.horizon))  # else an error of clinical.csv
     event = (pd.to_numeric(outcome[endpoint.event], errors="coerce") if endpoint.event in outcome.columns
              else pd.Series(np.nan, index=outcome.index))
     days_per_unit = TIME_UNITS.get(spec.time_unit, 1.0)
     rows = samples.assign(
         line=[_line(i) for i in samples.index],
-        day=pd.to_numeric(samples["day"], errors="coerce"),
+        day=_days(samples, spec.horizon_days),
         end_time=samples["patient_id"].map(end_time),
         event=samples["patient_id"].map(event),
     )
@@ -118,9 +125,9 @@ def _late_problems(spec: CohortSpec, clinical: pd.DataFrame, samples: pd.DataFra
             )
 
 
-def label_spans(samples: pd.DataFrame) -> pd.DataFrame:
+def label_spans(samples: pd.DataFrame, horizon_days: float = MAX_YEARS * TIME_UNITS["years"]) -> pd.DataFrame:
     """Per modality/timepoint label: samples, patients and the 5th / 50th / 95th percentile of their days."""
-    usable = samples.assign(day=pd.to_numeric(samples["day"], errors="coerce"))
+    usable = samples.assign(day=_days(samples, horizon_days))
     usable = usable.dropna(subset=["modality", "timepoint", "day", "patient_id"])
     out = []
     for (modality, timepoint), group in usable.groupby(["modality", "timepoint"], sort=False):
@@ -130,8 +137,8 @@ def label_spans(samples: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out, columns=["modality", "timepoint", "samples", "patients", "p5", "median", "p95", "span"])
 
 
-def _span_problems(samples: pd.DataFrame) -> Iterator[Problem]:
-    spans = label_spans(samples)
+def _span_problems(samples: pd.DataFrame, horizon_days: float) -> Iterator[Problem]:
+    spans = label_spans(samples, horizon_days)
     for r in spans[(spans["patients"] >= 2) & (spans["span"] > MAX_LABEL_SPAN_DAYS)].itertuples(index=False):
         yield Problem(
             "warning", SAMPLES_FILE,
@@ -143,6 +150,12 @@ def _span_problems(samples: pd.DataFrame) -> Iterator[Problem]:
         )
 
 
-def check_sample_times(spec: CohortSpec, clinical: pd.DataFrame, samples: pd.DataFrame) -> list[Problem]:
-    """Warnings for samples dated after a survival endpoint's event or last follow-up, and for wide labels."""
-    return [*_late_problems(spec, clinical, samples), *_span_problems(samples)]
+def check_sample_times(spec: CohortSpec | None, clinical: pd.DataFrame, samples: pd.DataFrame) -> list[Problem]:
+    """Warnings for samples dated after a survival endpoint's event or last follow-up, and for wide labels.
+
+    ``spec`` None (a cohort.yaml with errors: its endpoints or time_unit cannot be trusted) checks the labels only.
+    Cells that are errors of their own (a day past the horizon, a negative time) are left out, never warned twice.
+    """
+    if spec is None:
+        return list(_span_problems(samples, MAX_YEARS * TIME_UNITS["years"]))
+    return [*_late_problems(spec, clinical, samples), *_span_problems(samples, spec.horizon_days)]
