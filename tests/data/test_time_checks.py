@@ -160,3 +160,13 @@ def test_warnings_do_not_change_the_exit_status(valid_cohort: Path) -> None:
     report = validate_cohort(valid_cohort, deep=False)
     assert report.ok and report.to_dict()["n_errors"] == 0
     assert report.to_text().splitlines()[-1] == "0 error(s), 3 warning(s)"  # late, wide label, P06
+
+
+def test_odd_endpoint_columns_give_no_warning_and_no_crash() -> None:
+    clinical = pd.DataFrame({"patient_id": ["A", "A"], "pfs_time": ["1", "2"]})  # repeated id: first row counts
+    samples = _samples([("A", "ctdna", "c1", 1.5), ("A", None, None, 5.0)])  # type: ignore[list-item]
+    odd = CohortSpec("t", "days", {"pfs": SurvivalEndpoint("pfs", "patient_id", "pfs_event")}, {}, {}, {})
+    assert check_sample_times(odd, clinical, samples) == []
+    problems = check_sample_times(_spec(), clinical, samples)
+    assert [p.line for p in problems] == [2, 3]
+    assert "after the patient's 'pfs' event or last follow-up at day 1 (pfs_time 1 days)" in problems[0].message

@@ -70,11 +70,16 @@ def late_samples(spec: CohortSpec, clinical: pd.DataFrame, samples: pd.DataFrame
     columns = ["line", "patient_id", "sample_id", "modality", "timepoint", "day", "end_day", "end_time", "event"]
     if endpoint.time not in clinical.columns or "patient_id" not in clinical.columns:
         return pd.DataFrame(columns=columns)
-    outcome = clinical.dropna(subset=["patient_id"]).drop_duplicates("patient_id").set_index("patient_id")
-    end_time = pd.to_numeric(outcome[endpoint.time], errors="coerce").astype(float)
+    ids = clinical["patient_id"]
+    first = (ids.notna() & ~ids.duplicated()).to_numpy()
+
+    def per_patient(column: str) -> pd.Series:
+        values = pd.to_numeric(clinical[column], errors="coerce") if column in clinical.columns else np.nan
+        return pd.Series(np.broadcast_to(np.asarray(values, dtype=float), len(ids))[first], index=ids[first])
+
+    end_time = per_patient(endpoint.time)
     end_time = end_time.where((end_time >= 0) & (end_time <= spec.horizon))  # else an error of clinical.csv
-    event = (pd.to_numeric(outcome[endpoint.event], errors="coerce") if endpoint.event in outcome.columns
-             else pd.Series(np.nan, index=outcome.index))
+    event = per_patient(endpoint.event)
     days_per_unit = TIME_UNITS.get(spec.time_unit, 1.0)
     rows = samples.assign(
         line=[_line(i) for i in samples.index],
@@ -89,7 +94,8 @@ def late_samples(spec: CohortSpec, clinical: pd.DataFrame, samples: pd.DataFrame
 
 def _counts(frame: pd.DataFrame) -> str:
     """``ctdna/c5d1 12, ct/w12 3, ...``: rows per modality/timepoint, most first, at most MAX_LABELS_NAMED named."""
-    counts = frame.groupby(["modality", "timepoint"], sort=False).size().sort_values(ascending=False, kind="stable")
+    counts = frame.groupby(["modality", "timepoint"], sort=False, dropna=False).size()
+    counts = counts.sort_values(ascending=False, kind="stable")
     named = [f"{printable(str(m))}/{printable(str(t))} {n}" for (m, t), n in counts.head(MAX_LABELS_NAMED).items()]
     rest = counts.iloc[MAX_LABELS_NAMED:]
     if len(rest):
