@@ -180,12 +180,8 @@ def _check_patients(chk: _Checker, clinical: pd.DataFrame, samples: pd.DataFrame
     with_samples = set(samples["patient_id"].dropna())
     ids = clinical["patient_id"]
     for idx in ids.index[ids.notna() & ~ids.isin(with_samples) & ~ids.duplicated(keep="first")]:
-        chk.warning(
-            CLINICAL_FILE,
-            f"patient '{printable(ids[idx])}' has no samples in samples.csv; it is kept, with every modality missing",
-            _line(idx),
-            "patient_id",
-        )
+        chk.warning(CLINICAL_FILE, f"patient '{printable(ids[idx])}' has no samples in samples.csv; it is kept, with "
+                    "every modality missing", _line(idx), "patient_id")
 
 
 def _exists(path: Path) -> bool:
@@ -225,12 +221,8 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
         image = fmt is not None and fmt.needs_mask
         sample_row = (line, str(sid), str(pid), day)
         if os.path.isabs(rel) and not confinement.in_data_root(rel):
-            chk.warning(
-                SAMPLES_FILE,
-                f"absolute path {rel}: give paths relative to the cohort folder so the cohort can be moved",
-                line,
-                "path",
-            )
+            chk.warning(SAMPLES_FILE, f"absolute path {rel}: give paths relative to the cohort folder so the cohort "
+                        "can be moved", line, "path")
         if shared and (ms.name, rel) in shared_plans:
             plan = shared_plans[(ms.name, rel)]
             if plan is not None:
@@ -266,12 +258,8 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
             else:
                 mask_abs = str(mask)
         elif not image and isinstance(mask_rel, str):
-            chk.warning(
-                SAMPLES_FILE,
-                f"mask_path is only used by image modalities; it is ignored for '{ms.name}'",
-                line,
-                "mask_path",
-            )
+            chk.warning(SAMPLES_FILE, f"mask_path is only used by image modalities; it is ignored for '{ms.name}'",
+                        line, "mask_path")
         if image:
             extra: tuple[str | None, ...] | None = (mask_abs,)
         else:
