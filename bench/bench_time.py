@@ -45,7 +45,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--margin", type=float, default=0.02, help="flag a C above the oracle + this (default 0.02)")
     p.add_argument("--work", type=Path, default=RESULTS / "time", help="cohorts and runs (default bench/results/time)")
     p.add_argument("--out", type=Path, help="write the results as JSON here")
-    p.add_argument("--check", action="store_true", help="exit 1 when any model is flagged")
+    p.add_argument("--check", action="store_true", help="exit 1 when any model is above the oracle + margin")
+    p.add_argument("--summary", type=Path, help="tabulate this finished train.py run's summary.json (no training); "
+                   "--cohort names its cohort")
     return p.parse_args(argv)
 
 
@@ -83,11 +85,10 @@ def train_run(cohort: Path, task: str, overrides: list[str], out: Path) -> tuple
 
 
 def _modality_of(model: str, ceilings: dict[str, float]) -> str:
-    """The truth's modality behind a model name (``coxnet_ctdna`` -> ``ctdna``; fused and stacked models: ``all``)."""
-    for modality in sorted(ceilings, key=len, reverse=True):
-        if modality != "all" and (model.endswith(f"_{modality}") or model == modality):
-            return modality
-    return "all"
+    """The truth's modality behind a model name (``coxnet_ctdna`` -> ``ctdna``, ``clinical_cox`` -> ``clinical``;
+    fused and stacked models: ``all``)."""
+    words = model.split("_")
+    return next((m for m in ceilings if m != "all" and m in words), "all")
 
 
 def compare(summary: dict[str, Any], truth: dict[str, Any], endpoint: str, margin: float) -> list[dict[str, Any]]:
@@ -98,8 +99,10 @@ def compare(summary: dict[str, Any], truth: dict[str, Any], endpoint: str, margi
     for r in summary["table"]:
         c = r.get("cindex")
         modality = _modality_of(str(r["model"]), ceilings)
+        ceiling = ceilings.get(modality)
         rows.append({"model": r["model"], "cindex": c, "ci_low": r.get("ci_low"), "ci_high": r.get("ci_high"),
-                     "modality": modality, "ceiling": ceilings.get(modality), "oracle": oracle,
+                     "modality": modality, "ceiling": ceiling, "oracle": oracle,
+                     "above_ceiling": c is not None and ceiling is not None and float(c) > ceiling + margin,
                      "above_oracle": c is not None and float(c) > oracle + margin})
     return rows
 
@@ -110,9 +113,11 @@ def _fmt(v: Any) -> str:
 
 def markdown(rows: list[dict[str, Any]], margin: float) -> str:
     cols = ["model", "cindex", "ci_low", "ci_high", "modality", "ceiling", "oracle"]
-    out = ["| " + " | ".join([*cols, f"> oracle + {margin:g}"]) + " |", "|" + "---|" * (len(cols) + 1)]
+    flags = {"above_ceiling": f"> ceiling + {margin:g}", "above_oracle": f"> oracle + {margin:g}"}
+    out = ["| " + " | ".join([*cols, *flags.values()]) + " |", "|" + "---|" * (len(cols) + len(flags))]
     for r in rows:
-        out.append("| " + " | ".join([*(_fmt(r[c]) for c in cols), "**yes**" if r["above_oracle"] else "no"]) + " |")
+        marks = ["**yes**" if r[f] else "no" for f in flags]
+        out.append("| " + " | ".join([*(_fmt(r[c]) for c in cols), *marks]) + " |")
     return "\n".join(out)
 
 
@@ -121,21 +126,27 @@ def main(argv: list[str] | None = None) -> int:
     cohort = cohort_dir(args)
     truth = json.loads((cohort / "truth" / "summary.json").read_text())
     tag = "default" if not args.override else hashlib.sha1("\n".join(args.override).encode()).hexdigest()[:8]
-    summary, cmd, seconds = train_run(cohort, args.task, args.override, (args.work / f"run_{cohort.name}_{tag}"))
+    if args.summary is not None:
+        summary, cmd, seconds = json.loads(args.summary.read_text()), [], None
+    else:
+        summary, cmd, seconds = train_run(cohort, args.task, args.override, args.work / f"run_{cohort.name}_{tag}")
     endpoint = str(summary.get("endpoint", args.task))
     rows = compare(summary, truth, endpoint, args.margin)
     result = {
         "cohort": str(cohort), "kind": truth.get("kind"), "n": truth.get("n"), "seed": truth.get("seed"),
         "task": args.task, "endpoint": endpoint, "overrides": args.override, "command": cmd,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), python {platform.python_version()}",
-        "load_average": os.getloadavg(), "train_seconds": round(seconds, 1), "margin": args.margin,
+        "load_average": os.getloadavg(), "train_seconds": None if seconds is None else round(seconds, 1),
+        "margin": args.margin,
         "oracle": rows[0]["oracle"] if rows else None, "n_patients": summary.get("n_patients"),
         "n_events": summary.get("n_events"), "modalities": summary.get("modalities"), "rows": rows,
         "n_above_oracle": sum(r["above_oracle"] for r in rows),
+        "n_above_ceiling": sum(r["above_ceiling"] for r in rows),
     }
     print(f"\n{truth.get('kind')} n={truth.get('n')} seed={truth.get('seed')}, task={args.task}, overrides="
           f"{args.override or 'none'}: {result['n_above_oracle']} of {len(rows)} model(s) above the oracle "
-          f"{result['oracle']:.3f} + {args.margin:g} (train.py {seconds:.0f} s)\n")
+          f"{result['oracle']:.3f} + {args.margin:g}, {result['n_above_ceiling']} above their modality's ceiling "
+          f"(train.py {'not run' if seconds is None else f'{seconds:.0f} s'})\n")
     print(markdown(rows, args.margin))
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
