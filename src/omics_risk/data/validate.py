@@ -3,8 +3,9 @@
 The tables (cohort.yaml, clinical.csv, samples.csv) are checked by :mod:`omics_risk.data.contract`; this module
 adds what needs the file system and the data files: every referenced file exists and has the modality's format,
 opens with its reader (:mod:`omics_risk.data.readers`), masks lie on their image's grid, shared tables hold the
-samples that samples.csv gives them, and the cohort-level reference files are usable. Nothing stops at the first
-problem; data files are opened in parallel threads because a real cohort has hundreds of them.
+samples that samples.csv gives them, the cohort-level reference files are usable, and no sample is dated after its
+patient's outcome (:mod:`omics_risk.data.time_checks`, warnings). Nothing stops at the first problem; data files
+are opened in parallel threads because a real cohort has hundreds of them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from omics_risk.data.file_checks import FileResult as _Result
 from omics_risk.data.formats import get_format
 from omics_risk.data.paths import Confinement, printable
 from omics_risk.data.readers import DataFileError, FileIssue
+from omics_risk.data.time_checks import check_sample_times
 from omics_risk.data.validation_report import COVERAGE_COLUMNS, ValidationReport
 from omics_risk.progress import progress_bar
 
@@ -50,7 +52,6 @@ MAX_ORPHAN_WARNINGS = 10
 
 
 # --------------------------------------------------------------------------------------------------- jobs
-
 
 
 def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path, max_image_voxels: int) -> _Job:
@@ -179,12 +180,8 @@ def _check_patients(chk: _Checker, clinical: pd.DataFrame, samples: pd.DataFrame
     with_samples = set(samples["patient_id"].dropna())
     ids = clinical["patient_id"]
     for idx in ids.index[ids.notna() & ~ids.isin(with_samples) & ~ids.duplicated(keep="first")]:
-        chk.warning(
-            CLINICAL_FILE,
-            f"patient '{printable(ids[idx])}' has no samples in samples.csv; it is kept, with every modality missing",
-            _line(idx),
-            "patient_id",
-        )
+        chk.warning(CLINICAL_FILE, f"patient '{printable(ids[idx])}' has no samples in samples.csv; it is kept, with "
+                    "every modality missing", _line(idx), "patient_id")
 
 
 def _exists(path: Path) -> bool:
@@ -224,12 +221,8 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
         image = fmt is not None and fmt.needs_mask
         sample_row = (line, str(sid), str(pid), day)
         if os.path.isabs(rel) and not confinement.in_data_root(rel):
-            chk.warning(
-                SAMPLES_FILE,
-                f"absolute path {rel}: give paths relative to the cohort folder so the cohort can be moved",
-                line,
-                "path",
-            )
+            chk.warning(SAMPLES_FILE, f"absolute path {rel}: give paths relative to the cohort folder so the cohort "
+                        "can be moved", line, "path")
         if shared and (ms.name, rel) in shared_plans:
             plan = shared_plans[(ms.name, rel)]
             if plan is not None:
@@ -265,12 +258,8 @@ def _check_sample_files(chk: _Checker, spec: CohortSpec, samples: pd.DataFrame) 
             else:
                 mask_abs = str(mask)
         elif not image and isinstance(mask_rel, str):
-            chk.warning(
-                SAMPLES_FILE,
-                f"mask_path is only used by image modalities; it is ignored for '{ms.name}'",
-                line,
-                "mask_path",
-            )
+            chk.warning(SAMPLES_FILE, f"mask_path is only used by image modalities; it is ignored for '{ms.name}'",
+                        line, "mask_path")
         if image:
             extra: tuple[str | None, ...] | None = (mask_abs,)
         else:
@@ -463,6 +452,7 @@ def validate_cohort(
         )
     spec, problems = parse_spec(root / SPEC_FILE)
     chk.problems += problems
+    trusted_spec = spec if not any(p.severity == "error" for p in problems) else None  # for endpoint times in days
     clinical, problems = read_clinical(root, spec)
     chk.problems += problems
     patients = clinical["patient_id"].dropna() if clinical is not None else None
@@ -473,6 +463,8 @@ def validate_cohort(
     try:
         if clinical is not None:
             _check_patients(chk, clinical, samples)
+        if clinical is not None and samples is not None:
+            chk.problems += check_sample_times(trusted_spec, clinical, samples)  # dates after the outcome, labels
         planned: list[_Planned] = []
         if spec is not None and samples is not None:
             planned += _check_sample_files(chk, spec, samples)
