@@ -56,7 +56,7 @@ def test_late_samples_are_warned_with_line_and_endpoint_time(valid_cohort: Path)
     assert late[0].message.startswith(
         "sample 'P03-cfdna-postop1' of patient 'P03' (modality 'cfdna', timepoint 'postop1') is dated day 400, after "
         "the patient's 'rfs' event at day 372.9 (rfs_time 12.25 months): such a sample " + MEANING)
-    assert "with the default prediction time (the index date, day 0) it is ignored" in late[0].message
+    assert "set task.prediction_time (docs/time.md) so that training leaves it out" in late[0].message
     assert "after the patient's 'rfs' last follow-up at day 1217.5 (rfs_time 40 months)" in late[1].message
     # The two, both labels now spanning hundreds of days, and P06 without samples.
     assert [p.column for p in report.warnings].count("timepoint") == 2 and len(report.warnings) == 5

@@ -37,8 +37,8 @@ MAX_LABEL_SPAN_DAYS = 60.0
 LABEL_SPAN_PERCENTILES = (5.0, 95.0)
 
 _MEANING = (
-    "such a sample cannot be a model input at any prediction time before the event; with the default prediction "
-    "time (the index date, day 0) it is ignored"
+    "such a sample cannot be a model input at any prediction time before the event; set task.prediction_time "
+    "(docs/time.md) so that training leaves it out (without one, every sample is used)"
 )
 _LABELS_HINT = "timepoints are matched by label; use day windows (task.prediction_time.windows)"
 
