@@ -8,7 +8,9 @@ repaired view of the cohort, chunk by chunk, and uses the same pieces (:func:`ex
 :func:`prefill_ct_cache`).
 
 With a prediction time the data hold only what was measured at or before it, and :func:`check_no_look_ahead`
-asserts so independently of how the tables were built, before any model sees them.
+asserts so independently of how the tables were built, before any model sees them. Longitudinal features at the
+prediction time (``task.longitudinal``, :mod:`omics_risk.workflows.longitudinal_inputs`) become model inputs of their
+own, one table ``<modality>_dynamics`` per modality, that every model uses like any other modality.
 
 torch and MONAI (the CT preprocessing, the image store) are imported only when a model encodes CT images: this module
 is on the path of ``omics-risk score``'s quick input checks.
@@ -33,11 +35,19 @@ from omics_risk.data.multimodal import MultimodalData, load_multimodal, stored_m
 from omics_risk.data.timing import SLOT_SEP, PredictionTime
 from omics_risk.features.extract import ExtractSummary, extract_cohort
 from omics_risk.progress import progress_bar
+from omics_risk.workflows.longitudinal_inputs import (
+    DYNAMICS_SUFFIX,
+    LongitudinalInput,
+    add_longitudinal,
+    dynamics_name,
+    longitudinal_inputs,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["CTInputs", "ModelInputs", "check_ct_cohort", "check_no_look_ahead", "ct_timepoints_of",
-           "extract_features", "model_inputs", "prefill_ct_cache"]
+__all__ = ["DYNAMICS_SUFFIX", "CTInputs", "LongitudinalInput", "ModelInputs", "add_longitudinal", "check_ct_cohort",
+           "check_no_look_ahead", "ct_timepoints_of", "dynamics_name", "extract_features", "longitudinal_inputs",
+           "model_inputs", "prefill_ct_cache"]
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -191,7 +201,8 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
                  modalities: Sequence[str] | None = None, only_stored: bool = False, endpoint: str | None = None,
                  response: str | None = None, drop_unlabelled: bool = True, ct: CTInputs | None = None,
                  what: str = "training", workers: int | None = None, progress: bool = False,
-                 prediction_time: PredictionTime | None = None) -> ModelInputs:
+                 prediction_time: PredictionTime | None = None,
+                 longitudinal: Mapping[str, Any] | None = None) -> ModelInputs:
     """Turn a loaded cohort into model inputs: features (extracted with ``extract_config`` when ``extract``, else
     read from the store), :class:`~omics_risk.data.multimodal.MultimodalData` and the CT image provider.
 
@@ -208,21 +219,31 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
         what: the cohort's role (``training``, ``validation``) in messages.
         prediction_time: only samples at or before it, its risk set and outcome times counted from it (None: every
             sample); the data are then checked by :func:`check_no_look_ahead`.
+        longitudinal: ``task.longitudinal`` (see :func:`longitudinal_inputs`): the longitudinal features at the
+            prediction time, one table ``<modality>_dynamics`` per modality (:func:`add_longitudinal`); needs
+            ``prediction_time``. ``modalities`` may name these tables (they are built, not read from the store).
     """
     store = Path(store)
+    quantities = longitudinal_inputs(longitudinal)
+    if quantities and prediction_time is None:
+        raise ValueError("task.longitudinal needs task.prediction_time: longitudinal features are the state of a "
+                         "quantity at the prediction time; set e.g. 'task.prediction_time={at: day, day: 90}', or "
+                         "task.longitudinal=null")
     summary = None
     if extract:
         summary = extract_features(cohort, store, config=extract_config, modalities=extract_modalities,
                                    workers=workers, progress=progress)
         log.info(summary.to_text())
-    mods = list(modalities) if modalities is not None else None
+    derived = {dynamics_name(q.modality) for q in quantities}
+    mods = [m for m in modalities if m not in derived] if modalities is not None else None
     if only_stored and mods is not None:
         available = set(stored_modalities(store))
         mods = [m for m in mods if m in available]
     data = load_multimodal(cohort, store, modalities=mods, endpoint=endpoint, response=response,
                            drop_unlabelled=drop_unlabelled, prediction_time=prediction_time)
+    add_longitudinal(data, store, quantities)
     if prediction_time is not None:
-        check_no_look_ahead(data, store, what=what)
+        check_no_look_ahead(data, store, what=what)  # the derived tables too (no stored sample carries their values)
     timepoints = images = None
     if ct is not None:
         timepoints = check_ct_cohort(cohort, ct.modality, None, what) if ct.check else None

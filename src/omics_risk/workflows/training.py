@@ -83,7 +83,7 @@ def _inputs(cfg: DictConfig, cohort: Cohort, store: Path, *, modalities: list[st
     return model_inputs(cohort, store, extract=bool(cfg.extract.run), extract_config=config, modalities=modalities,
                         endpoint=cfg.task.endpoint, response=cfg.task.response, ct=ct, what=what,
                         workers=cfg.extract.workers, progress=bool(cfg.training.progress),
-                        prediction_time=_prediction_time(cfg))
+                        prediction_time=_prediction_time(cfg), longitudinal=cfg.task.get("longitudinal"))
 
 
 def _prediction_time(cfg: DictConfig) -> PredictionTime | None:
