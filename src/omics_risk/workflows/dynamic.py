@@ -41,10 +41,13 @@ from omics_risk.workflows.training_final import _ranked
 
 log = logging.getLogger(__name__)
 
-__all__ = ["LANDMARK", "STATIC", "DynamicInputs", "dynamic_inputs", "run_dynamic", "shuffled_outcome"]
+__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "STATIC", "DynamicInputs", "dynamic_inputs", "run_dynamic", "shuffled_outcome"]
 
 #: The landmark super-model and its static comparator, as named in summary.json and MLflow.
 LANDMARK, STATIC = "landmark_cox", "baseline_only"
+#: LandmarkSuperModel settings of both models (``+dynamic.<name>=...`` on the command line overrides them): a
+#: stronger ridge than the model's default, since the stacked design has 3 columns per feature.
+DEFAULT_SETTINGS: dict[str, Any] = {"penalizer": 1.0, "max_features": 10}
 
 
 @dataclasses.dataclass
@@ -170,8 +173,10 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
     inp = dynamic_inputs(cohort, store, pt, window, modalities=mods, endpoint=cfg.task.endpoint)
     types = clinical_types(cohort.spec)
 
+    settings = {**DEFAULT_SETTINGS, **(OmegaConf.to_container(cfg.dynamic, resolve=True) if cfg.get("dynamic") else {})}
+
     def make() -> LandmarkSuperModel:
-        return LandmarkSuperModel(mods, clinical_types=types, seed=seed)
+        return LandmarkSuperModel(mods, clinical_types=types, seed=seed, **settings)  # type: ignore[arg-type]
 
     oof = _cross_validate(cfg, inp, make)
     per = {name: _per_landmark(inp, risk[0]) for name, risk in oof.items()}
