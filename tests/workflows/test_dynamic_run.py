@@ -111,7 +111,7 @@ def test_shuffled_outcomes_permute_time_and_event_together(advanced: Path) -> No
 
 
 def test_a_shuffled_run_has_c_near_one_half(advanced: Path, tmp_path: Path) -> None:
-    metrics, summary = _run(tmp_path, advanced, "task.shuffle_outcome=true")
+    _, summary = _run(tmp_path, advanced, "task.shuffle_outcome=true")
     assert summary["dynamic"]["shuffle_outcome"] is True
     for name in (LANDMARK, STATIC):
         c = [r["harrell_c"] for r in summary["dynamic"]["per_landmark"][name]]

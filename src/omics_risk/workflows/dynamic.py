@@ -41,7 +41,8 @@ from omics_risk.workflows.training_final import _ranked
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "STATIC", "DynamicInputs", "dynamic_inputs", "run_dynamic", "shuffled_outcome"]
+__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "STATIC", "DynamicInputs", "dynamic_inputs", "run_dynamic",
+           "shuffled_outcome"]
 
 #: The landmark super-model and its static comparator, as named in summary.json and MLflow.
 LANDMARK, STATIC = "landmark_cox", "baseline_only"
@@ -143,7 +144,8 @@ def _metrics(name: str, table: pd.DataFrame) -> dict[str, float]:
 
 def _format(tables: Mapping[str, pd.DataFrame], comparison: pd.DataFrame, window: float, shuffled: bool) -> str:
     lm, st = tables[LANDMARK], tables[STATIC]
-    out = pd.DataFrame({"landmark": lm["landmark"], "n_at_risk": lm["n_at_risk"], "n_events": lm["n_events"],
+    out = pd.DataFrame({"landmark": [f"{v:g}" for v in lm["landmark"]], "n_at_risk": lm["n_at_risk"],
+                        "n_events": lm["n_events"],
                         f"{LANDMARK}_c": lm["harrell_c"], f"{STATIC}_c": st["harrell_c"],
                         f"{LANDMARK}_auc": lm["auc"], f"{STATIC}_auc": st["auc"],
                         "delta_c": comparison["c_difference"], "delta_ci_low": comparison["c_difference_ci_low"],
