@@ -50,7 +50,7 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=365.0)
     ap.add_argument("--shuffles", type=int, default=3)
     ap.add_argument("overrides", nargs="*", help="more Hydra overrides (e.g. task=pfs training.cv.folds=5)")
-    args = ap.parse_args()
+    args = ap.parse_intermixed_args()
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         real = run(args.cohort, Path(tmp) / "real", args.landmarks, args.window, args.overrides)
