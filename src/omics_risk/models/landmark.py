@@ -154,6 +154,8 @@ def ridge_cox_fit(fitter: type, df: pd.DataFrame, penalizer: float, what: str, *
         model = fitter(penalizer=used)
         with warnings.catch_warnings():
             warnings.simplefilter("error", ConvergenceWarning)
+            # lifelines' pre-fit diagnostics (a low-variance or separating column): the ridge penalty handles them
+            warnings.filterwarnings("ignore", message=r"(?s).*very low variance", category=ConvergenceWarning)
             try:
                 return model.fit(df, **fit_kwargs), used
             except (ConvergenceError, ConvergenceWarning) as err:

@@ -45,6 +45,7 @@ from omics_risk.evaluation.splits import repeated_stratified_folds
 from omics_risk.features.clinical import clinical_types
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.progress import progress_bar
+from omics_risk.workflows.dynamic import run_dynamic
 from omics_risk.workflows.inputs import ModelInputs, check_ct_cohort, ct_images, ct_timepoints_of, model_inputs
 from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _ranked, _run_report
 from omics_risk.workflows.training_models import (
@@ -145,6 +146,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     root = Path(cfg.data.root)
     cohort = load_cohort(root)  # parsed once: extraction, data, CT images and the logged model all read it
     store = _store(root, cfg.data.features_dir)
+    if (pt := _prediction_time(cfg)) is not None and pt.at == "landmarks":  # dynamic prediction: its own run
+        return run_dynamic(cfg, cohort, store, pt)
     inputs = _inputs(cfg, cohort, store)
     data, images = inputs.data, inputs.images
     if data.time is None:
