@@ -33,11 +33,11 @@ from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData, load_landmarks, stored_modalities
 from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.dynamic import landmark_comparison, landmark_metrics
+from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.features.clinical import clinical_types
 from omics_risk.models.landmark import LandmarkSuperModel, StackedLandmarks, patient_folds, stack_landmarks
 from omics_risk.progress import progress_bar
 from omics_risk.workflows.inputs import check_no_look_ahead, extract_features
-from omics_risk.workflows.training_final import _ranked
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ def _cross_validate(cfg: DictConfig, inp: DynamicInputs, make: Any) -> dict[str,
                     STATIC: make().fit(inp.index.subset(inp.index.rows_for(train_patients)))
                     .predict_risk(inp.static.subset(test))}
             for name, values in risk.items():
-                oof[name][r, test] = _ranked(values, stacked.landmark[test])
+                oof[name][r, test] = within_fold_ranks(values, stacked.landmark[test])
             log.info("landmark CV repeat %d fold %d: %d train / %d test rows", r, k, len(train), len(test))
     return oof
 

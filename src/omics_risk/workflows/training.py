@@ -41,13 +41,14 @@ from omics_risk.evaluation.metrics import (
     paired_bootstrap_difference,
     response_auc,
 )
+from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.evaluation.splits import repeated_stratified_folds
 from omics_risk.features.clinical import clinical_types
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.progress import progress_bar
 from omics_risk.workflows.dynamic import run_dynamic
 from omics_risk.workflows.inputs import ModelInputs, check_ct_cohort, ct_images, ct_timepoints_of, model_inputs
-from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _ranked, _run_report
+from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _run_report
 from omics_risk.workflows.training_models import (
     CT_ONLY,
     RESPONSE_REFERENCE,
@@ -253,7 +254,7 @@ def _summarise(name: str, data: MultimodalData, oof: np.ndarray, oof_resp: np.nd
                fold_c: list[float], cfg: DictConfig) -> dict[str, float]:
     """Mean per-fold C, and a bootstrap CI of the pooled out-of-fold C (percentile ranks within folds); with a
     response endpoint, the pooled out-of-fold response AUC with its bootstrap CI."""
-    pooled = _ranked(oof[0], fold_of[0])
+    pooled = within_fold_ranks(oof[0], fold_of[0])
     est = bootstrap_metric(harrell_c, data.time, data.event, pooled, n_boot=int(cfg.evaluation.bootstrap),
                            seed=int(cfg.seed))
     out = cindex_summary(name, fold_c, est)
@@ -276,11 +277,11 @@ def _compare(data: MultimodalData, oof: dict[str, np.ndarray], fold_of: np.ndarr
              cfg: DictConfig) -> dict[str, float]:
     """Paired bootstrap of the pooled out-of-fold C-index difference of every model against ``ref``."""
     out: dict[str, float] = {}
-    ref_risk = _ranked(oof[ref][0], fold_of[0])
+    ref_risk = within_fold_ranks(oof[ref][0], fold_of[0])
     for name, risk in oof.items():
         if name == ref:
             continue
-        diff, p = paired_bootstrap_difference(data.time, data.event, _ranked(risk[0], fold_of[0]), ref_risk,
+        diff, p = paired_bootstrap_difference(data.time, data.event, within_fold_ranks(risk[0], fold_of[0]), ref_risk,
                                               n_boot=int(cfg.evaluation.bootstrap), seed=int(cfg.seed))
         out.update({f"{name}/delta_vs_{ref}": diff.value, f"{name}/delta_vs_{ref}_ci_low": diff.low,
                     f"{name}/delta_vs_{ref}_ci_high": diff.high, f"{name}/delta_vs_{ref}_p": p})

@@ -15,21 +15,13 @@ from omegaconf import DictConfig
 
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
 from omics_risk.models.base import capabilities_of
 from omics_risk.scoring.frames import to_frame
 from omics_risk.workflows.training_models import ModelFactory, _ct_config, _fit
 
 log = logging.getLogger(__name__)
-
-
-def _ranked(risk: np.ndarray, folds_of: np.ndarray) -> np.ndarray:
-    """Risks made comparable across folds (per-fold percentile ranks) before pooling out-of-fold predictions."""
-    out = np.empty_like(risk)
-    for f in np.unique(folds_of):
-        sel = folds_of == f
-        out[sel] = pd.Series(risk[sel]).rank(pct=True).to_numpy()
-    return out
 
 
 def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndarray], fold_of: np.ndarray,
@@ -85,7 +77,7 @@ def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.nda
     score; ``percentile`` is its rank within the fold, comparable across folds), written to the output directory
     with the cohort's ids (a feature for later models of the same patients); the table is returned for logging."""
     frames = [pd.DataFrame({"patient_id": data.patients.astype(str), "repeat": r, "fold": fold_of[r],
-                            "deep_radiomic_score": oof[r], "percentile": _ranked(oof[r], fold_of[r])})
+                            "deep_radiomic_score": oof[r], "percentile": within_fold_ranks(oof[r], fold_of[r])})
               for r in range(oof.shape[0])]
     path = output_dir / "deep_radiomic_score.csv"
     table = pd.concat(frames, ignore_index=True)
