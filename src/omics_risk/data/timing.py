@@ -17,7 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["KINDS", "PredictionTime", "at_risk", "prediction_days", "select_samples", "slot_table"]
+__all__ = [
+    "KINDS",
+    "SAMPLE_COLUMNS",
+    "PredictionTime",
+    "at_risk",
+    "prediction_days",
+    "sample_features",
+    "select_samples",
+    "slot_table",
+]
 
 #: The kinds of prediction time (``task.prediction_time.at``).
 KINDS = ("index", "day", "timepoint", "landmarks")
@@ -26,6 +35,8 @@ _KEYS = ("at", "day", "timepoint", "landmarks", "windows")
 _KEY = "task.prediction_time"
 #: Separates a slot from a feature in the column names of a modality table.
 SLOT_SEP = "__"
+#: Columns of a per-sample table (``<modality>.samples.parquet``, :func:`select_samples`) that are not features.
+SAMPLE_COLUMNS = ("patient_id", "slot", "sample_id", "timepoint", "day")
 _EXAMPLES = ("{at: index}, {at: day, day: 90}, {at: timepoint, timepoint: c3d1}, {at: landmarks, landmarks: [0, 90, "
              "180]}; optionally windows: {last: [-30, 0]}")
 
@@ -183,6 +194,11 @@ def at_risk(time: Any, event: Any, day: Any) -> tuple[np.ndarray, np.ndarray]:
     return mask, shifted
 
 
+def sample_features(table: pd.DataFrame) -> list:
+    """The feature columns of a per-sample table (everything but :data:`SAMPLE_COLUMNS`), in table order."""
+    return [c for c in table.columns if c not in SAMPLE_COLUMNS]
+
+
 def select_samples(samples_long: pd.DataFrame, day_per_patient: pd.Series,
                    windows: Mapping[str, tuple[float, float]] | None) -> pd.DataFrame:
     """The samples a model may use at each patient's prediction day, assigned to slots.
@@ -207,14 +223,14 @@ def select_samples(samples_long: pd.DataFrame, day_per_patient: pd.Series,
         s = pd.concat(parts) if parts else s.iloc[:0].assign(slot="")
     s = s.assign(_row=np.arange(len(s))).sort_values(["patient_id", "slot", "day", "_row"], kind="stable")
     s = s.drop_duplicates(["patient_id", "slot"], keep="last")
-    features = [c for c in samples_long.columns if c not in ("patient_id", "timepoint", "day")]
+    features = sample_features(samples_long)
     return s[["patient_id", "slot", "sample_id", "timepoint", "day", *features]].reset_index(drop=True)
 
 
 def slot_table(selected: pd.DataFrame, patients: pd.Index) -> pd.DataFrame:
     """Patient x ``<slot>__<feature>`` table of :func:`select_samples`' rows (NaN rows for patients without any;
     columns sorted, all-NaN ones left out)."""
-    features = [c for c in selected.columns if c not in ("patient_id", "slot", "sample_id", "timepoint", "day")]
+    features = sample_features(selected)
     if selected.empty or not features:
         return pd.DataFrame(index=patients, dtype="float64")
     wide = selected.set_index(["patient_id", "slot"])[features].astype("float64").unstack("slot")

@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from omics_risk.data.timing import sample_features
+
 __all__ = ["FEATURES", "LongitudinalSpec", "long_values", "longitudinal_features", "longitudinal_table"]
 
 #: Feature names, in column order (levels and times, then flags and the count); columns are ``<spec.name>__<feature>``.
@@ -231,7 +233,7 @@ def long_values(samples_table: pd.DataFrame, feature: str) -> pd.DataFrame:
             "it is the <modality>.samples.parquet of the feature store"
         )
     if feature not in samples_table.columns:
-        have = [c for c in samples_table.columns if c not in ("patient_id", "timepoint", "day")]
+        have = sample_features(samples_table)
         raise ValueError(
             f"feature {feature!r} is not in the per-sample feature table; it has {len(have)} features, "
             f"e.g. {', '.join(map(str, have[:8]))}"

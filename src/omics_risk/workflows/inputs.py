@@ -32,7 +32,7 @@ from joblib import Parallel, delayed
 
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData, load_multimodal, stored_modalities
-from omics_risk.data.timing import SLOT_SEP, PredictionTime
+from omics_risk.data.timing import SLOT_SEP, PredictionTime, sample_features
 from omics_risk.features.extract import ExtractSummary, extract_cohort
 from omics_risk.progress import progress_bar
 from omics_risk.workflows.longitudinal_inputs import (
@@ -315,7 +315,7 @@ def _later_values(table: pd.DataFrame, long: pd.DataFrame, pday: pd.Series) -> p
     """Cells of ``table`` (patient x ``<slot>__<feature>``) whose value only the patient's samples after the
     prediction day carry: columns ``patient_id``, ``column``, ``value``, ``sample_id``, ``day``."""
     cols = ["patient_id", "column", "value", "sample_id", "day"]
-    features = [c for c in long.columns if c not in ("patient_id", "timepoint", "day")]
+    features = sample_features(long)
     if table.empty or not features:
         return pd.DataFrame(columns=cols)
     cells = table.rename_axis(index="patient_id").reset_index().melt(id_vars="patient_id", var_name="column",

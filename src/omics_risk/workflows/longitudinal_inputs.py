@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.data.timing import sample_features
 from omics_risk.features.longitudinal import LongitudinalSpec, longitudinal_table
 
 __all__ = ["DYNAMICS_SUFFIX", "LongitudinalInput", "add_longitudinal", "dynamics_name", "longitudinal_inputs"]
@@ -168,7 +169,7 @@ def _samples_table(store: Path, modality: str) -> pd.DataFrame:
 
 def _check_features(samples: pd.DataFrame, quantities: Sequence[LongitudinalInput]) -> None:
     """Each configured feature is a numeric column of the per-sample table; an error suggesting the close names."""
-    have = [str(c) for c in samples.columns if c not in ("patient_id", "timepoint", "day")]
+    have = [str(c) for c in sample_features(samples)]
     for q in quantities:
         if q.feature in have:
             if not pd.api.types.is_numeric_dtype(samples[q.feature]):
