@@ -140,22 +140,39 @@ def test_fused_ct_trains_end_to_end_with_the_cohort_ct(nsclc_cohort: Path, tmp_p
 
 @pytest.mark.slow
 def test_sclc_response_reports_response_auc_with_ci(sclc_cohort: Path, tmp_path: Path) -> None:
+    """Pre-treatment (index) and on-treatment (c3d1) response prediction, side by side in one run."""
     cfg = _compose(tmp_path, "experiment=sclc_response", "debug=fast", "baselines=fast",
                    f"data.root={sclc_cohort}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         metrics = train(cfg)
-    for name in ("fused", "clinical_logistic"):
-        auc, low, high = (metrics[f"{name}/response_auc{s}"] for s in ("", "_ci_low", "_ci_high"))
-        assert 0.0 <= low <= auc <= high <= 1.0, name
-        assert metrics[f"{name}/response_n"] == int(np.isfinite(pd.read_csv(sclc_cohort / "clinical.csv")
-                                                                ["response"]).sum())
-        assert 0.0 <= metrics[f"{name}/cindex"] <= 1.0
-    assert "coxnet_clinical/response_auc" not in metrics  # survival baselines predict no response
-    table = pd.read_csv(tmp_path / "run" / "summary.csv").set_index("model")
-    assert table.loc["fused", "response_auc_ci_low"] == pytest.approx(metrics["fused/response_auc_ci_low"])
+    clinical = pd.read_csv(sclc_cohort / "clinical.csv").set_index("patient_id")
+    samples = pd.read_csv(sclc_cohort / "samples.csv")
+    # Who is asked at c3d1, by hand: a c3d1 sample, and progression-free (no pfs event or censoring) up to its day.
+    c3d1_day = samples[samples["timepoint"] == "c3d1"].groupby("patient_id")["day"].max()
+    at_c3d1 = [p for p, day in c3d1_day.items() if clinical.loc[p, "pfs_time"] > day]
+    expected = {"index": list(clinical.index), "c3d1": at_c3d1}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["endpoint"] == "pfs" and summary["response"]["endpoint"] == "response"
+    assert [e["slug"] for e in summary["prediction_times"]] == ["index", "c3d1"]
+    for entry in summary["prediction_times"]:
+        name, patients = entry["slug"], expected[entry["slug"]]
+        assert entry["n_patients"] == entry["prediction_time"]["n_at_risk"] == len(patients), name
+        n_labelled = int(clinical.loc[patients, "response"].notna().sum())
+        assert entry["response"]["n_labelled"] == n_labelled, name
+        for model in ("fused", "clinical_logistic"):
+            auc, low, high = (metrics[f"{name}/{model}/response_auc{s}"] for s in ("", "_ci_low", "_ci_high"))
+            assert 0.0 <= low <= auc <= high <= 1.0, (name, model)
+            assert entry["models"][model]["response_auc"] == pytest.approx(auc)
+            assert metrics[f"{name}/{model}/response_n"] == n_labelled
+        assert "coxnet_clinical/response_auc" not in entry["models"]  # survival baselines predict no response
+        table = pd.read_csv(tmp_path / "run" / name / "summary.csv").set_index("model")
+        assert table.loc["fused", "response_auc_ci_low"] == pytest.approx(metrics[f"{name}/fused/response_auc_ci_low"])
+        run_summary = json.loads((tmp_path / "run" / name / "summary.json").read_text())
+        assert run_summary["endpoint"] == "pfs" and run_summary["response"]["endpoint"] == "response"
+    assert len(at_c3d1) < len(clinical)  # the on-treatment question is asked of fewer patients
+    assert metrics["fused/response_auc"] == metrics["index/fused/response_auc"]  # unprefixed: the first one
+    side = pd.read_csv(tmp_path / "run" / "summary.csv")
+    assert set(side["prediction_time"]) == {"index", "c3d1"}
 
 
 @pytest.mark.slow

@@ -27,17 +27,19 @@ class Fold:
 
 
 def _strata(event: np.ndarray | None, time: np.ndarray | None, label: np.ndarray | None, n_splits: int) -> np.ndarray:
-    """Event status crossed with early/late time when every stratum can still fill every fold."""
+    """Event status crossed with early/late time when every stratum can still fill every fold; else event status;
+    else (fewer censored patients or events than folds: a small risk set late in follow-up) early/late time, so
+    that every fold still gets a share of the events."""
     if label is not None:
         return np.asarray(label).astype(int)
     assert event is not None and time is not None
     ev = np.asarray(event).astype(int)
     late = (np.asarray(time) > np.median(time)).astype(int)
-    strata = ev * 2 + late
-    counts = np.bincount(strata, minlength=4)
-    if (counts[counts > 0] < n_splits).any():
-        return ev
-    return strata
+    for strata in (ev * 2 + late, ev, late):
+        counts = np.bincount(strata)
+        if (counts[counts > 0] >= n_splits).all():
+            return strata
+    return ev
 
 
 def repeated_stratified_folds(n_splits: int, n_repeats: int, seed: int, *, event: np.ndarray | None = None,
@@ -45,8 +47,9 @@ def repeated_stratified_folds(n_splits: int, n_repeats: int, seed: int, *, event
     """``n_repeats`` x ``n_splits`` patient-level folds, deterministic for ``seed``."""
     n = len(label) if label is not None else len(np.asarray(event))
     strata = _strata(event, time, label, n_splits)
-    if np.bincount(strata).min() < n_splits:
-        raise ValueError(f"too few patients in the smallest outcome group ({np.bincount(strata).min()}) for "
+    counts = np.bincount(strata)
+    if counts[counts > 0].min() < n_splits:
+        raise ValueError(f"too few patients in the smallest outcome group ({counts[counts > 0].min()}) for "
                          f"{n_splits}-fold cross-validation; lower training.cv.folds")
     rskf = RepeatedStratifiedKFold(n_splits=n_splits, n_repeats=n_repeats, random_state=seed)
     folds = []

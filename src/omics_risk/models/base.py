@@ -35,7 +35,15 @@ import numpy as np
 
 from omics_risk.data.multimodal import MultimodalData
 
-__all__ = ["ModelCapabilities", "ModelContext", "SurvivalModel", "capabilities_of", "fit_kwargs", "predict_kwargs"]
+__all__ = ["InsufficientTrainingData", "ModelCapabilities", "ModelContext", "SurvivalModel", "capabilities_of",
+           "fit_kwargs", "predict_kwargs"]
+
+
+class InsufficientTrainingData(ValueError):
+    """A training set too small for a model to be fitted at all (e.g. fewer than 2 events, or a single response
+    class), as opposed to a mistake in the data or the config. On a small cohort, a small risk set (a late
+    prediction time) or a rarely present modality, a cross-validation fold can be such a set: the run then leaves
+    that model out, says why, and goes on with the others."""
 
 
 @dataclass(frozen=True)

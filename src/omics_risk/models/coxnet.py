@@ -109,7 +109,7 @@ class ModalityCoxnet(ModalityModel):
         self.model_ = self._coxnet(Xt, y, grid, baseline=True)
         alphas = np.asarray(self.model_.alphas_, dtype=np.float64)
         scores = np.full((0, len(alphas)), np.nan)
-        for tr, va in inner_splits(strata, self.cv_folds, self.random_state):
+        for tr, va in inner_splits(strata, self.cv_folds, self.random_state, survival=True):
             pipe = make().fit(X.iloc[tr], y[tr])
             net = self._coxnet(pipe.transform(X.iloc[tr]), y[tr], alphas, baseline=False)
             Xv = pipe.transform(X.iloc[va])

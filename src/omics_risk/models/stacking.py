@@ -139,7 +139,8 @@ class LateFusionStacker(BaselineModel):
             present = np.column_stack([model_present(protos[n], d) for n in names])
             oof = np.zeros((len(d), len(names)))
             self.dropped_: dict[str, str] = {}
-            for tr, va in inner_splits(out.strata(rows), self.inner_folds, self.seed):
+            for tr, va in inner_splits(out.strata(rows), self.inner_folds, self.seed,
+                                      survival=out.task == "survival"):
                 dtr, dva = d.subset(tr), d.subset(va)
                 for i, n in enumerate(names):
                     if n in self.dropped_:

@@ -41,7 +41,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import StratifiedKFold
+from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 from sklearn.utils.validation import check_is_fitted
@@ -52,7 +52,7 @@ from omics_risk.data.multimodal import MultimodalData
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.features.metabolomics import MissingnessFilter, make_metabolomics_pipeline
 from omics_risk.features.screening import UnivariateCoxSelector, WilcoxonSelector
-from omics_risk.models.base import ModelCapabilities, SurvivalModel
+from omics_risk.models.base import InsufficientTrainingData, ModelCapabilities, SurvivalModel
 from omics_risk.models.preprocessing import infer_clinical_types
 
 __all__ = [
@@ -154,12 +154,22 @@ def risk_from_response(p_response: np.ndarray) -> np.ndarray:
     return 1.0 - np.asarray(p_response, dtype=np.float64)
 
 
-def inner_splits(strata: np.ndarray, n_splits: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Seeded stratified K folds (positions); ``n_splits`` shrinks to what the rarer class allows (>= 2)."""
+def inner_splits(strata: np.ndarray, n_splits: int, seed: int, *,
+                 survival: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Seeded stratified K folds (positions); ``n_splits`` shrinks to what the rarer class allows (>= 2).
+
+    ``survival=True`` (``strata`` = the event indicator): an inner C-index needs events, not censored patients, so a
+    training set with fewer than 2 censored patients (a small risk set late in follow-up) gets unstratified folds
+    of at least 2 patients and 1 event each instead of an error. Raises :class:`InsufficientTrainingData` when no
+    inner cross-validation is possible (fewer than 2 events, or fewer than 2 of a response class)."""
     counts = np.bincount(strata.astype(np.int64), minlength=2)
     k = int(min(n_splits, counts[counts > 0].min() if (counts > 0).sum() > 1 else 0))
     if k < 2:
-        raise ValueError(
+        n_events = int(counts[1]) if len(counts) > 1 else 0
+        k_events = min(n_splits, n_events, len(strata) // 2)
+        if survival and k_events >= 2:
+            return list(KFold(n_splits=k_events, shuffle=True, random_state=seed).split(np.zeros(len(strata))))
+        raise InsufficientTrainingData(
             f"inner cross-validation needs at least 2 patients of each outcome class (events/censored or "
             f"responders/non-responders); this training fold has {counts.tolist()}"
         )

@@ -44,10 +44,12 @@ from omics_risk.evaluation.metrics import (
 from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.evaluation.splits import repeated_stratified_folds
 from omics_risk.features.clinical import clinical_types
+from omics_risk.models.base import InsufficientTrainingData
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.progress import progress_bar
 from omics_risk.workflows.dynamic import run_dynamic
 from omics_risk.workflows.inputs import ModelInputs, check_ct_cohort, ct_images, ct_timepoints_of, model_inputs
+from omics_risk.workflows.prediction_times import prediction_times_of, run_prediction_times
 from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _run_report
 from omics_risk.workflows.training_models import (
     CT_ONLY,
@@ -139,10 +141,26 @@ def _pseudonymiser(cfg: DictConfig, uri: str) -> Pseudonymiser:
     return ids
 
 
+def _leave_out(cfg: DictConfig, name: str, why: str, mu: Any) -> None:
+    """A model that cannot be fitted on a fold is left out of the run's comparisons, loudly; the run's main model
+    (the one ``optimized_metric`` names) cannot be, and stops the run."""
+    main = str(OmegaConf.select(cfg, "optimized_metric", default="") or "").split("/", 1)[0]
+    if name == main:
+        raise InsufficientTrainingData(f"{name}, the model optimized_metric names, cannot be trained: {why}; use "
+                                       "fewer folds (training.cv.folds), a larger cohort or an earlier prediction "
+                                       "time")
+    log.warning("%s is left out of this run (not in summary.json's table, the report or the comparisons): %s",
+                name, why)
+    if mu:
+        mu.safe_set_tags({"left_out": why[:500]})
+
+
 def train(cfg: DictConfig) -> dict[str, float]:
     """Cross-validate the fused model and the baselines on the same folds; return the held-out metrics."""
     from omics_risk.models.device import seed_everything  # lazy: torch, loaded once a run starts
 
+    if prediction_times_of(cfg) is not None:  # several prediction times side by side: one complete run each
+        return run_prediction_times(cfg, train)
     seed_everything(int(cfg.seed))
     root = Path(cfg.data.root)
     cohort = load_cohort(root)  # parsed once: extraction, data, CT images and the logged model all read it
@@ -176,9 +194,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     job = (mu.start_run_tree(cfg.tracking.experiment, uri=trk[1], run_name=str(cfg.run_name), cfg=cfg,
                              hydra_output_dir=output_dir, patient_ids=list(data.patients),
                              tags={"task": cfg.task.name, "cohort": cohort.spec.name,
-                                   "modalities": ",".join(data.modality_names), **id_tags})
+                                   "modalities": ",".join(data.modality_names), **id_tags,
+                                   **({"prediction_time": inputs.prediction_time.describe()}
+                                      if inputs.prediction_time is not None else {})})
            if mu else nullcontext())
     metrics: dict[str, float] = {}
+    left_out: dict[str, str] = {}  # model -> why it could not be cross-validated (too small a training fold)
     with job:
         for name, make in factories.items():
             model_ctx = mu.start_model_run(name, params=make().describe(), tags=id_tags) if mu else nullcontext()
@@ -190,7 +211,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
                         on_epoch = ((lambda e, m: mu.safe_log_metrics(m, step=e)) if (mu and cfg.tracking.log_folds)
                                     else None)
                         t0 = time.perf_counter()
-                        risk, resp = _fit_predict(make(), train_d, test_d, on_epoch, images)
+                        try:
+                            risk, resp = _fit_predict(make(), train_d, test_d, on_epoch, images)
+                        except InsufficientTrainingData as exc:  # a fold too small for this model: leave it out
+                            left_out[name] = f"training fold {fold.tag} ({len(train_d)} patients): {exc}"
+                            break
                         fit_seconds[name] += time.perf_counter() - t0
                         c = harrell_c(test_d.time, test_d.event, risk)
                         fold_c[name].append(c)
@@ -200,6 +225,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
                             oof_resp[name][fold.repeat, fold.test] = resp
                         if mu and cfg.tracking.log_folds:
                             mu.safe_log_metrics({"test/cindex": c})
+                if name in left_out:
+                    _leave_out(cfg, name, left_out[name], mu)
+                    continue
                 summary_m = _summarise(name, data, oof[name], oof_resp[name], fold_of, fold_c[name], cfg)
                 summary_m[f"{name}/fit_seconds"] = fit_seconds[name]
                 metrics.update(summary_m)
@@ -210,6 +238,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                     label = next(iter(data.extra_labels.values())) if data.extra_labels else None
                     log_oof_risks(oof_table(data.patients, data.time, data.event, oof[name], fold_of,
                                             response=oof_resp[name], label=label), pseudonyms=ids)
+        factories = {name: make for name, make in factories.items() if name not in left_out}
+        oof = {name: risk for name, risk in oof.items() if name not in left_out}
         ref = str(cfg.evaluation.reference)
         comparisons = _compare(data, oof, fold_of, ref, cfg) if ref in oof else {}
         metrics.update(comparisons)
@@ -224,7 +254,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                    "n_patients": n, "n_events": int(data.event.sum()), "modalities": data.modality_names,
                    "cv": {"folds": int(cfg.training.cv.folds), "repeats": n_rep}, "reference": ref,
                    "metrics": metrics, "table": table.to_dict(orient="records"), **final_info,
-                   **_prediction_time_summary(inputs)}
+                   **_prediction_time_summary(inputs), **({"models_left_out": left_out} if left_out else {})}
         if cfg.task.response:
             label = data.extra_labels.get(str(cfg.task.response))
             summary["response"] = {"endpoint": str(cfg.task.response),
