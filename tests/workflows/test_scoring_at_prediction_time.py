@@ -67,6 +67,7 @@ def _linear(root: Path, pt: PredictionTime | None, columns: list[str] = COLUMNS,
 
 
 def _score(bm: object, root: Path, out: Path) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         score_cohort(bm, root, out / "scores.csv", workers=1, progress=False)  # type: ignore[arg-type]
@@ -97,8 +98,9 @@ def trained(advanced: Path, tmp_path_factory: pytest.TempPathFactory,
     mu.clear_protected_identifiers()
     mlflow.set_tracking_uri(uri)
     summary = json.loads((base / "run" / "summary.json").read_text())
-    return SimpleNamespace(uri=summary["model_uri"], tracking_uri=uri, summary=summary, base=base,
-                           batch=load_batch_model(summary["model_uri"], progress=False))
+    registered = f"models:/{summary['registered_model']}@{summary['alias']}"
+    return SimpleNamespace(uri=registered, tracking_uri=uri, summary=summary, base=base,
+                           batch=load_batch_model(registered, progress=False))
 
 
 def test_the_logged_model_records_the_runs_prediction_time(trained: SimpleNamespace) -> None:
@@ -155,7 +157,7 @@ def test_external_validation_at_the_logged_prediction_time(trained: SimpleNamesp
     assert "predicting at the index date (day 0)" in result.to_text()
 
 
-# ------------------------------------------------------------------------------------------------ other prediction times
+# ------------------------------------------------------------------------------------------ other prediction times
 def test_a_patient_without_the_models_timepoint_gets_a_row_saying_so(advanced: Path, tmp_path: Path) -> None:
     fit = _linear(advanced, AT_C3, ["clinical/age", "ctdna/c3__ctdna_log10_mean_vaf"])
     assert fit.settings["prediction_time"] == {"config": {"at": "timepoint", "timepoint": "c3"},
