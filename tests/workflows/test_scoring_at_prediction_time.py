@@ -242,3 +242,24 @@ def test_a_model_without_a_prediction_time_stores_none_and_scores_every_sample(a
                         modalities=SERIAL, drop_unlabelled=False).data
     risk = pd.Series(fit.model.predict_risk(data), index=data.patients.astype(str))
     np.testing.assert_allclose(scores["risk_score"], risk.reindex(scores.index), rtol=1e-12)
+
+
+def test_a_sample_that_fails_after_the_prediction_day_does_not_degrade_the_patient(advanced: Path,
+                                                                                   tmp_path: Path) -> None:
+    fit = _linear(advanced, DAY90)
+    samples = _samples(advanced)
+    ctdna = samples[samples["modality"] == "ctdna"]
+    late = ctdna[ctdna["day"] > 90].iloc[0]
+    early = ctdna[(ctdna["day"] <= 90) & (ctdna["patient_id"] != late["patient_id"])
+                  & (ctdna["timepoint"] != "c1")].iloc[0]  # c1 is the model's column: keep it
+    root = Path(shutil.copytree(advanced, tmp_path / "broken", ignore=shutil.ignore_patterns("features")))
+    broken = _samples(root)
+    broken.loc[broken["sample_id"].isin([late["sample_id"], early["sample_id"]]), "path"] = "ctdna/missing.tsv"
+    broken.to_csv(root / "samples.csv", index=False)
+    plain = _score(fit.batch, advanced, tmp_path / "plain")
+    scores = _score(fit.batch, root, tmp_path / "out")
+    row = scores.loc[late["patient_id"]]
+    assert late["sample_id"] not in str(row["reason"])  # not used at day 90: not reported, no partial
+    assert row["status"] == plain.loc[late["patient_id"], "status"]
+    row = scores.loc[early["patient_id"]]
+    assert row["status"] == "partial" and f"sample {early['sample_id']} failed" in row["reason"]

@@ -198,6 +198,9 @@ class _Scorer:
 
         self.bm, self.prep, self.horizons, self.shift, self.images = bm, prep, horizons, shift, images
         self.timed = timed_inputs(bm, prep, store, extracted)
+        samples = prep.cohort.samples
+        self.sample_day = dict(zip(samples["sample_id"].astype(str), pd.to_numeric(samples["day"], errors="coerce"),
+                                   strict=True)) if self.timed is not None else {}
         self.tables = _Tables(store, bm.manifest, extracted, self.timed)
         self.status = _status_index(store, extracted)
         self.clinical = prep.cohort.clinical.drop_duplicates("patient_id").set_index("patient_id")
@@ -324,7 +327,8 @@ class _Scorer:
         for m in self.bm.tabular:
             source = self.bm.derived.get(m, m)  # a derived input (ctdna_dynamics) reports its modality's samples
             present[m] = bool(present_df.at[pid, m])
-            failed = [r for r in status_rows if r["modality"] == source and r["status"] == "failed"]
+            failed = [r for r in status_rows if r["modality"] == source and r["status"] == "failed"
+                      and self._usable(r["sample_id"], pid)]
             detail = "; ".join(f"{r['timepoint']} sample {r['sample_id']} failed: {r['reason']}" for r in failed)
             if not present[m]:
                 if source not in self.cohort_mods:
@@ -373,6 +377,10 @@ class _Scorer:
         row["modalities_used"] = ",".join(m for m in self.bm.needed if present.get(m, False))
         status = "partial" if (missing or degraded) else "ok"
         return {**row, "status": status, "reason": self._paths("; ".join(parts))}
+
+    def _usable(self, sample_id: str, pid: str) -> bool:
+        """False for a sample dated after the patient's prediction day (the model would not use it anyway)."""
+        return self.timed is None or not self.sample_day.get(str(sample_id), -math.inf) > self.timed.day_of(pid)
 
     def _not_in_slots(self, m: str, pid: str) -> str:
         """Why a patient with samples of ``m`` has none the model reads."""
