@@ -263,3 +263,11 @@ def test_a_sample_that_fails_after_the_prediction_day_does_not_degrade_the_patie
     assert row["status"] == plain.loc[late["patient_id"], "status"]
     row = scores.loc[early["patient_id"]]
     assert row["status"] == "partial" and f"sample {early['sample_id']} failed" in row["reason"]
+
+
+@pytest.mark.parametrize("node", [{"at": "index"}, {"at": "day", "day": 90.0},
+                                  {"at": "timepoint", "timepoint": "c3", "windows": {"last": [-30.0, 0.0]}},
+                                  {"at": "landmarks", "landmarks": [0.0, 90.0]}])
+def test_the_stored_prediction_time_reads_back_to_the_same(node: dict) -> None:
+    pt = PredictionTime.from_config(node)
+    assert pt.to_config() == node and PredictionTime.from_config(json.loads(json.dumps(pt.to_config()))) == pt
