@@ -136,6 +136,20 @@ class PredictionTime:
         return cls(at=at, day=day, timepoint=None if tp is None else str(tp), landmarks=landmarks,
                    windows=_windows(node.get("windows")))
 
+    def to_config(self) -> dict[str, Any]:
+        """The ``task.prediction_time`` mapping that :meth:`from_config` reads back to this prediction time (plain
+        JSON values; a logged model stores it)."""
+        out: dict[str, Any] = {"at": self.at}
+        if self.at == "day":
+            out["day"] = self.day
+        elif self.at == "timepoint":
+            out["timepoint"] = self.timepoint
+        elif self.at == "landmarks":
+            out["landmarks"] = list(self.landmarks)
+        if self.windows:
+            out["windows"] = {slot: [lo, hi] for slot, (lo, hi) in self.windows.items()}
+        return out
+
     def at_landmark(self, day: float) -> PredictionTime:
         """The single prediction time of one landmark (same windows)."""
         return PredictionTime(at="day", day=float(day), windows=self.windows)

@@ -24,13 +24,14 @@ import re
 import tempfile
 import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from omics_risk.data.timing import PredictionTime
 from omics_risk.features.base import Extractor
 from omics_risk.features.extract import default_extract_config
 from omics_risk.progress import mlflow_bars_off, quiet_mlflow_bars
@@ -163,6 +164,33 @@ class BatchModel:
     def needed(self) -> list[str]:
         """The inputs the model uses: ``clinical`` (when it has clinical columns), tabular and image modalities."""
         return ([CLINICAL] if self.manifest.clinical else []) + self.tabular + self.images
+
+    @property
+    def prediction_time(self) -> PredictionTime | None:
+        """The prediction time the model was trained at (``scoring.json``'s ``prediction_time``); None for a model
+        trained without one or logged before models recorded it: every sample is used, as before."""
+        record = self.settings.get("prediction_time")
+        return PredictionTime.from_config(record.get("config")) if record else None
+
+    def longitudinal(self, modalities: Sequence[str] | None = None) -> dict[str, Any] | None:
+        """The training run's ``task.longitudinal`` (None: no longitudinal inputs), for ``modalities`` only when
+        given (those a cohort has: a derived input of a modality it lacks is absent, like the modality itself)."""
+        node = self.settings.get("longitudinal") or {}
+        kept = {m: q for m, q in node.items() if modalities is None or m in set(modalities)}
+        return kept or None
+
+    @property
+    def derived(self) -> dict[str, str]:
+        """Model inputs built from another modality's samples at the prediction time -> that modality
+        (``{"ctdna_dynamics": "ctdna"}``)."""
+        return dict(self.settings.get("derived_inputs") or {})
+
+    @property
+    def stored(self) -> list[str]:
+        """The modalities extracted into the feature store for this model: its tabular modalities, with each
+        derived input replaced by the modality it is built from."""
+        derived = self.derived
+        return list(dict.fromkeys(derived.get(m, m) for m in self.tabular))
 
     def timepoints(self, modality: str) -> list[str]:
         """The timepoints the model's columns (or its CT encoder) use for ``modality``."""

@@ -34,7 +34,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, Schema
 
 import omics_risk
+from omics_risk.data.timing import PredictionTime
 from omics_risk.models.base import SurvivalModel
 from omics_risk.progress import quiet_mlflow_bars
 from omics_risk.scoring.frames import (
@@ -290,6 +291,9 @@ def log_model(
     feature_store: str | Path | None = None,
     training_cohort: Any = None,
     ct_config: Any = None,
+    prediction_time: PredictionTime | None = None,
+    longitudinal: Mapping[str, Any] | None = None,
+    derived_inputs: Mapping[str, str] | None = None,
 ) -> ModelInfo:
     """Log ``model`` as an MLflow pyfunc (to the active run if any), optionally registered under an alias.
 
@@ -310,6 +314,10 @@ def log_model(
         training_cohort: the training cohort (directory or Cohort): time unit, clinical types and sample days,
             against which a scored cohort is checked.
         ct_config: CT preprocessing (:class:`~omics_risk.features.ct.CTConfig` or mapping) of a CT-image model.
+        prediction_time / longitudinal / derived_inputs: the training run's ``task.prediction_time``,
+            ``task.longitudinal`` and the inputs derived from another modality's samples (``{"ctdna_dynamics":
+            "ctdna"}``), so that ``omics-risk score`` and external validation build inputs at the same time
+            (:func:`~omics_risk.scoring.settings.scoring_settings`); None: every sample, as before.
 
     ``input_example_frame`` should hold every training patient: the risk cut-offs (median, tertiles) and the training
     feature ranges (1st / 99th percentiles, for distribution-shift warnings) are computed from it
@@ -338,7 +346,9 @@ def log_model(
         settings = {"horizons": [float(h) for h in horizons], "chunk_size": int(chunk_size)}
         full = scoring_settings(model, input_example_frame, manifest=manifest, horizons=horizons,
                                 chunk_size=chunk_size, training_risk=training_risk, feature_store=feature_store,
-                                training_cohort=training_cohort, ct_config=ct_config)
+                                training_cohort=training_cohort, ct_config=ct_config,
+                                prediction_time=prediction_time, longitudinal=longitudinal,
+                                derived_inputs=derived_inputs)
         (tmp_path / SCORING_FILE).write_text(json.dumps(full, indent=1))
         example = privacy_safe_example(input_example_frame, manifest, n_example_rows)
         predictions = score(model, example, manifest=manifest, horizons=horizons, chunk_size=chunk_size)

@@ -1,7 +1,9 @@
 """The logged model's ``scoring.json``: what batch scoring of a new cohort needs besides the model.
 
 Risk-group cut-offs of the training risks, training feature ranges (for shift warnings), the feature store's
-extraction settings, the training cohort's profile and the CT preprocessing; aggregates only, never a patient's row.
+extraction settings, the training cohort's profile, the CT preprocessing and the training run's prediction time and
+longitudinal inputs (so that scoring builds a new cohort's inputs at the same time); aggregates only, never a
+patient's row.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import Cohort, load_cohort
+from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.riskgroups import RiskGroups
 from omics_risk.features.clinical import clinical_types
 from omics_risk.models.base import SurvivalModel
@@ -26,7 +29,8 @@ from omics_risk.scoring.shift import training_ranges
 
 __all__ = ["SCORING_FORMAT", "cohort_profile", "extraction_spec", "risk_cutoffs", "scoring_settings"]
 
-#: Version of the ``scoring.json`` layout (1: horizons and chunk size only).
+#: Version of the ``scoring.json`` layout (1: horizons and chunk size only; 2 may hold ``prediction_time``,
+#: ``longitudinal`` and ``derived_inputs``, absent for a model trained without a prediction time).
 SCORING_FORMAT = 2
 
 
@@ -104,6 +108,9 @@ def scoring_settings(
     feature_store: str | Path | None = None,
     training_cohort: Any = None,
     ct_config: Any = None,
+    prediction_time: PredictionTime | None = None,
+    longitudinal: Mapping[str, Any] | None = None,
+    derived_inputs: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The logged model's ``scoring.json``: everything batch scoring of a new cohort needs besides the model.
 
@@ -111,6 +118,11 @@ def scoring_settings(
     of the training frame (:func:`omics_risk.scoring.shift.training_ranges`), and when given the ``extraction``
     settings of the training feature store, the training ``cohort`` profile and the ``ct`` preprocessing of a
     CT-image model. ``frame`` is the training patients' flat frame; only aggregates of it are stored.
+
+    ``prediction_time`` (the training run's ``task.prediction_time``) is stored as ``{"config": ..., "describe":
+    ...}`` and ``longitudinal`` (``task.longitudinal``) as given; ``derived_inputs`` maps each model input built
+    from another modality's samples (``ctdna_dynamics``) to that modality (``ctdna``), whose extraction settings
+    are then stored. None of these keys is written without a prediction time: such a model scores as before.
     """
 
     manifest = manifest or model_manifest(model)
@@ -127,10 +139,19 @@ def scoring_settings(
     if training_risk is not None:
         out["risk_cutoffs"] = risk_cutoffs(np.asarray(training_risk, dtype=float))
     out["feature_ranges"] = training_ranges(frame, manifest)
+    derived = dict(derived_inputs or {})
+    stored = list(dict.fromkeys(derived.get(m, m) for m in manifest.modalities))  # what the feature store holds
     if feature_store is not None:
-        out["extraction"] = extraction_spec(feature_store, list(manifest.modalities))
+        out["extraction"] = extraction_spec(feature_store, stored)
     if training_cohort is not None:
-        out["cohort"] = cohort_profile(training_cohort, [*manifest.modalities, *manifest.images])
+        out["cohort"] = cohort_profile(training_cohort, [*stored, *manifest.images])
+    if prediction_time is not None:
+        out["prediction_time"] = {"config": prediction_time.to_config(), "describe": prediction_time.describe()}
+        if longitudinal:
+            out["longitudinal"] = _plain_json(longitudinal)
+        if derived:
+            out["derived_inputs"] = derived
     if ct_config is not None:
         out["ct"] = _plain_json(ct_config)
     return out
+

@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.contract import load_cohort
-from omics_risk.data.multimodal import MultimodalData
+from omics_risk.data.multimodal import MultimodalData, stored_modalities
 from omics_risk.evaluation.contribution import modality_ablation
 from omics_risk.evaluation.contribution import top_features as _top
 from omics_risk.evaluation.metrics import (
@@ -90,7 +90,7 @@ from omics_risk.workflows.external_report import (
     _write_report,
     _write_summary,
 )
-from omics_risk.workflows.inputs import CTInputs, model_inputs
+from omics_risk.workflows.inputs import CTInputs, model_inputs, prediction_time_summary
 
 log = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     if response is not None and response not in spec.endpoints:
         notes.append(f"the model's response endpoint '{response}' is not in this cohort: no response metrics")
         response = None
-    in_cohort = [m for m in bm.tabular if spec.modality(m) is not None]
+    in_cohort = [m for m in bm.stored if spec.modality(m) is not None]  # derived inputs: their source modality
     config = None
     if extract:  # with the model's extractor settings (the package defaults if it ships none, noted)
         config, more = extraction_config_or_defaults(bm)
@@ -204,9 +204,11 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     elif not (store / "manifest.json").is_file():
         raise EvaluationError(f"no feature store at {store}: run with extraction on or `omics-risk extract {root}`")
     ct = CTInputs(modality=bm.images[0], config=bm.settings.get("ct")) if bm.images else None
+    pt, longitudinal = bm.prediction_time, bm.longitudinal(in_cohort)  # as in training (None: every sample)
     inputs = model_inputs(parsed, store, extract=extract and bool(in_cohort), extract_config=config,
                           extract_modalities=in_cohort, modalities=bm.tabular, only_stored=True, endpoint=endpoint,
-                          response=response, ct=ct, what="validation", workers=workers, progress=progress)
+                          response=response, ct=ct, what="validation", workers=workers, progress=progress,
+                          prediction_time=pt, longitudinal=longitudinal)
     data = inputs.data
     notes += inputs.notes
     view, more = model_view(data, bm.manifest)
@@ -224,7 +226,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         if (t_store / "manifest.json").is_file():
             try:
                 tdata = model_inputs(load_cohort(t_root), t_store, extract=False, modalities=bm.tabular,
-                                     only_stored=True, endpoint=endpoint).data
+                                     only_stored=True, endpoint=endpoint, prediction_time=pt,
+                                     longitudinal=bm.longitudinal(stored_modalities(t_store))).data
                 tview, _ = model_view(tdata, bm.manifest, max_missing=1.0)
                 train_time, train_event = tdata.time, tdata.event
                 with warnings.catch_warnings():
@@ -242,6 +245,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     asked = [float(h) for h in horizons] if explicit else (info.horizons or bm.horizons)
     metrics: dict[str, Estimate] = {}
     scores = pd.DataFrame({"patient_id": data.patients.astype(str)})
+    if pt is not None:  # outcome times below count from it
+        scores["prediction_day"] = np.asarray(data.prediction_day, dtype=float)
     h = np.array([], dtype=float)
     groups = None
     cutoff_source = "none"
@@ -379,7 +384,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     n_events = int(np.sum(data.event)) if survival_task else int(np.nansum(data.label))
     result = ExternalResult(model=ref, cohort=spec.name, n_patients=len(data), n_events=n_events, metrics=metrics,
                             table=long, scores=scores, risk_groups=rg_table, cutoff_source=cutoff_source,
-                            horizons=[float(x) for x in h], output_dir=out, paths=paths, notes=notes)
+                            horizons=[float(x) for x in h], output_dir=out, paths=paths, notes=notes,
+                            prediction_time=prediction_time_summary(inputs))
 
     run_id = None
     if log_to_mlflow:
@@ -390,6 +396,9 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
             "training cohort": info.cohort or "–", "validation cohort": f"{spec.name} ({root})",
             "patients": len(data), "events": n_events, "endpoint": data.endpoint,
             "horizons (days)": ", ".join(f"{x:g}" for x in h) or "none",
+            "prediction time": "none (every sample)" if pt is None else
+            f"{pt.describe()}; {result.prediction_time['n_at_risk']} at risk, "
+            f"{result.prediction_time['n_left_out'] + result.prediction_time['n_without_timepoint']} left out",
             "risk-group cut-offs": _cutoff_text(cutoff_source) if survival_task else "–",
             "validation run": run_id or "not logged"}
     _write_report(result, out, meta, figures, captions, rg_table, n_boot)

@@ -46,11 +46,16 @@ class ExternalResult:
     paths: dict[str, Path]
     notes: list[str]
     run_id: str | None = None
+    #: the model's prediction time and the risk set at it (as training's summary.json); None: every sample used
+    prediction_time: dict[str, Any] | None = None
 
     def to_text(self) -> str:
         head = (f"External validation of {self.model.label} on {self.cohort}: {self.n_patients} patients, "
                 f"{self.n_events} events; horizons {', '.join(f'{h:g}' for h in self.horizons) or 'none'} days; "
                 f"risk-group cut-offs: {self.cutoff_source}")
+        if self.prediction_time is not None:
+            head += (f"; predicting at {self.prediction_time['describe']} ({self.prediction_time['n_at_risk']} at "
+                     "risk)")
         return format_metrics(self.table, title=head)
 
 
@@ -98,6 +103,8 @@ def _write_summary(result: ExternalResult, out: Path, meta: Mapping[str, Any]) -
         "risk_groups": None if result.risk_groups is None else json.loads(result.risk_groups.to_json(orient="records")),
         "files": {k: str(v) for k, v in result.paths.items()}, "meta": {k: str(v) for k, v in meta.items()},
     }
+    if result.prediction_time is not None:
+        summary["prediction_time"] = result.prediction_time
     path = out / "summary.json"
     path.write_text(json.dumps(summary, indent=1))
     return path
@@ -120,6 +127,8 @@ def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run
     flat = {f"external/{k}": v for k, v in _metric_values(result.metrics).items()}
     all_params = {"n_patients": result.n_patients, "n_events": result.n_events,
                   "horizons": json.dumps(result.horizons), **params}
+    if result.prediction_time is not None:
+        all_params["prediction_time"] = result.prediction_time["describe"]
     with mu.start_run_tree(experiment, uri=uri, run_name=name, parent_run_id=None, tags=tags,
                            patient_ids=list(data.patients)) as run:
         mu.safe_log_params(all_params)

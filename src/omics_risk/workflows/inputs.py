@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DYNAMICS_SUFFIX", "CTInputs", "LongitudinalInput", "ModelInputs", "add_longitudinal", "check_ct_cohort",
            "check_no_look_ahead", "ct_timepoints_of", "dynamics_name", "extract_features", "longitudinal_inputs",
-           "model_inputs", "prefill_ct_cache"]
+           "model_inputs", "prediction_time_summary", "prefill_ct_cache"]
 
 
 # ------------------------------------------------------------------------------------------------ the model
@@ -256,6 +256,16 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
         for note in notes:
             log.info("%s cohort: %s", what, note)
     return ModelInputs(cohort, store, data, images, summary, notes, n_unlabelled, timepoints, prediction_time)
+
+
+def prediction_time_summary(inputs: ModelInputs) -> dict[str, Any] | None:
+    """A summary.json's ``prediction_time`` entry (None without one): which one, and how many patients were at risk
+    and left out (``n_without_timepoint``: no sample at the named timepoint)."""
+    pt, risk = inputs.prediction_time, inputs.data.risk_set
+    if pt is None:
+        return None
+    return {"describe": pt.describe(), "n_at_risk": int(risk.get("at_risk", len(inputs.data))),
+            "n_left_out": int(risk.get("left_out", 0)), "n_without_timepoint": int(risk.get("without_timepoint", 0))}
 
 
 def _risk_set_notes(pt: PredictionTime, data: MultimodalData, risk: Mapping[str, int]) -> list[str]:

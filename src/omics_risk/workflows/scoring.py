@@ -27,7 +27,8 @@ What :func:`score_cohort` does, in order:
 6. **Write one row per patient** (never a silent drop) atomically (temp file + ``os.replace``): ``patient_id``,
    ``status`` (``ok`` / ``partial`` / ``failed``), ``reason``, ``risk_score``, ``risk_group``, ``surv_<h>d``,
    ``response_prob`` (models with a response head), ``modalities_used``, ``modalities_missing``,
-   ``n_out_of_range``; plus ``<out>.report.json`` (model, counts, warnings, shift table).
+   ``n_out_of_range``, and ``prediction_day`` for a model trained at a prediction time (whose inputs are then built
+   at that time, as in training: docs/time.md); plus ``<out>.report.json`` (model, counts, warnings, shift table).
 
 Status: ``ok`` = every modality the model uses is present and no sample of them failed; ``partial`` = scored with
 the presence mask while some used modality is missing or one of its samples failed (or a used clinical value was
@@ -266,7 +267,7 @@ def _extract(bm: BatchModel, prep: PreparedCohort, store: Path, workers: int | N
              progress: bool) -> tuple[list[str], list[str]]:
     """Extract the model's tabular modalities that the cohort has, with the model's extractor settings; returns
     (the modalities extracted, notes)."""
-    wanted = [m for m in bm.tabular if m in prep.cohort.modalities]
+    wanted = [m for m in bm.stored if m in prep.cohort.modalities]
     if not wanted:
         return [], []
     config, notes = extraction_config_or_defaults(bm)
@@ -384,7 +385,7 @@ def _score_locked(model: str | BatchModel, cohort: str | Path, out: Path, fmt: s
         t1 = time.perf_counter()
         shift = ShiftCheck(bm.settings.get("feature_ranges"), shift_margin)
         scorer = _Scorer(bm, prep, store, extracted, bm.horizons, risk_groups, shift, images)
-
+        notes += scorer.timing_notes()
         options = {"horizons": bm.horizons, "risk_groups": risk_groups, "chunk_size": chunk_size,
                    "margin": shift_margin, "version": _CHECKPOINT_VERSION, "format": fmt}
         key = content_key(bm, prep, store, extracted, options)
@@ -434,7 +435,8 @@ def _score_locked(model: str | BatchModel, cohort: str | Path, out: Path, fmt: s
         {"out": str(out), "cohort": str(prep.source), "model": result.model, "n_patients": len(patients),
          "counts": counts, "warnings": notes, "shift": report.to_dict() if report is not None else None,
          "horizons": bm.horizons, "risk_groups": risk_groups,
-         "risk_cutoffs": (bm.settings.get("risk_cutoffs") or {}).get(risk_groups), "timings": timings},
+         "risk_cutoffs": (bm.settings.get("risk_cutoffs") or {}).get(risk_groups), "timings": timings,
+         **({"prediction_time": bm.prediction_time.describe()} if bm.prediction_time is not None else {})},
         indent=1, default=str))
     if not keep_checkpoints:  # only this run's own key: the lock keeps every other run out of this folder
         shutil.rmtree(ckpt, ignore_errors=True)

@@ -3,7 +3,9 @@ patient with a status and a reason, checkpointed by a key of the model, the coho
 
 Each chunk reads only its patients' rows of the store (Parquet filters), scores them with
 :func:`omics_risk.scoring.pyfunc.score` (what the MLflow pyfunc and Spark run) and decides per patient ``ok`` /
-``partial`` / ``failed``; the finished chunks are concatenated into the output through a temporary file.
+``partial`` / ``failed``; the finished chunks are concatenated into the output through a temporary file. A model
+trained at a prediction time reads the cohort's inputs at that time instead (:mod:`.scoring_timing`, built once for
+the cohort), and each row gets the patient's ``prediction_day``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from omics_risk.scoring.loading import BatchModel, _file_digest, _sha
 from omics_risk.scoring.shift import ShiftCheck, ShiftReport
 from omics_risk.workflows.inputs import prefill_ct_cache
 from omics_risk.workflows.scoring_cohort import PreparedCohort
+from omics_risk.workflows.scoring_timing import TimedInputs, no_day_reason, timed_inputs
 
 __all__ = ["STATUSES", "ScoreResult", "content_key", "write_output"]
 
@@ -45,10 +48,13 @@ def _atomic_write_parquet(df: pd.DataFrame, path: Path, schema: Any = None) -> N
 
 # ------------------------------------------------------------------------------------------------ chunks
 class _Tables:
-    """Rows of the feature store's tables for a chunk of patients (Parquet filters: only those rows are kept)."""
+    """Rows of the feature store's tables for a chunk of patients (Parquet filters: only those rows are kept), or of
+    the tables at the model's prediction time (``timed``)."""
 
-    def __init__(self, store: Path | None, manifest: FeatureManifest, extracted: Sequence[str]):
+    def __init__(self, store: Path | None, manifest: FeatureManifest, extracted: Sequence[str],
+                 timed: TimedInputs | None = None):
         self.manifest = manifest
+        self.timed = timed
         self.paths: dict[str, Path] = {}
         self.columns: dict[str, list[str]] = {}
         for m, feats in manifest.modalities.items():
@@ -60,6 +66,11 @@ class _Tables:
 
     def read(self, modality: str, patients: list[str]) -> pd.DataFrame:
         feats = list(self.manifest.modalities[modality])
+        if self.timed is not None:
+            table = self.timed.tables.get(modality)
+            if table is None:  # not in this cohort
+                table = pd.DataFrame(index=pd.Index([], dtype=object), columns=feats)
+            return table.reindex(index=pd.Index(patients, name=ID_COLUMN), columns=feats).astype(np.float64)
         if modality not in self.paths or not patients:
             return pd.DataFrame(np.nan, index=pd.Index(patients, name=ID_COLUMN), columns=feats)
         table = pd.read_parquet(self.paths[modality], columns=self.columns[modality],
@@ -154,7 +165,7 @@ def _status_index(store: Path | None, needed: Sequence[str]) -> dict[str, list[d
     return out
 
 
-def _output_schema(bm: BatchModel, horizons: Sequence[float], response: bool) -> Any:
+def _output_schema(bm: BatchModel, horizons: Sequence[float], response: bool, timed: bool = False) -> Any:
     from omics_risk.scoring.pyfunc import _horizon_name  # lazy: pyfunc loads mlflow and torch
 
     fields = [(ID_COLUMN, pa.string()), ("status", pa.string()), ("reason", pa.string()),
@@ -164,6 +175,8 @@ def _output_schema(bm: BatchModel, horizons: Sequence[float], response: bool) ->
         fields.append(("response_prob", pa.float64()))
     fields += [("modalities_used", pa.string()), ("modalities_missing", pa.string()),
                ("n_out_of_range", pa.int64())]
+    if timed:  # a model trained at a prediction time: the day each patient was scored at
+        fields.append(("prediction_day", pa.float64()))
     return pa.schema(fields)
 
 
@@ -184,7 +197,11 @@ class _Scorer:
         from omics_risk.scoring.pyfunc import _horizon_name  # lazy: pyfunc loads mlflow and torch
 
         self.bm, self.prep, self.horizons, self.shift, self.images = bm, prep, horizons, shift, images
-        self.tables = _Tables(store, bm.manifest, extracted)
+        self.timed = timed_inputs(bm, prep, store, extracted)
+        samples = prep.cohort.samples
+        self.sample_day = dict(zip(samples["sample_id"].astype(str), pd.to_numeric(samples["day"], errors="coerce"),
+                                   strict=True)) if self.timed is not None else {}
+        self.tables = _Tables(store, bm.manifest, extracted, self.timed)
         self.status = _status_index(store, extracted)
         self.clinical = prep.cohort.clinical.drop_duplicates("patient_id").set_index("patient_id")
         self.clinical.index = self.clinical.index.astype(str)
@@ -198,7 +215,20 @@ class _Scorer:
         if cut is not None:  # the training cut-offs stored at log time, assigned as RiskGroups does
             self.groups = RiskGroups(risk_groups)
             self.groups.cutoffs_ = np.asarray(cut, dtype=np.float64)
-        self.schema = _output_schema(bm, horizons if self.surv_cols else [], self.response)
+        self.schema = _output_schema(bm, horizons if self.surv_cols else [], self.response, self.timed is not None)
+
+    def timing_notes(self) -> list[str]:
+        """What the run's warnings say about patients without a prediction day (none without a prediction time)."""
+        if self.timed is None:
+            return []
+        lacking = [p for p in self.prep.order if p in self.clinical.index and not self.has_day(p)]
+        pt = self.timed.prediction_time
+        return [f"{len(lacking)} patient(s) have no '{pt.timepoint}' sample, so no prediction day "
+                f"({pt.describe()}): they are not scored (status failed)"] if lacking else []
+
+    def has_day(self, pid: str) -> bool:
+        """False for a patient without a prediction day under a model with a prediction time (not scored)."""
+        return self.timed is None or math.isfinite(self.timed.day_of(pid))
 
     def frame(self, patients: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The flat scoring frame of these patients and their presence mask (``clinical``: any value the model uses).
@@ -221,7 +251,8 @@ class _Scorer:
         """Output rows of one chunk of patients."""
         from omics_risk.scoring.pyfunc import score  # lazy: pyfunc loads mlflow and torch
 
-        scorable = [p for p in patients if p not in self.prep.failed and p in self.clinical.index]
+        scorable = [p for p in patients if p not in self.prep.failed and p in self.clinical.index
+                    and self.has_day(p)]
         frame, present = self.frame(scorable)
         clin_nan = frame.set_index(ID_COLUMN)[self.bm.manifest.clinical_columns()].isna()
         oor = dict(zip(scorable, self.shift.update(frame), strict=True))
@@ -267,6 +298,11 @@ class _Scorer:
         if pid not in self.clinical.index:
             return {**row, "status": "failed", "reason": "not in clinical.csv", "modalities_missing":
                     ",".join(self.bm.needed)}
+        if self.timed is not None:
+            row["prediction_day"] = self.timed.day_of(pid)
+            if not self.has_day(pid):
+                return {**row, "status": "failed", "reason": no_day_reason(self.timed.prediction_time),
+                        "modalities_missing": ",".join(self.bm.needed)}
         parts: list[str] = []
         degraded = False
         present: dict[str, bool] = {}
@@ -289,18 +325,19 @@ class _Scorer:
         # tabular modalities
         status_rows = self.status.get(pid, [])
         for m in self.bm.tabular:
+            source = self.bm.derived.get(m, m)  # a derived input (ctdna_dynamics) reports its modality's samples
             present[m] = bool(present_df.at[pid, m])
-            failed = [r for r in status_rows if r["modality"] == m and r["status"] == "failed"]
+            failed = [r for r in status_rows if r["modality"] == source and r["status"] == "failed"
+                      and self._usable(r["sample_id"], pid)]
             detail = "; ".join(f"{r['timepoint']} sample {r['sample_id']} failed: {r['reason']}" for r in failed)
             if not present[m]:
-                if m not in self.cohort_mods:
+                if source not in self.cohort_mods:
                     parts.append(f"{m}: not in this cohort")
                 elif failed:
                     parts.append(f"{m}: {detail}")
                 else:
-                    has = [r for r in status_rows if r["modality"] == m and r["status"] == "ok"]
-                    parts.append(f"{m}: no sample" if not has else f"{m}: no sample at the model's timepoints "
-                                 f"({', '.join(self.bm.timepoints(m))})")
+                    has = [r for r in status_rows if r["modality"] == source and r["status"] == "ok"]
+                    parts.append(f"{m}: no sample" if not has else self._not_in_slots(m, pid))
             elif failed:
                 degraded = True
                 parts.append(f"{m}: {detail} (scored with its other samples)")
@@ -341,6 +378,17 @@ class _Scorer:
         status = "partial" if (missing or degraded) else "ok"
         return {**row, "status": status, "reason": self._paths("; ".join(parts))}
 
+    def _usable(self, sample_id: str, pid: str) -> bool:
+        """False for a sample dated after the patient's prediction day (the model would not use it anyway)."""
+        return self.timed is None or not self.sample_day.get(str(sample_id), -math.inf) > self.timed.day_of(pid)
+
+    def _not_in_slots(self, m: str, pid: str) -> str:
+        """Why a patient with samples of ``m`` has none the model reads."""
+        if self.timed is None:
+            return f"{m}: no sample at the model's timepoints ({', '.join(self.bm.timepoints(m))})"
+        return (f"{m}: no sample in the model's slots at or before the prediction day "
+                f"({self.timed.day_of(pid):g}); later samples are not used")
+
     def _paths(self, text: str) -> str:
         """Reasons name the cohort's own files, not the repaired view's links to them."""
         if self.prep.root != self.prep.source:
@@ -356,7 +404,8 @@ def content_key(bm: BatchModel, prep: PreparedCohort, store: Path | None, extrac
         _file_digest(prep.root / name, h)
     h.update(json.dumps([prep.notes, prep.failed, prep.order], sort_keys=True, default=str).encode())
     if store is not None:
-        for name in ["status.csv", *(f"{m}.parquet" for m in extracted)]:
+        per_sample = [f"{m}.samples.parquet" for m in extracted] if bm.prediction_time is not None else []
+        for name in ["status.csv", *(f"{m}.parquet" for m in extracted), *per_sample]:
             if (store / name).is_file():
                 _file_digest(store / name, h)
     for m in bm.images:  # CT files are read at scoring time: their size and mtime are part of the key

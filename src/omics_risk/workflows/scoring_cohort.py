@@ -239,7 +239,13 @@ def check_fit(bm: BatchModel, prep: PreparedCohort) -> list[str]:
         formats.setdefault(m, info.get("format"))
     days = profile.get("sample_days") or {}
     day_checks: list[tuple[str, str, float, float, str | None]] = []
-    for m in bm.tabular + bm.images:
+    pt = bm.prediction_time
+    labels = set(cohort.samples["timepoint"].astype(str)) if "timepoint" in cohort.samples else set()
+    if pt is not None and pt.at == "timepoint" and pt.timepoint not in labels:
+        errors.append(f"the model predicts at {pt.describe()}, but no sample of this cohort has timepoint "
+                      f"'{pt.timepoint}' (samples.csv has: {', '.join(sorted(labels)[:20])}): no patient has a "
+                      "prediction day; rename the timepoint in samples.csv to the model's")
+    for m in bm.stored + bm.images:
         if m not in cohort.modalities:
             notes.append(f"this cohort has no '{m}' sample: every patient is scored without {m}")
             continue
@@ -250,6 +256,8 @@ def check_fit(bm: BatchModel, prep: PreparedCohort) -> list[str]:
         tps = bm.timepoints(m)
         rows = cohort.samples_of(m)
         have = sorted(rows["timepoint"].astype(str).unique())
+        if pt is not None and pt.windows:  # slots are day windows around the prediction time, not labels
+            tps = []
         if tps and not set(tps) & set(have):
             errors.append(f"feature manifest mismatch: the model uses '{m}' at timepoint(s) {', '.join(tps)}, but "
                           f"this cohort's {m} samples are at {', '.join(have)}; rename the timepoints in samples.csv "
@@ -328,7 +336,7 @@ def check_store(bm: BatchModel, store: Path, extracted: Sequence[str]) -> list[s
                                   f"for the model ({', '.join(diff)}); remove the cohort.yaml "
                                   f"modalities.{m}.extract override or retrain")
         path = store / f"{m}.parquet"
-        if not path.is_file():
+        if not path.is_file() or m not in bm.manifest.modalities:  # a derived input's source is no model input
             continue
         cols = set(pq.read_schema(path).names)
         feats = bm.manifest.modalities[m]

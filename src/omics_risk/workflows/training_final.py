@@ -1,5 +1,8 @@
 """The end of a training run: the fused model fitted on every patient and logged (a pyfunc in the registry), the
 run's evaluation report and model card, and the CT-only network's deep radiomic risk scores.
+
+The logged model records the run's prediction time and longitudinal inputs (:func:`timing_settings`), so that
+``omics-risk score`` and external validation build a new cohort's inputs at the same time as training did.
 """
 
 from __future__ import annotations
@@ -11,14 +14,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
 from omics_risk.models.base import capabilities_of
 from omics_risk.scoring.frames import to_frame
+from omics_risk.workflows.longitudinal_inputs import dynamics_name, longitudinal_inputs
 from omics_risk.workflows.training_models import ModelFactory, _ct_config, _fit
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,19 @@ def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.nda
     return path, table
 
 
+def timing_settings(cfg: DictConfig) -> dict[str, Any]:
+    """``log_model``'s ``prediction_time``, ``longitudinal`` and ``derived_inputs`` for this run's task (empty
+    without ``task.prediction_time``: the logged model then uses every sample, as before prediction times)."""
+    node = cfg.task.get("prediction_time")
+    if node is None:
+        return {}
+    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    lon = cfg.task.get("longitudinal")
+    lon = OmegaConf.to_container(lon, resolve=True) if OmegaConf.is_config(lon) else lon
+    return {"prediction_time": PredictionTime.from_config(plain), "longitudinal": lon or None,
+            "derived_inputs": {dynamics_name(q.modality): q.modality for q in longitudinal_inputs(lon)}}
+
+
 def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData, mu: Any,
                  images: Any = None, *, cohort: Cohort | None = None, store: Path | None = None) -> dict:
     """Fit the fused model on every patient; log it as a pyfunc and register it under the configured alias.
@@ -113,7 +131,7 @@ def _final_model(cfg: DictConfig, factories: dict[str, ModelFactory], data: Mult
                   "training_risk": model.predict_risk(data, images=images)} if capabilities_of(model).images else {}
             mi = log_model(model, horizons=list(cfg.evaluation.horizons), input_example_frame=to_frame(data),
                            registered_model_name=cfg.tracking.registered_model_name, alias=cfg.tracking.alias,
-                           feature_store=store, training_cohort=cohort, **ct)
+                           feature_store=store, training_cohort=cohort, **ct, **timing_settings(cfg))
         info.update({"model_uri": mi.model_uri, "registered_model": cfg.tracking.registered_model_name,
                      "alias": cfg.tracking.alias, "registered_version": getattr(mi, "registered_model_version", None)})
     return info
