@@ -10,7 +10,12 @@ log-hazard is ``0.75 R + 0.55 A + 0.55 M + 0.3 B + clinical``. What each modalit
 * CT postop1 (day 60-120): surgical bed and residual nodule (R);
 * plasma draw at postop1 (day 28-75) -> cfDNA fragments, methylation, tumour-informed ctDNA: the MRD tumour
   fraction (R, A), mostly near zero;
-* metabolomics at the preop visit (day -30..-5): M, and weakly A, I, B.
+* metabolomics at the preop visit (day -30..-5): M, and weakly A, I, B;
+* after surgery (:mod:`.postop_monitoring`): serial ctDNA (preop, postop2, fu<k> at each surveillance CT) that
+  follows the residual disease and the relapsing clone, metabolomics at postop1 and postop2, and the surveillance
+  CT visits (``truth/surveillance_visits.csv``) that find the recurrence on day ``rfs_time``.
+
+No sample is dated after the patient's death or last follow-up (``os_time``).
 
 Index date (day 0) is surgery; rfs/os in days from surgery. ``path_response`` levels run pCR < MPR <
 non-MPR (lowest risk first, as the contract orders ordinal levels).
