@@ -71,7 +71,8 @@ def test_tracked_demo_run_holds_no_cohort_identifier(cohort: Path, tmp_path: Pat
     proc = subprocess.run(
         [sys.executable, str(ROOT / "train.py"), "experiment=demo", f"data.root={cohort}", "debug=fast",
          "training.final_model=true", f"tracking.uri={uri}", f"paths.root_dir={tmp_path}",
-         f"hydra.run.dir={tmp_path / 'run'}", "training.progress=false", "extract.workers=1"],
+         f"hydra.run.dir={tmp_path / 'run'}", "training.progress=false", "extract.workers=1",
+         "task.prediction_time=null"],  # every patient in the out-of-fold table, whatever the risk set at postop1
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -143,7 +144,7 @@ def test_raw_ids_opt_in_keeps_the_ids_and_the_audit_finds_them(cohort: Path, tmp
                                           f"tracking.uri={uri}", "tracking.raw_ids=true", "debug=fast",
                                           "baselines=none", "evaluation.report.enabled=false",
                                           "training.progress=false", "extract.workers=1", "data=cohort",
-                                          f"data.root={cohort}"])
+                                          f"data.root={cohort}", "task.prediction_time=null"])  # every patient
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(cfg)

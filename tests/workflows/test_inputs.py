@@ -71,7 +71,7 @@ def test_a_training_run_parses_each_cohort_once(cohort_root: Path, tmp_path: Pat
     monkeypatch.setattr(multimodal, "load_cohort", lambda *a, **k: pytest.fail("load_multimodal parsed a cohort"))
     monkeypatch.setattr(extract_module, "load_cohort", lambda *a, **k: pytest.fail("extraction parsed a cohort"))
     metrics = _train(tmp_path, cohort_root, "training.final_model=false", "training.cv.folds=2",
-                     "training.cv.repeats=1")
+                     "training.cv.repeats=1", "task.prediction_time=null")  # rfs predicts at postop1 by default
     assert calls == [str(cohort_root), str(cohort_root)]  # the training cohort, then the validation cohort
     assert "fused/cindex" in metrics and "external/fused/cindex" in metrics
     assert "prediction_time" not in json.loads((tmp_path / "run" / "summary.json").read_text())  # none configured

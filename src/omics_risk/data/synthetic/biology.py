@@ -123,15 +123,27 @@ def assessment_schedule(rng: np.random.Generator, horizon: float, first: float =
     return np.round(np.asarray(days, dtype=float))
 
 
+#: Nominal days of the post-operative surveillance CTs: 3-monthly for two years, then 6-monthly.
+SURVEILLANCE_VISITS = np.concatenate([np.arange(91, 731, 91), np.arange(912, 3700, 182)]).astype(float)
+
+
 def surveillance_detection(rng: np.random.Generator, t_event: np.ndarray, symptomatic: float = 0.3) -> np.ndarray:
     """Day a recurrence is diagnosed: at the next surveillance CT (3-monthly for two years, then 6-monthly),
     or earlier, between visits, for the ``symptomatic`` share of patients."""
-    visits = np.concatenate([np.arange(91, 731, 91), np.arange(912, 3700, 182)]).astype(float)
+    return surveillance_detection_details(rng, t_event, symptomatic)[0]
+
+
+def surveillance_detection_details(rng: np.random.Generator, t_event: np.ndarray, symptomatic: float = 0.3
+                                   ) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`surveillance_detection` and which patients were diagnosed between visits (same random draws), so
+    that the visit schedule can be written out consistently with the detection day."""
+    visits = SURVEILLANCE_VISITS
     k = np.searchsorted(visits, t_event)
     nxt = np.where(k < len(visits), visits[np.minimum(k, len(visits) - 1)], t_event)
     nxt = nxt + rng.uniform(-10, 10, len(t_event))
     between = t_event + rng.uniform(0, 1, len(t_event)) * np.maximum(nxt - t_event, 0)
-    return np.where(rng.random(len(t_event)) < symptomatic, between, np.maximum(nxt, t_event))
+    is_symptomatic = rng.random(len(t_event)) < symptomatic
+    return np.where(is_symptomatic, between, np.maximum(nxt, t_event)), is_symptomatic
 
 
 def radiological_pfs(schedule: np.ndarray, t_progression: float, t_death: float,

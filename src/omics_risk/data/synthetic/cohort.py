@@ -28,7 +28,7 @@ from omics_risk.data.synthetic.biology import harrell_c, roc_auc
 from omics_risk.data.synthetic.genome import Genome, get_genome, write_reference
 from omics_risk.progress import progress_bar
 
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 #: Tumour fractions each plasma assay resolves; below them a modality's view of the tumour fraction is flat.
 DETECTION_LIMIT = {"cfdna": 1e-2, "methylation": 1e-3, "ctdna": 1e-4}
 SAMPLE_COLUMNS = ["patient_id", "sample_id", "modality", "timepoint", "day", "path", "mask_path"]

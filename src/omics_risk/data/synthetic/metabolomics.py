@@ -50,11 +50,17 @@ def linked_signals(rng: np.random.Generator, drivers: pd.DataFrame) -> pd.DataFr
 
     Includes the metabolite's own biological variation, so it is the most any measurement could reveal.
     """
+    return linked_signals_from_noise(drivers, rng.normal(0, 1, (len(LINKED), len(drivers))))
+
+
+def linked_signals_from_noise(drivers: pd.DataFrame, noise: np.ndarray) -> pd.DataFrame:
+    """:func:`linked_signals` with its standard-normal biological variation given (one row per metabolite of
+    :data:`LINKED`, one column per sample), so that serial samples of a patient can share part of it."""
     out = {}
-    for name, spec in LINKED.items():
+    for k, (name, spec) in enumerate(LINKED.items()):
         effect = sum(w * drivers[col].to_numpy() for col, w in spec.items())
         resid = np.sqrt(max(1 - sum(w**2 for w in spec.values()), 0.2))
-        out[name] = effect + resid * rng.normal(0, 1, len(drivers))
+        out[name] = effect + resid * noise[k]
     return pd.DataFrame(out)
 
 

@@ -44,6 +44,7 @@ from omics_risk.data.synthetic.cohort import (
 )
 from omics_risk.data.synthetic.genome import Genome
 from omics_risk.data.synthetic.nsclc_postop import pdl1_from_score
+from omics_risk.data.synthetic.serial import onset_columns
 
 KIND = "nsclc-advanced"
 STAGES = ["IVA", "IVB"]
@@ -299,6 +300,7 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         "radiological_progression_day_true": np.round(t_rad, 1), "molecular_progression_day": mol_day,
         "radiological_progression_seen": prog_seen.astype(int), "lead_time_days": lead,
         "death_day_true": np.round(t_death, 1), "censoring_day": np.round(cens, 1),
+        **onset_columns(mol_day, t_rad, np.where(prog_seen, pfs_time, np.nan), os_time),
     })
     views = {
         "clinical": pd.DataFrame({"ecog": ecog, "liver": liver, "brain": brain, "bone": bone, "ivb": ivb,

@@ -10,7 +10,12 @@ log-hazard is ``0.75 R + 0.55 A + 0.55 M + 0.3 B + clinical``. What each modalit
 * CT postop1 (day 60-120): surgical bed and residual nodule (R);
 * plasma draw at postop1 (day 28-75) -> cfDNA fragments, methylation, tumour-informed ctDNA: the MRD tumour
   fraction (R, A), mostly near zero;
-* metabolomics at the preop visit (day -30..-5): M, and weakly A, I, B.
+* metabolomics at the preop visit (day -30..-5): M, and weakly A, I, B;
+* after surgery (:mod:`.postop_monitoring`): serial ctDNA (preop, postop2, fu<k> at each surveillance CT) that
+  follows the residual disease and the relapsing clone, metabolomics at postop1 and postop2, and the surveillance
+  CT visits (``truth/surveillance_visits.csv``) that find the recurrence on day ``rfs_time``.
+
+No sample is dated after the patient's death or last follow-up (``os_time``).
 
 Index date (day 0) is surgery; rfs/os in days from surgery. ``path_response`` levels run pCR < MPR <
 non-MPR (lowest risk first, as the contract orders ordinal levels).
@@ -31,7 +36,7 @@ from omics_risk.data.synthetic.biology import (
     ordinal_from_score,
     set_missing,
     standardize,
-    surveillance_detection,
+    surveillance_detection_details,
     weibull_ph_time,
 )
 from omics_risk.data.synthetic.cohort import (
@@ -43,7 +48,16 @@ from omics_risk.data.synthetic.cohort import (
     streams,
 )
 from omics_risk.data.synthetic.genome import Genome
-from omics_risk.data.synthetic.metabolomics import linked_signals, simulate_metabolomics
+from omics_risk.data.synthetic.metabolomics import LINKED, linked_signals_from_noise, simulate_metabolomics
+from omics_risk.data.synthetic.postop_monitoring import (
+    DRAW_MISSING,
+    METAB_MISSING,
+    draw_schedule,
+    postop_metabolite_signals,
+    relapse_kinetics,
+    surveillance_visits,
+)
+from omics_risk.data.synthetic.serial import ctdna_draw, onset_columns
 
 KIND = "nsclc-postop"
 STAGES = ["IB", "IIA", "IIB", "IIIA"]
@@ -61,7 +75,8 @@ def pdl1_from_score(rng: np.random.Generator, score: np.ndarray) -> np.ndarray:
 
 def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genome) -> CohortPlan:
     cohort_ss, patient_ss = seed.spawn(2)
-    r = streams(cohort_ss, ["latent", "clinical", "outcome", "missing", "ct", "cfdna", "ctdna", "metab"])
+    r = streams(cohort_ss, ["latent", "clinical", "outcome", "missing", "ct", "cfdna", "ctdna", "metab",
+                                 "onset", "serial_ctdna", "serial_metab", "surveillance"])
     pids = [f"PO{i + 1:04d}" for i in range(n)]
     lat = correlated_latents(r["latent"], n, ["burden", "aggressiveness", "immune", "metabolic"],
                              {("burden", "aggressiveness"): 0.3, ("aggressiveness", "immune"): -0.2,
@@ -106,7 +121,8 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
     }
     eta = sum(contrib.values())
     eta = eta - eta.mean()
-    t_rec = surveillance_detection(ro, weibull_ph_time(ro, eta, shape=0.95, median_days=2900))
+    t_onset = weibull_ph_time(ro, eta, shape=0.95, median_days=2900)  # visible on CT (radiological onset)
+    t_rec, symptomatic = surveillance_detection_details(ro, t_onset)
     t_other = gompertz_other_cause(ro, age)
     t_prs = weibull_ph_time(ro, 0.5 * eta, shape=1.1, median_days=650)
     cens = administrative_censoring(ro, n, 1.5, 5.0, 0.03)
@@ -116,6 +132,7 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
     rfs_event = (t_rfs <= cens).astype(int)
     os_time = np.maximum(np.ceil(np.minimum(t_death, cens)), rfs_time)
     os_event = (t_death <= cens).astype(int)
+    detected = (rfs_event == 1) & (t_rec <= t_other)  # the rfs event is a recurrence, not a death
 
     clinical = pd.DataFrame({
         "patient_id": pids, "age": age.astype(int), "sex": np.where(male, "male", "female"), "smoking": smoking,
@@ -140,6 +157,7 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
     has_ctdna = has_draw & (rm.random(n) > 0.06)
     has_metab = ~no_samples & (rm.random(n) > 0.15)
     rct = r["ct"]
+    end = os_time  # death or last follow-up: no sample after it
     day_pre = -rct.integers(20, 61, n)
     day_post = rct.integers(60, 121, n)
     day_draw = rct.integers(28, 76, n)
@@ -163,6 +181,14 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                            np.clip(3 + 3.5 * (residual - 0.6), 2.5, 14), 0.0)
     effusion = np.where(rct.random(n) < 0.3, rct.uniform(2, 10, n), 0.0)
 
+    # ---- after surgery: relapse kinetics, surveillance CTs and the serial draws (streams of their own)
+    kin = relapse_kinetics(r["onset"], t_onset, B, A, mrd_tf, day_draw)
+    visits = surveillance_visits(r["surveillance"], pids, t_onset, rfs_time, detected, symptomatic)
+    sched = draw_schedule(r["serial_ctdna"], pids, day_metab, day_draw, visits, rfs_time)
+    serial = {i: list(zip(g["timepoint"], g["day"], strict=True)) for i, g in sched.groupby("i", sort=False)}
+    rser, rsm = r["serial_ctdna"], r["serial_metab"]
+    metab_load: dict[str, float] = {}
+
     rows, jobs, tsamp = [], [], []
     child = patient_ss.spawn(n)
     rcf = r["cfdna"]
@@ -185,7 +211,7 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                            "params": params})
             rows.append(row)
             tsamp.append({"sample_id": row["sample_id"], "true_radius_mm": round(float(radius_pre[i]), 3)})
-        if has_ct_post[i]:
+        if has_ct_post[i] and day_post[i] <= end[i]:
             row = sample_row(pid, "ct", "postop1", day_post[i], f"ct/{pid}_postop1.nii.gz",
                              f"ct/{pid}_postop1_mask.nii.gz")
             params = {**scan, "postop": True, "bed_mm": float(bed_mm[i]), "bed_heterogeneity": float(bed_het[i]),
@@ -198,14 +224,14 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         arm_cn, focal, seg = frag.tumour_copy_number(rcf, genome, float(instability[i]), frag.NSCLC_ARM_PRIORS,
                                                      0.8 * float(instability[i]), pid)
         cna_rows.append(seg)
-        if has_cfdna[i]:
+        if has_cfdna[i] and day_draw[i] <= end[i]:
             row = sample_row(pid, "cfdna", "postop1", day_draw[i], f"cfdna/{pid}_postop1.frag.gz")
             job.fragments.append({"sample_id": row["sample_id"], "path": row["path"],
                                   "tumour_fraction": float(mrd_tf[i])})
             job.arm_cn, job.focal = arm_cn, focal
             rows.append(row)
             tsamp.append({"sample_id": row["sample_id"], "tumour_fraction": float(mrd_tf[i])})
-        if has_meth[i]:
+        if has_meth[i] and day_draw[i] <= end[i]:
             row = sample_row(pid, "methylation", "postop1", day_draw[i], f"methylation/{pid}_postop1.cov.gz")
             job.methylation.append({"sample_id": row["sample_id"], "path": row["path"],
                                     "tumour_fraction": float(mrd_tf[i])})
@@ -218,18 +244,29 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         if true_kras[i]:
             drivers.append(("KRAS", ctdna_mod.KRAS_VARIANTS[rcd.integers(len(ctdna_mod.KRAS_VARIANTS))]))
         panel = ctdna_mod.variant_panel(rcd, int(rcd.integers(8, 17)), ctdna_mod.NSCLC_GENES, drivers)
-        if has_ctdna[i]:
-            row = sample_row(pid, "ctdna", "postop1", day_draw[i], "ctdna/variants.csv")
-            obs = ctdna_mod.observe_variants(rcd, panel, float(mrd_tf[i]), (3000, 10000))
-            obs.insert(0, "day", row["day"])
-            obs.insert(0, "sample_id", row["sample_id"])
-            obs.insert(0, "patient_id", pid)
+        row, obs, truth = ctdna_draw(rcd, pid, "postop1", day_draw[i], panel, float(mrd_tf[i]), (3000, 10000)) \
+            if has_ctdna[i] else (None, None, None)
+        if has_ctdna[i] and day_draw[i] <= end[i]:
             ctdna_rows.append(obs)
             rows.append(row)
-            tsamp.append({"sample_id": row["sample_id"], "tumour_fraction": float(mrd_tf[i]),
-                          "mean_vaf": float(obs["true_vaf"].mean())})
+            tsamp.append(truth)
+        for tp, day in serial.get(i, []):  # the pre-op, postop2 and follow-up draws (postop1 is above)
+            if tp == "postop1" or no_samples[i] or rser.random() < DRAW_MISSING:
+                continue
+            tf = float(kin.tf_preop[i]) if tp == "preop" else kin.tf(day, i)
+            row, obs, truth = ctdna_draw(rser, pid, tp, day, panel, tf, (3000, 10000))
+            ctdna_rows.append(obs)
+            rows.append(row)
+            tsamp.append(truth)
         if has_metab[i]:
             rows.append(sample_row(pid, "metabolomics", "preop", day_metab[i], "metabolomics/matrix.csv"))
+            for tp, day in serial.get(i, []):
+                if tp in ("postop1", "postop2") and rsm.random() >= METAB_MISSING:
+                    rows.append(sample_row(pid, "metabolomics", tp, day, "metabolomics/matrix.csv"))
+                    load = min(kin.tf(day, i) / kin.tf_preop[i], 1.0)
+                    metab_load[rows[-1]["sample_id"]] = load
+                    tsamp.append({"sample_id": rows[-1]["sample_id"], "tumour_fraction": kin.tf(day, i),
+                                  "metabolomics_tumour_load": round(load, 5)})
         if job.ct or job.fragments or job.methylation:
             jobs.append(job)
 
@@ -238,10 +275,16 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
 
     metab_samples = samples.loc[samples["modality"] == "metabolomics"]
     idx = pd.Index(pids).get_indexer(metab_samples["patient_id"])
-    linked = linked_signals(r["metab"], pd.DataFrame({"metabolic": M, "aggressiveness": A, "immune": immune,
-                                                      "burden": B}))
+    drivers = pd.DataFrame({"metabolic": M, "aggressiveness": A, "immune": immune, "burden": B})
+    noise_preop = r["metab"].normal(0, 1, (len(LINKED), n))  # what linked_signals(r["metab"], ...) draws
+    linked = linked_signals_from_noise(drivers, noise_preop)
+    post = (metab_samples["timepoint"] != "preop").to_numpy()
+    sample_linked = linked.iloc[idx].reset_index(drop=True)
+    if post.any():
+        load = metab_samples.loc[post, "sample_id"].map(metab_load).to_numpy(float)
+        sample_linked.loc[post] = postop_metabolite_signals(rsm, drivers, noise_preop, idx[post], load).to_numpy()
     confounders = pd.DataFrame({"age_z": age_z, "sex_male": male.astype(float), "bmi_z": bmi_z})
-    met = simulate_metabolomics(r["metab"], metab_samples["sample_id"].tolist(), linked.iloc[idx],
+    met = simulate_metabolomics(r["metab"], metab_samples["sample_id"].tolist(), sample_linked,
                                 confounders.iloc[idx], opts.n_metabolites)
     tables["metabolomics/matrix.csv"] = met.matrix
     tables["metabolomics/sample_sheet.csv"] = met.sheet
@@ -256,7 +299,13 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         "egfr_mutant_true": true_egfr, "kras_mutant_true": true_kras,
         "recurrence_day_uncensored": np.round(t_rec, 1), "other_cause_death_day": np.round(t_other, 1),
         "censoring_day": np.round(cens, 1),
+        "radiological_onset_day_uncensored": np.round(t_onset, 1),
+        "molecular_relapse_day": np.round(kin.molecular_relapse_day, 1),
+        "molecular_lead_days": np.round(kin.lead, 1), "relapse_doubling_days": np.round(np.log(2) / kin.growth, 1),
+        "tf_preop": kin.tf_preop, "detected_symptomatic": np.where(detected, symptomatic.astype(float), np.nan),
+        **onset_columns(kin.molecular_relapse_day, t_onset, np.where(detected, rfs_time, np.nan), end),
     })
+    tp_lead = truth_patients["detection_day"] - truth_patients["molecular_onset_day"]
     views = {
         "clinical": pd.DataFrame({"stage": pd.Categorical(stage, STAGES).codes,
                                   "resp": pd.Categorical(path_response, RESPONSES).codes, "pdl1": pdl1,
@@ -285,10 +334,13 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         samples=samples, tables=tables, jobs=jobs, truth_patients=truth_patients,
         truth_samples=pd.DataFrame(tsamp), main_endpoint="rfs", views=views,
         truth_tables={"cna_segments.csv": pd.concat(cna_rows, ignore_index=True),
-                      "metabolomics_linked_features.csv": met.linked},
+                      "metabolomics_linked_features.csv": met.linked, "surveillance_visits.csv": visits},
         summary_extra={"mrd_tf_quantiles": dict(zip(["q10", "q50", "q90", "q99"],
                                                     np.quantile(mrd_tf, [0.1, 0.5, 0.9, 0.99]).tolist(),
                                                     strict=True)),
-                       "fraction_tf_ge_1pct": float(np.mean(mrd_tf >= 0.01))},
+                       "fraction_tf_ge_1pct": float(np.mean(mrd_tf >= 0.01)),
+                       "n_recurrences_detected": int(detected.sum()),
+                       "median_molecular_lead_to_detection_days": float(tp_lead.median()) if detected.any() else None,
+                       "surveillance_ct_per_patient": float(len(visits) / n)},
     )
 

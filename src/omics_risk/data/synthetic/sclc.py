@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit, logit
 
+from omics_risk.data.synthetic import ctdna as ctdna_mod
 from omics_risk.data.synthetic import fragments as frag
 from omics_risk.data.synthetic.biology import (
     DAYS_PER_YEAR,
@@ -36,10 +37,23 @@ from omics_risk.data.synthetic.cohort import (
     streams,
 )
 from omics_risk.data.synthetic.genome import Genome
+from omics_risk.data.synthetic.serial import ctdna_draw, molecular_progression, onset_columns
 
 KIND = "sclc"
 STAGES = ["limited", "extensive"]
 PFS_SHAPE, PFS_MEDIAN = 1.8, 175.0  # Weibull PFS: median ~5.5 months at eta = 0
+TF_DETECT = 1e-3  # tumour fraction a tracked panel reliably detects
+LEAD_MEDIAN = 35.0  # days from the resistant clone's doubling over the nadir to radiological progression
+CYCLE, INDUCTION_CYCLES = 21, 4
+
+
+def ctdna_level(day: np.ndarray, kill: np.ndarray, extra: np.ndarray, f_mol: np.ndarray, t_mol: np.ndarray,
+                growth: np.ndarray) -> np.ndarray:
+    """Viable tumour relative to baseline: the sensitive bulk (log cell kill ``kill`` by day 42, ``extra`` more
+    by day 84) plus a resistant clone at ``f_mol`` on day ``t_mol``, growing at ``growth`` per day."""
+    d = np.maximum(day, 0)
+    v_s = np.exp(-kill * np.minimum(d, 42) / 42 - extra * np.clip((d - 42) / 42, 0, 1))
+    return v_s + f_mol * np.exp(growth * (d - t_mol))
 
 
 def shrink_ratio(v: np.ndarray, scar: np.ndarray) -> np.ndarray:
@@ -47,9 +61,13 @@ def shrink_ratio(v: np.ndarray, scar: np.ndarray) -> np.ndarray:
     return scar + (1 - scar) * np.cbrt(v)
 
 
+def _median(x: pd.Series) -> float | None:
+    return float(x.median()) if len(x) else None
+
+
 def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genome) -> CohortPlan:
     cohort_ss, patient_ss = seed.spawn(2)
-    r = streams(cohort_ss, ["latent", "clinical", "outcome", "missing", "ct", "cfdna"])
+    r = streams(cohort_ss, ["latent", "clinical", "outcome", "missing", "ct", "cfdna", "ctdna"])
     pids = [f"SC{i + 1:04d}" for i in range(n)]
     lat = correlated_latents(r["latent"], n, ["burden", "aggressiveness", "immune", "sensitivity"],
                              {("burden", "aggressiveness"): 0.3, ("sensitivity", "aggressiveness"): 0.2})
@@ -92,10 +110,14 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
     pfs_time = np.zeros(n)
     pfs_event = np.zeros(n, dtype=int)
     first_assess = np.zeros(n)
+    scheds = []
     for i in range(n):
         sched = assessment_schedule(ro, cens[i] + 400)
+        scheds.append(sched)
         first_assess[i] = sched[0]
         pfs_time[i], pfs_event[i], _ = radiological_pfs(sched, t_prog[i], t_death[i], cens[i])
+    prog_seen = np.array([bool(e) and t_prog[i] <= pfs_time[i] and pfs_time[i] in scheds[i]
+                          for i, e in enumerate(pfs_event)])
     os_time = np.maximum(np.ceil(np.minimum(t_death, cens)), pfs_time)
     os_event = (t_death <= cens).astype(int)
 
@@ -153,8 +175,30 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
     day_ct1 = first_assess - rct.integers(0, 4, n)
     day_bl = -rct.integers(0, 8, n)
     day_c3 = 42 + rct.integers(-2, 3, n)
+    has_ct1 &= day_ct1 <= os_time  # no sample after death or last follow-up
+    has_c3 &= day_c3 <= os_time
     rcf = r["cfdna"]
     instability = 1.2 * np.exp(0.3 * A + 0.2 * rcf.normal(0, 1, n))
+
+    # ---- serial ctDNA kinetics: the resistant clone doubles over the nadir ``lead`` days before progression
+    rcd = r["ctdna"]
+    lead = np.exp(np.log(LEAD_MEDIAN) + 0.5 * rcd.normal(0, 1, n))
+    doubling = np.clip(np.exp(np.log(25) - 0.25 * A + 0.25 * rcd.normal(0, 1, n)), 8, 80)
+    growth = np.log(2) / doubling
+    extra = 0.4 * np.maximum(kill, 0)
+    t_mol = np.maximum(t_prog - lead, CYCLE)
+    nadir_days = np.arange(0, 85)[None, :]  # the bulk's nadir up to t_mol (a growing bulk's nadir is day 0)
+    bulk = ctdna_level(np.where(nadir_days <= t_mol[:, None], nadir_days, 0), kill[:, None], extra[:, None], 0.0,
+                       0.0, 0.0)
+    f_mol = 3 * bulk.min(axis=1)
+
+    def tf_of(day: np.ndarray, idx: int | tuple) -> np.ndarray:
+        level = ctdna_level(day, kill[idx], extra[idx], f_mol[idx], t_mol[idx], growth[idx])
+        return np.minimum(tf0[idx] * level / (1 - tf0[idx] + tf0[idx] * level), 0.9)
+
+    grid = np.arange(0, 1200)
+    mol_day = molecular_progression(grid, tf_of(grid[None, :], (slice(None), None)), TF_DETECT, CYCLE)
+    ctdna_rows: list[pd.DataFrame] = []
 
     rows, jobs, tsamp, cna_rows = [], [], [], []
     child = patient_ss.spawn(n)
@@ -191,6 +235,18 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                                         "tumour_fraction": float(tf[i])})
                 rows.append(row)
                 tsamp.append({"sample_id": row["sample_id"], "tumour_fraction": float(tf[i])})
+        # Serial ctDNA before every induction cycle, then at each tumour assessment, until pfs_time.
+        panel = ctdna_mod.variant_panel(rcd, int(rcd.integers(4, 11)), ctdna_mod.SCLC_GENES)
+        draws = [(f"c{k + 1}", k * CYCLE) for k in range(INDUCTION_CYCLES)]
+        draws += [(f"a{k + 1:02d}", d) for k, d in enumerate(scheds[i]) if d > (INDUCTION_CYCLES - 1) * CYCLE]
+        for k, (tp, day) in enumerate(draws):
+            if day > pfs_time[i] or no_samples[i] or rcd.random() < (0.05 if k == 0 else 0.08):
+                continue
+            tf = float(tf_of(np.array([day]), i)[0])
+            row, obs, truth = ctdna_draw(rcd, pid, tp, day, panel, tf, (2000, 8000))
+            ctdna_rows.append(obs)
+            rows.append(row)
+            tsamp.append(truth)
         if job.ct or job.fragments or job.methylation:
             jobs.append(job)
 
@@ -202,8 +258,11 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         "log_cell_kill_day42": kill.round(5), "tf_baseline": tf0, "tf_c3d1": tf42,
         **{k: np.round(v, 5) for k, v in contrib.items()},
         "progression_day_true": np.round(t_prog, 1), "death_day_true": np.round(t_death, 1),
-        "censoring_day": np.round(cens, 1),
+        "censoring_day": np.round(cens, 1), "molecular_progression_day": mol_day,
+        "resistant_doubling_days": np.round(doubling, 2), "radiological_progression_seen": prog_seen.astype(int),
+        **onset_columns(mol_day, t_prog, np.where(prog_seen, pfs_time, np.nan), os_time),
     })
+    tp_lead = (truth_patients["radiological_onset_day"] - truth_patients["molecular_onset_day"]).dropna()
     views = {
         "clinical": pd.DataFrame({"ext": extensive, "ecog": ecog, "ldh": np.log(ldh), "nse": np.log(nse),
                                   "liver": liver, "brain": brain, "age": age}),
@@ -227,14 +286,17 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                    "pfs": {"type": "survival", "time": "pfs_time", "event": "pfs_event"},
                    "os": {"type": "survival", "time": "os_time", "event": "os_event"}},
         modalities={"ct": {"format": "image"}, "cfdna": {"format": "fragments"},
-                    "methylation": {"format": "bismark_cov"}},
-        samples=pd.DataFrame(rows), tables={}, jobs=jobs, truth_patients=truth_patients,
+                    "methylation": {"format": "bismark_cov"}, "ctdna": {"format": "variant_table"}},
+        samples=pd.DataFrame(rows), tables={"ctdna/variants.csv": ctdna_mod.variant_table(ctdna_rows)}, jobs=jobs,
+        truth_patients=truth_patients,
         truth_samples=pd.DataFrame(tsamp), main_endpoint="response", views=views,
         truth_tables={"cna_segments.csv": pd.concat(cna_rows, ignore_index=True)},
         summary_extra={"objective_response_rate": float(np.nanmean(response)),
                        "best_response_counts": {k: int(v) for k, v in
                                                 pd.Series(best).value_counts().sort_index().items()},
                        "tf_baseline_median": float(np.median(tf0)),
+                       "median_ctdna_lead_time_days": _median(tp_lead),
+                       "fraction_lead_time_positive": float(np.mean(tp_lead > 0)) if len(tp_lead) else None,
                        "tf_c3d1_median_responders": float(np.median(tf42[response == 1])),
                        "tf_c3d1_median_nonresponders": float(np.median(tf42[response == 0]))},
     )
