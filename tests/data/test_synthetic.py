@@ -211,7 +211,7 @@ def test_oracle_discrimination_and_modality_shares(kind: str, endpoint: str) -> 
     rate = summary["endpoints"][endpoint]["event_rate"]
     assert (0.3 <= rate <= 0.5) if kind == "nsclc-postop" else (0.6 <= rate <= 0.95)
     # Views of one modality at one timepoint (the pooled "ct" / "cfdna" views span two timepoints in sclc).
-    pooled = {"all", "ct"} | ({"cfdna", "methylation"} if kind == "sclc" else set())
+    pooled = {"all", "ct"} | ({"cfdna", "methylation", "pre_treatment", "on_treatment"} if kind == "sclc" else set())
     ceilings = summary["modality_ceiling"][endpoint]
     singles = {m: v for m, v in ceilings.items() if m not in pooled}
     assert max(singles.values()) < c - 0.02  # every single modality falls short of the oracle
@@ -221,6 +221,9 @@ def test_oracle_discrimination_and_modality_shares(kind: str, endpoint: str) -> 
     if kind == "sclc":
         assert 0.8 <= summary["oracle_auc"]["response"] <= 0.99
         assert 0.4 <= summary["endpoints"]["response"]["positive_rate"] <= 0.75
+        # Response is decided on treatment: what is measurable before it says little, the c3d1 CT and draw a lot.
+        resp = summary["modality_ceiling"]["response"]
+        assert resp["pre_treatment"] < 0.7 < 0.9 < resp["on_treatment"] <= summary["oracle_auc"]["response"] + 0.01
     if kind == "nsclc-advanced":
         assert 20 <= summary["median_ctdna_lead_time_days"] <= 90
         assert summary["fraction_lead_time_positive"] > 0.6

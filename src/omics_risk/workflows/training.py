@@ -48,7 +48,14 @@ from omics_risk.models.base import InsufficientTrainingData
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.progress import progress_bar
 from omics_risk.workflows.dynamic import run_dynamic
-from omics_risk.workflows.inputs import ModelInputs, check_ct_cohort, ct_images, ct_timepoints_of, model_inputs
+from omics_risk.workflows.inputs import (
+    ModelInputs,
+    check_ct_cohort,
+    ct_images,
+    ct_timepoints_of,
+    model_inputs,
+    prediction_time_summary,
+)
 from omics_risk.workflows.prediction_times import prediction_times_of, run_prediction_times
 from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _run_report
 from omics_risk.workflows.training_models import (
@@ -97,16 +104,6 @@ def _prediction_time(cfg: DictConfig) -> PredictionTime | None:
         return None
     return PredictionTime.from_config(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node)
                                       else node)
-
-
-def _prediction_time_summary(inputs: ModelInputs) -> dict[str, Any]:
-    """summary.json's ``prediction_time`` entry: which one, and how many patients were at risk and left out."""
-    pt, risk = inputs.prediction_time, inputs.data.risk_set
-    if pt is None:
-        return {}
-    return {"prediction_time": {"describe": pt.describe(), "n_at_risk": int(risk.get("at_risk", len(inputs.data))),
-                                "n_left_out": int(risk.get("left_out", 0)),
-                                "n_without_timepoint": int(risk.get("without_timepoint", 0))}}
 
 
 def _store(root: Path, features_dir: str | None) -> Path:
@@ -254,7 +251,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
                    "n_patients": n, "n_events": int(data.event.sum()), "modalities": data.modality_names,
                    "cv": {"folds": int(cfg.training.cv.folds), "repeats": n_rep}, "reference": ref,
                    "metrics": metrics, "table": table.to_dict(orient="records"), **final_info,
-                   **_prediction_time_summary(inputs), **({"models_left_out": left_out} if left_out else {})}
+                   **({"prediction_time": pts} if (pts := prediction_time_summary(inputs)) else {}),
+                   **({"models_left_out": left_out} if left_out else {})}
         if cfg.task.response:
             label = data.extra_labels.get(str(cfg.task.response))
             summary["response"] = {"endpoint": str(cfg.task.response),

@@ -277,6 +277,12 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         views[mod] = pd.concat([views[f"{mod}_baseline"], views[f"{mod}_c3d1"]], axis=1)
     views["ct"] = pd.concat([views["ct_baseline"], views["ct_c3d1"]], axis=1)
     views["all"] = pd.concat([views["clinical"], views["ct"], views["cfdna"]], axis=1)
+    # What is measurable before treatment (index date) and by the c3d1 draw: the ceilings of the two questions of
+    # task=sclc_response (bench/bench_sclc_times.py).
+    views["pre_treatment"] = pd.concat([views["clinical"], views["ct_baseline"], views["cfdna_baseline"],
+                                        views["methylation_baseline"]], axis=1)
+    views["on_treatment"] = pd.concat([views["pre_treatment"], views["ct_c3d1"], views["cfdna_c3d1"],
+                                       views["methylation_c3d1"]], axis=1)
     return CohortPlan(
         kind=KIND, name=f"{KIND}-synthetic-n{n}", tumour_type="sclc", clinical=clinical,
         clinical_types={"age": "numeric", "sex": "categorical", "smoking": "categorical", "pack_years": "numeric",
