@@ -3,6 +3,7 @@ super-model against the baseline-only model on patient folds, evaluated per land
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from pathlib import Path
@@ -17,8 +18,17 @@ from omics_risk.data.synthetic import generate_cohort
 from omics_risk.data.timing import PredictionTime
 from omics_risk.features.extract import extract_cohort
 from omics_risk.models.landmark import patient_folds
+from omics_risk.models.time_varying import TimeVaryingCox
 from omics_risk.workflows import training as pipeline
-from omics_risk.workflows.dynamic import LANDMARK, STATIC, dynamic_inputs, shuffled_outcome
+from omics_risk.workflows.dynamic import (
+    LANDMARK,
+    STATIC,
+    TIME_VARYING,
+    _time_varying_risk,
+    dynamic_inputs,
+    shuffled_outcome,
+)
+from omics_risk.workflows.longitudinal_inputs import longitudinal_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = {"fragments_per_sample": 300, "n_metabolites": 20, "ct_shape": (24, 24, 16), "workers": 1, "progress": False}
@@ -121,3 +131,47 @@ def test_a_shuffled_run_has_c_near_one_half(advanced: Path, tmp_path: Path) -> N
 def test_a_dynamic_task_needs_a_horizon_window(advanced: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"set task.horizon_window"):
         _run(tmp_path, advanced, "task.horizon_window=null")
+
+
+# ------------------------------------------------------------------------------- time-varying Cox (task.longitudinal)
+LONGITUDINAL = "task.longitudinal={ctdna: [{feature: ctdna_mean_vaf, detection_limit: 0.001}]}"
+
+
+def test_longitudinal_quantities_add_the_time_varying_cox_and_the_landmark_dynamics(advanced: Path,
+                                                                                     tmp_path: Path) -> None:
+    metrics, summary = _run(tmp_path, advanced, LONGITUDINAL)
+    dyn = summary["dynamic"]
+    assert set(dyn["per_landmark"]) == {LANDMARK, STATIC, TIME_VARYING}
+    assert "ctdna_dynamics" in dyn["models"][LANDMARK]["modalities"]
+    assert dyn["models"][TIME_VARYING]["serial"] == ["task.longitudinal.ctdna[0]"]
+    assert [c["a"] for c in dyn["comparisons"]] == [LANDMARK, TIME_VARYING]
+    for r in dyn["per_landmark"][TIME_VARYING]:
+        assert 0.0 <= r["harrell_c"] <= 1.0
+        assert metrics[f"dynamic/{TIME_VARYING}/{r['landmark']:g}d/cindex"] == pytest.approx(r["harrell_c"])
+        assert f"dynamic/{TIME_VARYING}_vs_{STATIC}/{r['landmark']:g}d/p" in metrics
+
+
+def test_the_time_varying_cox_reads_no_draw_after_a_landmark(advanced: Path) -> None:
+    """Scores at each landmark from the draws up to it: wrecking the test patients' later draws changes nothing;
+    each landmark's score is the model fitted on the training patients, scored from the last values at that day."""
+    cohort = load_cohort(advanced)
+    quantities = longitudinal_inputs({"ctdna": [{"feature": "ctdna_mean_vaf", "detection_limit": 0.001}]})
+    inp = dynamic_inputs(cohort, advanced / "features", PredictionTime.from_config({"at": "landmarks",
+                         "landmarks": LANDMARKS}), 365.0, modalities=SERIAL, endpoint="pfs", longitudinal=quantities)
+    assert inp.serial is not None and inp.day0 is not None
+    patients = np.unique(inp.stacked.patient)
+    train_patients, test_patients = patients[::2], patients[1::2]
+    test = np.flatnonzero(np.isin(inp.stacked.patient, test_patients))
+    risk = _time_varying_risk(inp, train_patients, test, 0)
+    model = TimeVaryingCox(seed=0).fit(inp.day0.subset(np.flatnonzero(np.isin(inp.day0.patients, train_patients))),
+                                       long=inp.serial)
+    for s in LANDMARKS:
+        rows = np.flatnonzero(inp.stacked.landmark[test] == s)
+        at_s = inp.day0.subset(pd.Index(inp.day0.patients).get_indexer(inp.stacked.patient[test][rows]))
+        np.testing.assert_allclose(risk[rows], model.predict_risk(at_s, long=inp.serial, day=s))
+        wrecked = inp.serial.copy()
+        later = wrecked["patient_id"].isin(test_patients) & (wrecked["day"] > s)
+        wrecked.loc[later, "ctdna_mean_vaf"] = 1e6
+        again = dataclasses.replace(inp, serial=pd.concat([inp.serial[~inp.serial["patient_id"].isin(test_patients)],
+                                                           wrecked[wrecked["patient_id"].isin(test_patients)]]))
+        np.testing.assert_allclose(_time_varying_risk(again, train_patients, test, 0)[rows], risk[rows])

@@ -8,7 +8,12 @@ together (:func:`~omics_risk.models.landmark.patient_folds`):
 
 - ``landmark_cox``: the landmark super-model on the stacked rows (inputs updated at each landmark);
 - ``baseline_only``: the same model fitted on the landmark-0 data set and applied at every landmark with each
-  patient's index-date inputs (the static comparator: what a model that never updates its inputs can do).
+  patient's index-date inputs (the static comparator: what a model that never updates its inputs can do);
+- ``time_varying_cox`` (when ``task.longitudinal`` names serial quantities): a Cox model with time-varying covariates
+  (:class:`~omics_risk.models.time_varying.TimeVaryingCox`, lifelines ``CoxTimeVaryingFitter`` on start-stop data)
+  on those quantities, fitted on the training patients' whole follow-up from day 0 and scored at each landmark from
+  the last values at or before it. ``task.longitudinal`` also adds each landmark's longitudinal features
+  (``<modality>_dynamics``) to the landmark data sets.
 
 Both are evaluated per landmark (:func:`~omics_risk.evaluation.dynamic.landmark_metrics`) and compared pairwise
 (:func:`~omics_risk.evaluation.dynamic.landmark_comparison`), written to ``summary.json`` (``dynamic``), printed,
@@ -36,16 +41,24 @@ from omics_risk.evaluation.dynamic import landmark_comparison, landmark_metrics
 from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.features.clinical import clinical_types
 from omics_risk.models.landmark import LandmarkSuperModel, StackedLandmarks, patient_folds, stack_landmarks
+from omics_risk.models.time_varying import TimeVaryingCox
 from omics_risk.progress import progress_bar
 from omics_risk.workflows.inputs import check_no_look_ahead, extract_features
+from omics_risk.workflows.longitudinal_inputs import (
+    LongitudinalInput,
+    add_longitudinal,
+    dynamics_name,
+    longitudinal_inputs,
+    serial_measurements,
+)
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "STATIC", "DynamicInputs", "dynamic_inputs", "run_dynamic",
+__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "STATIC", "TIME_VARYING", "DynamicInputs", "dynamic_inputs", "run_dynamic",
            "shuffled_outcome"]
 
-#: The landmark super-model and its static comparator, as named in summary.json and MLflow.
-LANDMARK, STATIC = "landmark_cox", "baseline_only"
+#: The landmark super-model, its static comparator and the time-varying Cox model, as named in summary.json and MLflow.
+LANDMARK, STATIC, TIME_VARYING = "landmark_cox", "baseline_only", "time_varying_cox"
 #: LandmarkSuperModel settings of both models (``+dynamic.<name>=...`` on the command line overrides them): a
 #: stronger ridge than the model's default, since the stacked design has 3 columns per feature.
 DEFAULT_SETTINGS: dict[str, Any] = {"penalizer": 1.0, "max_features": 10}
@@ -62,6 +75,10 @@ class DynamicInputs:
     index: StackedLandmarks
     outcomes: dict[float, tuple[np.ndarray, np.ndarray]]
     landmarks: list[float]
+    #: the landmark-0 data set (outcomes in days from the index date): what the time-varying Cox model is fitted on
+    day0: MultimodalData | None = None
+    #: serial measurements of ``task.longitudinal``'s quantities (``patient_id``, ``day``, one column each), or None
+    serial: pd.DataFrame | None = None
 
 
 def shuffled_outcome(cohort: Cohort, endpoint: str | None, seed: int) -> Cohort:
@@ -86,20 +103,25 @@ def _static_at(index: MultimodalData, at_s: MultimodalData, s: float) -> Multimo
 
 
 def dynamic_inputs(cohort: Cohort, store: Path, pt: PredictionTime, horizon_window: float, *,
-                   modalities: Sequence[str] | None, endpoint: str | None) -> DynamicInputs:
-    """Load every landmark's data set (and day 0's, for the static comparator), check them for look-ahead, stack."""
+                   modalities: Sequence[str] | None, endpoint: str | None,
+                   longitudinal: Sequence[LongitudinalInput] = ()) -> DynamicInputs:
+    """Load every landmark's data set (and day 0's, for the static comparator), check them for look-ahead, add the
+    longitudinal features of ``longitudinal`` at each landmark, stack."""
     landmarks = [float(s) for s in pt.landmarks]
     with_index = pt if 0.0 in landmarks else dataclasses.replace(pt, landmarks=tuple(sorted({0.0, *landmarks})))
     sets = load_landmarks(cohort, store, prediction_time=with_index, modalities=modalities, endpoint=endpoint)
     for s, data in sets.items():
         check_no_look_ahead(data, store, what=f"training (landmark {s:g})")
+        add_longitudinal(data, store, longitudinal)
         log.info("landmark %g: %d patients at risk, %d left the risk set", s, len(data),
                  data.risk_set.get("left_out", 0))
     chosen = {s: sets[s] for s in landmarks}
     stacked = stack_landmarks(chosen, horizon_window)
     static = stack_landmarks({s: _static_at(sets[0.0], chosen[s], s) for s in landmarks}, horizon_window)
     outcomes = {s: (np.asarray(d.time, float), np.asarray(d.event, float)) for s, d in chosen.items()}
-    return DynamicInputs(stacked, static, stack_landmarks({0.0: sets[0.0]}, horizon_window), outcomes, landmarks)
+    serial = serial_measurements(store, longitudinal) if longitudinal else None
+    return DynamicInputs(stacked, static, stack_landmarks({0.0: sets[0.0]}, horizon_window), outcomes, landmarks,
+                         day0=sets[0.0], serial=serial)
 
 
 def _modalities(cfg: DictConfig, store: Path) -> list[str]:
@@ -113,7 +135,8 @@ def _cross_validate(cfg: DictConfig, inp: DynamicInputs, make: Any) -> dict[str,
     """Out-of-fold risks of both models per stacked row and repeat (percentile ranks within each fold and landmark,
     so that the folds' scores pool)."""
     stacked, n_rep = inp.stacked, int(cfg.training.cv.repeats)
-    oof = {name: np.full((n_rep, len(stacked)), np.nan) for name in (LANDMARK, STATIC)}
+    names = (LANDMARK, STATIC, TIME_VARYING) if inp.serial is not None else (LANDMARK, STATIC)
+    oof = {name: np.full((n_rep, len(stacked)), np.nan) for name in names}
     for r in range(n_rep):
         folds = patient_folds(stacked.patient, int(cfg.training.cv.folds), int(cfg.seed) + r, event=stacked.event)
         for k, (train, test) in enumerate(progress_bar(folds, desc=f"landmark folds (repeat {r})", unit="fold",
@@ -122,10 +145,28 @@ def _cross_validate(cfg: DictConfig, inp: DynamicInputs, make: Any) -> dict[str,
             risk = {LANDMARK: make().fit(stacked.subset(train)).predict_risk(stacked.subset(test)),
                     STATIC: make().fit(inp.index.subset(inp.index.rows_for(train_patients)))
                     .predict_risk(inp.static.subset(test))}
+            if inp.serial is not None:
+                risk[TIME_VARYING] = _time_varying_risk(inp, train_patients, test, int(cfg.seed))
             for name, values in risk.items():
                 oof[name][r, test] = within_fold_ranks(values, stacked.landmark[test])
             log.info("landmark CV repeat %d fold %d: %d train / %d test rows", r, k, len(train), len(test))
     return oof
+
+
+def _time_varying_risk(inp: DynamicInputs, train_patients: np.ndarray, test: np.ndarray, seed: int) -> np.ndarray:
+    """The time-varying Cox model fitted on the training patients' follow-up from day 0, scored on the test rows at
+    their landmarks from the last serial values at or before each (nothing measured after a landmark is read)."""
+    assert inp.day0 is not None and inp.serial is not None
+    day0 = inp.day0
+    pos = pd.Index(day0.patients).get_indexer(train_patients)
+    model = TimeVaryingCox(seed=seed).fit(day0.subset(pos[pos >= 0]), long=inp.serial)
+    risk = np.empty(len(test))
+    landmark, patient = inp.stacked.landmark[test], inp.stacked.patient[test]
+    for s in np.unique(landmark):
+        rows = np.flatnonzero(landmark == s)
+        at_s = day0.subset(pd.Index(day0.patients).get_indexer(patient[rows]))
+        risk[rows] = model.predict_risk(at_s, long=inp.serial, day=float(s))
+    return risk
 
 
 def _per_landmark(inp: DynamicInputs, risk: np.ndarray) -> dict[float, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -150,6 +191,10 @@ def _format(tables: Mapping[str, pd.DataFrame], comparison: pd.DataFrame, window
                         f"{LANDMARK}_auc": lm["auc"], f"{STATIC}_auc": st["auc"],
                         "delta_c": comparison["c_difference"], "delta_ci_low": comparison["c_difference_ci_low"],
                         "delta_ci_high": comparison["c_difference_ci_high"], "p": comparison["p_value"]})
+    if TIME_VARYING in tables:
+        tv = tables[TIME_VARYING]
+        out.insert(5, f"{TIME_VARYING}_c", tv["harrell_c"].to_numpy())
+        out.insert(8, f"{TIME_VARYING}_auc", tv["auc"].to_numpy())
     head = (f"\nDynamic prediction per landmark (events within {window:g} days; out-of-fold risks, patients kept in "
             f"one fold; delta_c = {LANDMARK} - {STATIC} with its paired bootstrap 95% CI"
             + ("; OUTCOMES SHUFFLED" if shuffled else "") + ")\n")
@@ -172,7 +217,10 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
         cohort = shuffled_outcome(cohort, cfg.task.endpoint, seed)
         log.warning("task.shuffle_outcome=true: outcomes permuted across patients (a null run)")
     mods = _modalities(cfg, store)
-    inp = dynamic_inputs(cohort, store, pt, window, modalities=mods, endpoint=cfg.task.endpoint)
+    quantities = longitudinal_inputs(cfg.task.get("longitudinal"))
+    inp = dynamic_inputs(cohort, store, pt, window, modalities=mods, endpoint=cfg.task.endpoint,
+                         longitudinal=quantities)
+    mods = [*mods, *dict.fromkeys(dynamics_name(q.modality) for q in quantities)]
     types = clinical_types(cohort.spec)
 
     settings = {**DEFAULT_SETTINGS, **(OmegaConf.to_container(cfg.dynamic, resolve=True) if cfg.get("dynamic") else {})}
@@ -183,9 +231,18 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
     oof = _cross_validate(cfg, inp, make)
     per = {name: _per_landmark(inp, risk[0]) for name, risk in oof.items()}
     tables = {name: landmark_metrics(inp.landmarks, p, window, n_boot=n_boot, seed=seed) for name, p in per.items()}
-    comparison = landmark_comparison(inp.landmarks, per[LANDMARK], per[STATIC], window, n_boot=n_boot, seed=seed)
+    comparisons = {a: landmark_comparison(inp.landmarks, per[a], per[STATIC], window, n_boot=n_boot, seed=seed)
+                   for a in per if a != STATIC}
+    comparison = comparisons[LANDMARK]
     metrics = {k: v for name, t in tables.items() for k, v in _metrics(name, t).items()}
-    metrics.update(_metrics(f"{LANDMARK}_vs_{STATIC}", comparison))
+    for a, table in comparisons.items():
+        metrics.update(_metrics(f"{a}_vs_{STATIC}", table))
+    models = {LANDMARK: make().describe(),
+              STATIC: {**make().describe(), "fitted_on": "landmark 0 data; index-date inputs at every landmark"}}
+    if inp.serial is not None:
+        models[TIME_VARYING] = {**TimeVaryingCox().describe(), "serial": [q.key for q in quantities],
+                                "fitted_on": "training patients' follow-up from day 0 (start-stop intervals); "
+                                             "scored at each landmark from the last values at or before it"}
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stacked = inp.stacked
@@ -194,12 +251,12 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
                "cv": {"folds": int(cfg.training.cv.folds), "repeats": int(cfg.training.cv.repeats)},
                "prediction_time": {"describe": pt.describe()},
                "dynamic": {"landmarks": inp.landmarks, "horizon_window": window, "shuffle_outcome": shuffled,
-                           "n_rows": len(stacked), "models": {LANDMARK: make().describe(), STATIC: {
-                               **make().describe(), "fitted_on": "landmark 0 data; index-date inputs at every "
-                                                                 "landmark"}},
+                           "n_rows": len(stacked), "models": models,
                            "per_landmark": {name: t.to_dict(orient="records") for name, t in tables.items()},
                            "comparison": {"a": LANDMARK, "b": STATIC,
                                           "per_landmark": comparison.to_dict(orient="records")},
+                           "comparisons": [{"a": a, "b": STATIC, "per_landmark": t.to_dict(orient="records")}
+                                           for a, t in comparisons.items()],
                            "evaluated_repeat": 0},
                "metrics": metrics}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))

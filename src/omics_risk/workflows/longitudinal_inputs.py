@@ -23,7 +23,8 @@ from omics_risk.data.multimodal import MultimodalData
 from omics_risk.data.timing import sample_features
 from omics_risk.features.longitudinal import LongitudinalSpec, longitudinal_table
 
-__all__ = ["DYNAMICS_SUFFIX", "LongitudinalInput", "add_longitudinal", "dynamics_name", "longitudinal_inputs"]
+__all__ = ["DYNAMICS_SUFFIX", "LongitudinalInput", "add_longitudinal", "dynamics_name", "longitudinal_inputs",
+           "serial_measurements"]
 
 #: The model input of a modality's longitudinal features is named ``<modality>_dynamics``.
 DYNAMICS_SUFFIX = "_dynamics"
@@ -143,17 +144,32 @@ def add_longitudinal(data: MultimodalData, store: str | Path,
         if name in data.modalities or (store / f"{name}.parquet").is_file():
             raise ValueError(f"{_KEY}.{modality}: its features would be model input '{name}', but a modality of "
                              f"that name is already in the data (feature store {store}); rename that modality")
-        samples = _samples_table(store, modality)
-        _check_features(samples, qs)
-        long = pd.DataFrame({"patient_id": samples["patient_id"].astype(str).to_numpy(), "day": samples["day"],
-                             **{q.spec.name: samples[q.feature] for q in qs}})
-        table = longitudinal_table(long, pday, [q.spec for q in qs])
+        table = longitudinal_table(_serial_long(store, modality, qs), pday, [q.spec for q in qs])
         table = table.reindex(pday.index).set_axis(data.patients, axis=0)
         data.modalities[name] = table
         counts = table[[f"{q.spec.name}__n_draws" for q in qs]]
         data.present[name] = (counts > 0).any(axis=1).to_numpy()
         data.formats[name] = "table"
     return data
+
+
+def _serial_long(store: Path, modality: str, quantities: Sequence[LongitudinalInput]) -> pd.DataFrame:
+    """One modality's quantities as a long table: ``patient_id``, ``day`` and one column per quantity (its name)."""
+    samples = _samples_table(store, modality)
+    _check_features(samples, quantities)
+    return pd.DataFrame({"patient_id": samples["patient_id"].astype(str).to_numpy(),
+                         "day": samples["day"].to_numpy(dtype=float),
+                         **{q.spec.name: samples[q.feature].to_numpy(dtype=float) for q in quantities}})
+
+
+def serial_measurements(store: str | Path, quantities: Sequence[LongitudinalInput]) -> pd.DataFrame:
+    """Every configured quantity of every modality in one long table (``patient_id``, ``day``, one column per
+    quantity; a row per sample, NaN in the other modalities' columns): the input of the time-varying Cox model."""
+    store = Path(store)
+    by_modality: dict[str, list[LongitudinalInput]] = {}
+    for q in quantities:
+        by_modality.setdefault(q.modality, []).append(q)
+    return pd.concat([_serial_long(store, m, qs) for m, qs in by_modality.items()], ignore_index=True)
 
 
 def _samples_table(store: Path, modality: str) -> pd.DataFrame:
