@@ -4,8 +4,9 @@
 
 Runs ``train.py``'s pipeline (``task.prediction_time={at: landmarks, ...}``, tracking off, extraction cached) once on
 the real outcomes and ``--shuffles`` times with ``task.shuffle_outcome=true`` (seeds 0, 1, ...), and prints one
-markdown table: per landmark, patients at risk, events in the window, C and AUC of both models with 95% CIs, the paired
-C difference, and the mean C of each model over the shuffled runs.
+markdown table: per landmark, patients at risk, events in the window, C and AUC of each model with 95% CIs (with
+``task.longitudinal=...`` among the overrides, the time-varying Cox model too), the paired C difference of each model
+from ``baseline_only``, and the mean C of each model over the shuffled runs.
 """
 
 from __future__ import annotations
@@ -59,21 +60,27 @@ def main() -> None:
                     [*args.overrides, "task.shuffle_outcome=true", f"seed={i}"]) for i in range(args.shuffles)]
     print(f"\n{args.cohort}: landmarks {args.landmarks}, window {args.window:g} days, {args.overrides}; "
           f"real run {seconds:.0f} s\n")
-    print(f"| landmark | at risk | events | C {LANDMARK} | C {STATIC} | AUC {LANDMARK} | AUC {STATIC} | delta C (p) "
-          f"| shuffled C {LANDMARK} | shuffled C {STATIC} |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    lm, st, comp = (real["per_landmark"][LANDMARK], real["per_landmark"][STATIC], real["comparison"]["per_landmark"])
-    for i, (a, b, c) in enumerate(zip(lm, st, comp, strict=True)):
+    models = list(real["per_landmark"])  # landmark_cox, baseline_only and, with task.longitudinal, time_varying_cox
+    vs = {c["a"]: c["per_landmark"] for c in real.get("comparisons", [real["comparison"]])}
+    head = ["landmark", "at risk", "events", *(f"C {m}" for m in models), *(f"AUC {m}" for m in models),
+            *(f"delta C {a} - {STATIC} (p)" for a in vs), *(f"shuffled C {m}" for m in models)]
+    print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
+    for i, first in enumerate(real["per_landmark"][LANDMARK]):
+        rows = {m: real["per_landmark"][m][i] for m in models}
         shuffled = {m: np.mean([n["per_landmark"][m][i]["harrell_c"] for n in null]) if null else np.nan
-                    for m in (LANDMARK, STATIC)}
-        print(f"| {a['landmark']:g} | {a['n_at_risk']} | {a['n_events']} | {_ci(a, 'harrell_c')} | "
-              f"{_ci(b, 'harrell_c')} | {_ci(a, 'auc')} | {_ci(b, 'auc')} | {_ci(c, 'c_difference')} "
-              f"(p {c['p_value']:.3f}) | {shuffled[LANDMARK]:.3f} | {shuffled[STATIC]:.3f} |")
-    for m in (LANDMARK, STATIC):
+                    for m in models}
+        cells = [f"{first['landmark']:g}", str(first["n_at_risk"]), str(first["n_events"]),
+                 *(_ci(rows[m], "harrell_c") for m in models), *(_ci(rows[m], "auc") for m in models),
+                 *(f"{_ci(c[i], 'c_difference')} (p {c[i]['p_value']:.3f})" for c in vs.values()),
+                 *(f"{shuffled[m]:.3f}" for m in models)]
+        print("| " + " | ".join(cells) + " |")
+    for m in models:
         per_run = [np.nanmean([r["harrell_c"] for r in n["per_landmark"][m]]) for n in null]
         if per_run:
             print(f"\nshuffled {m}: mean C over landmarks and {len(null)} shuffles {np.mean(per_run):.3f} "
-                  f"(per shuffle {', '.join(f'{v:.3f}' for v in per_run)})")
+                  f"(per shuffle {', '.join(f'{v:.3f}' for v in per_run)}; per landmark "
+                  + "/".join(f"{np.mean([n['per_landmark'][m][k]['harrell_c'] for n in null]):.3f}"
+                             for k in range(len(real["per_landmark"][m]))) + ")")
 
 
 if __name__ == "__main__":
