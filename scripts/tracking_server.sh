@@ -64,10 +64,18 @@ pick_port() {  # NAME EXPLICIT SAVED: the port asked for (must be free), else th
 python_bin() { if [[ -x "$REPO/.venv/bin/python" ]]; then echo "$REPO/.venv/bin/python"; else command -v python3; fi; }
 
 mlflow_bin() {
-  if [[ -n "${MLFLOW_BIN:-}" ]]; then echo "$MLFLOW_BIN"
+  if [[ -n "${MLFLOW_BIN:-}" ]]; then [[ -x "$MLFLOW_BIN" ]] || die "MLFLOW_BIN=$MLFLOW_BIN is not an executable"
+    echo "$MLFLOW_BIN"
   elif [[ -x "$REPO/.venv/bin/mlflow" ]]; then echo "$REPO/.venv/bin/mlflow"
   elif command -v mlflow >/dev/null; then command -v mlflow
   else die "mlflow not found: run 'make install' (it installs mlflow into .venv) or set MLFLOW_BIN"; fi
+}
+
+check_driver() {  # mlflow's interpreter (its shebang) must import psycopg, SQLAlchemy's postgresql:// driver
+  local py; py="$(sed -n '1s/^#!//p' "$1")"; py="${py%% *}"
+  if [[ -x "$py" ]] && ! "$py" -c "import psycopg" 2>/dev/null; then
+    die "the PostgreSQL driver psycopg is missing beside mlflow ($py): run 'make install' (requirements/lock.txt has it) or pip install 'psycopg[binary]'"
+  fi
 }
 
 tracking_uri() { local host="$MLFLOW_HOST"; [[ "$host" == 0.0.0.0 ]] && host=127.0.0.1; echo "http://$host:$MLFLOW_PORT"; }
@@ -82,9 +90,8 @@ EOF
 }
 
 # ------------------------------------------------------------------------------------------------------ PostgreSQL
-find_pg_bindir() {
-  if [[ -n "${PG_BINDIR:-}" ]]; then [[ -x "$PG_BINDIR/initdb" ]] && { echo "$PG_BINDIR"; return; }
-    die "PG_BINDIR=$PG_BINDIR has no initdb"; fi
+find_pg_bindir() {  # prints nothing when PostgreSQL is not installed
+  if [[ -n "${PG_BINDIR:-}" ]]; then echo "$PG_BINDIR"; return; fi
   if command -v initdb >/dev/null && command -v pg_ctl >/dev/null; then dirname "$(readlink -f "$(command -v initdb)")"; return; fi
   local d; d="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)"
   [[ -n "$d" && -x "$d/initdb" ]] && echo "$d"
@@ -162,7 +169,13 @@ cmd_start() {
   if [[ -n "${MLFLOW_PID:-}" ]] && kill -0 "$MLFLOW_PID" 2>/dev/null; then
     MLFLOW_PORT="${SAVED_MLFLOW_PORT}"; MLFLOW_HOST="${SAVED_MLFLOW_HOST}"
     healthy "$(tracking_uri)" && { say "already running (pid $MLFLOW_PID)"; print_uri; return 0; }
+    die "mlflow server (pid $MLFLOW_PID) runs but does not answer $(tracking_uri)/health: $0 stop, then start"
   fi
+  # the cheap checks first: the mlflow executable and its port
+  local mlflow; mlflow="$(mlflow_bin)"
+  check_driver "$mlflow"
+  MLFLOW_PORT="$(pick_port MLFLOW_PORT "${MLFLOW_PORT:-}" "${SAVED_MLFLOW_PORT:-}")"
+  if [[ -n "${PG_BINDIR:-}" && ! -x "${PG_BINDIR}/initdb" ]]; then die "PG_BINDIR=$PG_BINDIR has no initdb"; fi
   PG_BIN="$(find_pg_bindir || true)"
   if [[ -z "$PG_BIN" ]]; then install_postgres; PG_BIN="$(find_pg_bindir || true)"; fi
   [[ -n "$PG_BIN" ]] || die "PostgreSQL binaries (initdb, pg_ctl) not found after installing: set PG_BINDIR"
@@ -173,8 +186,6 @@ cmd_start() {
   start_pg
   create_db
 
-  MLFLOW_PORT="$(pick_port MLFLOW_PORT "${MLFLOW_PORT:-}" "${SAVED_MLFLOW_PORT:-}")"
-  local mlflow; mlflow="$(mlflow_bin)"
   say "starting mlflow server on $MLFLOW_HOST:$MLFLOW_PORT (log: $LOGS/mlflow.log)"
   # The store URI (with the password) goes through the environment, not the command line that `ps` shows.
   # setsid: its own process group, so that stop ends the server and its workers, and nothing else.
@@ -189,9 +200,9 @@ cmd_start() {
   local waited=0
   until healthy "$(tracking_uri)"; do
     if ! kill -0 "$MLFLOW_PID" 2>/dev/null; then
-      tail -n 30 "$LOGS/mlflow.log" >&2; die "mlflow server exited while starting (log: $LOGS/mlflow.log)"
+      tail -n 30 "$LOGS/mlflow.log" >&2; stop_pg; die "mlflow server exited while starting (log: $LOGS/mlflow.log)"
     fi
-    (( waited >= START_TIMEOUT )) && { tail -n 30 "$LOGS/mlflow.log" >&2
+    (( waited >= START_TIMEOUT )) && { tail -n 30 "$LOGS/mlflow.log" >&2; stop_mlflow; stop_pg
       die "mlflow server did not answer $(tracking_uri)/health within ${START_TIMEOUT}s (log: $LOGS/mlflow.log)"; }
     sleep 1; waited=$((waited + 1))
   done
@@ -205,20 +216,28 @@ print_uri() {
   echo "MLFLOW_TRACKING_URI=$uri"
 }
 
-cmd_stop() {
-  load_state
+stop_mlflow() {
   if [[ -n "${MLFLOW_PID:-}" ]] && kill -0 "$MLFLOW_PID" 2>/dev/null; then
     say "stopping mlflow server (process group $MLFLOW_PID)"
     kill -TERM -- "-$MLFLOW_PID" 2>/dev/null || kill -TERM "$MLFLOW_PID" 2>/dev/null || true
     for _ in $(seq 1 30); do kill -0 "$MLFLOW_PID" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$MLFLOW_PID" 2>/dev/null && kill -KILL -- "-$MLFLOW_PID" 2>/dev/null || true
   fi
+}
+
+stop_pg() {
   PG_BIN="$(find_pg_bindir || true)"
   if [[ -n "$PG_BIN" && -f "$PGDATA/postmaster.pid" ]]; then
-    [[ $EUID -eq 0 ]] && PG_OS_USER="${PG_OS_USER:-$(stat -c %U "$PGDATA")}"
+    if [[ $EUID -eq 0 ]]; then PG_OS_USER="${PG_OS_USER:-$(stat -c %U "$PGDATA")}"; fi
     say "stopping PostgreSQL ($PGDATA)"
     as_pg "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 60 stop >&2 || true
   fi
+}
+
+cmd_stop() {
+  load_state
+  stop_mlflow
+  stop_pg
   if [[ -f "$STATE" ]]; then PG_PORT="${SAVED_PG_PORT:-}"; MLFLOW_PORT="${SAVED_MLFLOW_PORT:-}"
     MLFLOW_HOST="${SAVED_MLFLOW_HOST:-$MLFLOW_HOST}"; MLFLOW_PID=""; save_state; fi
   say "stopped (data kept in $TRACKING_DIR)"

@@ -33,8 +33,6 @@ from omics_risk.tracking.mlflow_utils import clear_protected_identifiers
 from omics_risk.workflows.external import DEFAULT_EXPERIMENT, validate_external
 from omics_risk.workflows.training import train
 
-pytestmark = pytest.mark.slow  # PostgreSQL and mlflow server start in ~30 s on a loaded machine, then a training run
-
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "tracking_server.sh"
 SKIP_ENV = "OMICS_RISK_SKIP_SERVER_TESTS"
@@ -90,6 +88,7 @@ def _sql(server: SimpleNamespace, query: str, *params: object) -> list[tuple]:
         return conn.execute(query, params).fetchall()
 
 
+@pytest.mark.slow  # PostgreSQL and mlflow server start in ~30 s on a loaded machine, then a training run
 def test_train_evaluate_and_score_against_the_postgres_backed_server(server: SimpleNamespace, cohort: Path,
                                                                       tmp_path: Path) -> None:
     assert server.uri.startswith("http://127.0.0.1:") and server.env_uri == server.uri
@@ -151,3 +150,25 @@ def test_train_evaluate_and_score_against_the_postgres_backed_server(server: Sim
     assert all(stored[k] == pytest.approx(metrics[k]) for k in logged)
     assert _sql(server, "SELECT version, run_id FROM model_versions WHERE name = %s", name) == [
         (1, versions[0].run_id)]
+
+
+# ------------------------------------------------------------------------------- the script's messages (no server)
+def test_the_script_without_a_command_prints_its_usage(tmp_path: Path) -> None:
+    done = _script({**os.environ, "TRACKING_DIR": str(tmp_path)})
+    assert done.returncode == 2 and "tracking_server.sh start" in done.stdout and "TRACKING_DIR" in done.stdout
+
+
+@pytest.mark.parametrize(("env", "command", "says"), [
+    ({"MLFLOW_BIN": "/nonexistent/mlflow"}, "start", "MLFLOW_BIN=/nonexistent/mlflow is not an executable"),
+    ({"PG_BINDIR": "/nonexistent/bin"}, "start", "PG_BINDIR=/nonexistent/bin has no initdb"),
+    ({"MLFLOW_PORT": "http"}, "start", "MLFLOW_PORT=http is taken (or not a port)"),
+    ({}, "status", "never started here"),
+    ({}, "uri", "not running: start it with"),
+])
+def test_what_cannot_work_ends_in_one_line_naming_it(tmp_path: Path, env: dict[str, str], command: str,
+                                                     says: str) -> None:
+    """Checked before PostgreSQL starts (or anything is installed): the setting to fix, not a log to read."""
+    mlflow = str(Path(sys.executable).parent / "mlflow")
+    done = _script({**os.environ, "TRACKING_DIR": str(tmp_path), "MLFLOW_BIN": mlflow, **env}, command)
+    assert done.returncode == 1 and says in done.stderr, done.stderr
+    assert not (tmp_path / "postgres").exists()
