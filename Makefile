@@ -77,3 +77,12 @@ lock: install
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
+
+# A shared MLflow tracking server (PostgreSQL backend, artifacts served through it; docs/tracking_server.md).
+# State in .tracking/ (TRACKING_DIR=... to move it); installs Debian's postgresql package when missing (needs root).
+.PHONY: tracking-server tracking-server-stop
+tracking-server: install
+	MLFLOW_BIN=$(abspath $(VENV))/bin/mlflow scripts/tracking_server.sh start
+
+tracking-server-stop:
+	scripts/tracking_server.sh stop
