@@ -30,6 +30,7 @@ from omics_risk.data.spec import (
     NAME_RE,
     SAMPLES_COLUMNS,
     SAMPLES_FILE,
+    SAMPLES_OPTIONAL,
     SHARED_FILE_FORMATS,
     SPEC_FILE,
     TIME_UNITS,
@@ -53,6 +54,7 @@ __all__ = [
     "NAME_RE",
     "SAMPLES_COLUMNS",
     "SAMPLES_FILE",
+    "SAMPLES_OPTIONAL",
     "SHARED_FILE_FORMATS",
     "SPEC_FILE",
     "TIME_UNITS",
@@ -146,4 +148,4 @@ def load_cohort(root: str | Path, *, extra_roots: Iterable[str | Path] = ()) -> 
     problems += p
     if spec is None or clinical is None or samples is None or any(x.severity == "error" for x in problems):
         raise CohortError(problems)
-    return Cohort(root, spec, clinical, samples, [x for x in problems if x.severity == "warning"], extra)
+    return Cohort(root, spec, clinical, samples, [x for x in problems if x.severity != "error"], extra)

@@ -46,7 +46,7 @@ class FileJob:
     """One data file (or a shared file with its companions) to open in a worker thread.
 
     ``settings`` carries the cohort-level knowledge an opener needs (see ``validate._job_settings``): the image voxel
-    limit, the reference whose chromosomes fragment files are binned on.
+    limit, the reference whose chromosomes fragment files are binned on, a shared table's column mapping.
     """
 
     kind: str
@@ -195,10 +195,15 @@ def table_check(reader: Callable[[str], pd.DataFrame]) -> FileCheck:
     """
 
     def check(job: FileJob) -> FileResult:
-        df = reader(job.path)
+        columns = job.settings.get("columns")  # cohort.yaml's mapping; only formats that accept one get it
+        df = reader(job.path, columns=columns) if columns else reader(job.path)
+        aliases = dict(df.attrs.get("column_aliases") or {})
         if "sample_id" not in df.columns:
             df = df.reset_index()
-        return FileResult(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))})
+        info: dict[str, Any] = {"samples": _sample_lines(df, "sample_id", _csv_line(job.path))}
+        if aliases:
+            info["column_aliases"] = aliases
+        return FileResult(info=info)
 
     return check
 

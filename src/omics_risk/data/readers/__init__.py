@@ -29,6 +29,7 @@ from omics_risk.data.readers.common import (
     format_extension_problem,
     has_extension,
 )
+from omics_risk.data.readers.columns import MAPPABLE, columns_problem
 from omics_risk.data.readers.dicom import MAX_DICOM_FILES
 from omics_risk.data.readers.fragments import Fragments, read_fragments
 from omics_risk.data.readers.genome import (
@@ -74,6 +75,7 @@ __all__ = [
     "FRAGMENT_EXTENSIONS",
     "GRID_TOLERANCE",
     "IMAGE_EXTENSIONS",
+    "MAPPABLE",
     "MAX_DICOM_FILES",
     "MAX_IMAGE_VOXELS",
     "MAX_IMAGE_VOXELS_ENV",
@@ -90,6 +92,7 @@ __all__ = [
     "check_mask_header",
     "check_mask_labels",
     "chromosome_naming_problem",
+    "columns_problem",
     "first_wide_line",
     "format_extension_problem",
     "has_extension",
