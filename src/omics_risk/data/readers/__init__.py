@@ -17,6 +17,7 @@ split; a monkeypatch must target the submodule that uses the patched name (e.g. 
 from __future__ import annotations
 
 from omics_risk.data.readers.bismark import BISMARK_PERCENT_TOLERANCE, read_bismark_cov
+from omics_risk.data.readers.columns import MAPPABLE, columns_problem
 from omics_risk.data.readers.common import (
     BAM_EXTENSIONS,
     BISMARK_EXTENSIONS,
@@ -29,7 +30,6 @@ from omics_risk.data.readers.common import (
     format_extension_problem,
     has_extension,
 )
-from omics_risk.data.readers.columns import MAPPABLE, columns_problem
 from omics_risk.data.readers.dicom import MAX_DICOM_FILES
 from omics_risk.data.readers.fragments import Fragments, read_fragments
 from omics_risk.data.readers.genome import (

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from omics_risk.data.readers.columns import map_columns, missing_column_message
 from omics_risk.data.readers.common import (
     MAX_ISSUES,
     TABLE_EXTENSIONS,
@@ -23,7 +24,6 @@ from omics_risk.data.readers.common import (
     _Issues,
     has_extension,
 )
-from omics_risk.data.readers.columns import map_columns, missing_column_message
 
 
 def first_wide_line(text: str, sep: str, width: int) -> int | None:
