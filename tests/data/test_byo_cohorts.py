@@ -58,8 +58,9 @@ def test_patients_without_samples_are_one_line_when_others_have_samples(tmp_path
     report = validate_cohort(root, deep=False)
     assert len(report.warnings) == 38  # every patient is still reported in the JSON form
     lines = [line for line in report.to_text().splitlines() if "has no samples" in line]
-    assert lines == ["  clinical.csv [patient_id]: 38 rows (lines 4, 5, 6, 7, 8, ...): patient '<value>' has no samples "
-                     "in samples.csv; it is kept, with every modality missing; distinct values (rows): 'BYO-002' (1), "
+    assert lines == ["  clinical.csv [patient_id]: 38 rows (lines 4, 5, 6, 7, 8, ...): patient '<value>' has no "
+                     "samples in samples.csv; it is kept, with every modality missing; distinct values (rows): "
+                     "'BYO-002' (1), "
                      "'BYO-003' (1), 'BYO-004' (1), 'BYO-005' (1), 'BYO-006' (1), 'BYO-007' (1), 'BYO-008' (1), "
                      "'BYO-009' (1), and 30 more"]
 
