@@ -148,4 +148,4 @@ def load_cohort(root: str | Path, *, extra_roots: Iterable[str | Path] = ()) -> 
     problems += p
     if spec is None or clinical is None or samples is None or any(x.severity == "error" for x in problems):
         raise CohortError(problems)
-    return Cohort(root, spec, clinical, samples, [x for x in problems if x.severity != "error"], extra)
+    return Cohort(root, spec, clinical, samples, [x for x in problems if x.severity == "warning"], extra)

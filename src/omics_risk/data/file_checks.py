@@ -60,6 +60,8 @@ class FileResult:
     issues: list[FileIssue] = field(default_factory=list)
     warnings: list[FileIssue] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    #: What was read in a documented way the user may want to know (the TCGA headers of a segment file).
+    notes: list[FileIssue] = field(default_factory=list)
 
 
 #: A format's validator check: one data file in, its problems (and for a shared file, its samples) out.
@@ -200,10 +202,10 @@ def table_check(reader: Callable[[str], pd.DataFrame]) -> FileCheck:
         aliases = dict(df.attrs.get("column_aliases") or {})
         if "sample_id" not in df.columns:
             df = df.reset_index()
-        info: dict[str, Any] = {"samples": _sample_lines(df, "sample_id", _csv_line(job.path))}
-        if aliases:
-            info["column_aliases"] = aliases
-        return FileResult(info=info)
+        notes = [FileIssue(job.path, "read through the usual TCGA / GDC segment headers ("
+                           + ", ".join(f"{v} -> {k}" for k, v in aliases.items()) + "); nothing to do (or declare "
+                           "them under the modality's columns: in cohort.yaml)", _csv_line(job.path)(-1))] if aliases else []
+        return FileResult(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))}, notes=notes)
 
     return check
 

@@ -343,15 +343,10 @@ def _report_results(chk: _Checker, planned: Sequence[_Planned], results: Sequenc
     for plan, res in zip(planned, results, strict=True):
         ref = _used_by(plan.lines) if plan.lines else plan.what
         image_rel = chk.rel(plan.job.path)
-        for severity, issues in (("error", res.issues), ("warning", res.warnings)):
+        for severity, issues in (("error", res.issues), ("warning", res.warnings), ("note", res.notes)):
             for issue in issues:
                 msg = issue.message.replace("{image}", image_rel)
                 chk.add(severity, chk.rel(issue.path), f"{msg} (referenced by {ref})", issue.line, issue.column)
-        if res.info.get("column_aliases"):
-            names = ", ".join(f"{v} -> {k}" for k, v in res.info["column_aliases"].items())
-            chk.add("note", image_rel, f"read through the usual TCGA / GDC segment headers ({names}), as if "
-                    f"cohort.yaml said modalities: {{{plan.modality}: {{columns: {{...}}}}}}; nothing to do",
-                    1, None)
         if plan.sample_rows and "samples" in res.info:
             _check_membership(chk, plan, res)
 
