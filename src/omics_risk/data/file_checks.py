@@ -202,9 +202,11 @@ def table_check(reader: Callable[[str], pd.DataFrame]) -> FileCheck:
         aliases = dict(df.attrs.get("column_aliases") or {})
         if "sample_id" not in df.columns:
             df = df.reset_index()
-        notes = [FileIssue(job.path, "read through the usual TCGA / GDC segment headers ("
-                           + ", ".join(f"{v} -> {k}" for k, v in aliases.items()) + "); nothing to do (or declare "
-                           "them under the modality's columns: in cohort.yaml)", _csv_line(job.path)(-1))] if aliases else []
+        header_line = _csv_line(job.path)(-1)  # the header: line 1 of a CSV, None for Parquet
+        names = ", ".join(f"{v} -> {k}" for k, v in aliases.items())
+        note = (f"read through the usual TCGA / GDC segment headers ({names}); nothing to do (or declare them under "
+                "the modality's columns: in cohort.yaml)")
+        notes = [FileIssue(job.path, note, header_line)] if aliases else []
         return FileResult(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))}, notes=notes)
 
     return check
