@@ -24,6 +24,7 @@ from omics_risk.data.spec import (
     MAX_YEARS,
     SAMPLES_COLUMNS,
     SAMPLES_FILE,
+    SAMPLES_OPTIONAL,
     TIME_UNITS,
     CohortSpec,
     SurvivalEndpoint,
@@ -225,9 +226,12 @@ def read_clinical(root: Path, spec: CohortSpec | None) -> tuple[pd.DataFrame | N
             df[col.name] = _numbers(df, col.name, f, problems, what=col.name, allowed=(0.0, 1.0))
         elif col.type == "ordinal":
             bad = df[col.name].notna() & ~df[col.name].isin(col.levels)
-            for idx in df.index[bad]:
+            for idx in df.index[bad]:  # one grouped line in the report, with the distinct values (problems.py)
                 problems.append(Problem("error", f, f"'{df.at[idx, col.name]}' is not a level of ordinal column "
-                                        f"'{col.name}' (levels: {', '.join(col.levels)})", _line(idx), col.name))
+                                        f"'{col.name}' (levels: {', '.join(col.levels)}); add the value to its levels "
+                                        f"in cohort.yaml (clinical: {{{col.name}: {{type: ordinal, levels: [...]}}}}) "
+                                        "or map it to a declared level in clinical.csv (IIA -> II)", _line(idx),
+                                        col.name))
     return df, problems
 
 
@@ -251,15 +255,27 @@ def read_samples(root: Path, spec: CohortSpec | None, patients: Iterable[str] | 
     """
     problems: list[Problem] = []
     f = SAMPLES_FILE
+    if not (root / f).exists():  # a clinical-only cohort: no sample of any modality, and that is fine
+        problems.append(Problem("note", f, "no samples.csv: a clinical-only cohort (models use clinical.csv alone)"))
+        return pd.DataFrame({c: pd.Series(dtype=float if c == "day" else object)
+                             for c in (*SAMPLES_COLUMNS, "mask_path")}), problems
     df = _read_csv(root / f, problems)
     if df is None:
         return None, problems
-    missing = [c for c in SAMPLES_COLUMNS if c not in df.columns]
+    required = [c for c in SAMPLES_COLUMNS if c not in SAMPLES_OPTIONAL]
+    missing = [c for c in required if c not in df.columns]
     for c in missing:
-        problems.append(Problem("error", f, f"required column '{c}' is missing (columns: {', '.join(SAMPLES_COLUMNS)}"
-                                ", mask_path)", 1, c))
+        problems.append(Problem("error", f, f"required column '{c}' is missing (columns: {', '.join(required)}; "
+                                f"optional: {', '.join(SAMPLES_OPTIONAL)}, mask_path)", 1, c))
     if missing:
         return None, problems
+    absent = [c for c in SAMPLES_OPTIONAL if c not in df.columns]
+    if absent and len(df):
+        problems.append(Problem("note", f, f"no {' or '.join(repr(c) for c in absent)} column: every sample is taken "
+                                "at the index date (timepoint 'baseline', day 0), so a prediction time selects them "
+                                "all; add the column(s) where samples were taken at different times"))
+    for c in absent:
+        df[c] = pd.Series(SAMPLES_OPTIONAL[c], index=df.index, dtype=object)
     if "mask_path" not in df.columns:
         df["mask_path"] = pd.NA
     problems.extend(_control_characters(df, ID_COLUMNS, f))

@@ -46,7 +46,7 @@ class FileJob:
     """One data file (or a shared file with its companions) to open in a worker thread.
 
     ``settings`` carries the cohort-level knowledge an opener needs (see ``validate._job_settings``): the image voxel
-    limit, the reference whose chromosomes fragment files are binned on.
+    limit, the reference whose chromosomes fragment files are binned on, a shared table's column mapping.
     """
 
     kind: str
@@ -60,6 +60,8 @@ class FileResult:
     issues: list[FileIssue] = field(default_factory=list)
     warnings: list[FileIssue] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
+    #: What was read in a documented way the user may want to know (the TCGA headers of a segment file).
+    notes: list[FileIssue] = field(default_factory=list)
 
 
 #: A format's validator check: one data file in, its problems (and for a shared file, its samples) out.
@@ -195,10 +197,17 @@ def table_check(reader: Callable[[str], pd.DataFrame]) -> FileCheck:
     """
 
     def check(job: FileJob) -> FileResult:
-        df = reader(job.path)
+        columns = job.settings.get("columns")  # cohort.yaml's mapping; only formats that accept one get it
+        df = reader(job.path, columns=columns) if columns else reader(job.path)
+        aliases = dict(df.attrs.get("column_aliases") or {})
         if "sample_id" not in df.columns:
             df = df.reset_index()
-        return FileResult(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))})
+        header_line = _csv_line(job.path)(-1)  # the header: line 1 of a CSV, None for Parquet
+        names = ", ".join(f"{v} -> {k}" for k, v in aliases.items())
+        note = (f"read through the usual TCGA / GDC segment headers ({names}); nothing to do (or declare them under "
+                "the modality's columns: in cohort.yaml)")
+        notes = [FileIssue(job.path, note, header_line)] if aliases else []
+        return FileResult(info={"samples": _sample_lines(df, "sample_id", _csv_line(job.path))}, notes=notes)
 
     return check
 

@@ -11,6 +11,7 @@ extractor file (docs/architecture.md, "Adding a modality").
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
 from omics_risk.data import file_checks, readers, registry
@@ -69,10 +70,12 @@ for _fmt in (
                    description="a feature x injection intensity matrix with its sample sheet"),
     ModalityFormat("table", readers.TABLE_EXTENSIONS, readers.read_table, file_checks.open_table,
                    ({"_target_": "omics_risk.features.tables.TableExtractor"},), shared_file=True,
+                   options_problem=partial(readers.columns_problem, "table"),
                    description="a precomputed sample x feature table (RPPA, miRNA, ...)"),
     ModalityFormat("cn_segments", readers.TABLE_EXTENSIONS, readers.read_cn_segments, file_checks.open_cn_segments,
                    ({"_target_": "omics_risk.features.cnv.CnSegmentsExtractor"},), shared_file=True,
-                   default_modalities=("cnv",), description="copy-number segments, one table"),
+                   default_modalities=("cnv",), options_problem=partial(readers.columns_problem, "cn_segments"),
+                   description="copy-number segments, one table"),
 ):
     register_format(_fmt)
 del _fmt

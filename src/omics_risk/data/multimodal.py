@@ -8,13 +8,20 @@ per-sample store (``<modality>.samples.parquet``) and hold only samples taken at
 ``<slot>__<feature>``; the presence mask says whether such a sample exists; patients whose event or censoring came
 at or before it leave the risk set and outcome times count from it. Without one, the tables are the label-matched
 wide tables of every sample (``<modality>.parquet``), as before prediction times existed.
+
+Modalities asked for that the cohort has no sample of (an experiment written for TCGA's RPPA, miRNA and copy number,
+run on a cohort without miRNA) are left out with a note: a run uses whatever of its modalities the cohort has. A
+cohort without any sample (clinical-only) predicts at the index date whatever the task's prediction time says,
+since no sample can place it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -24,6 +31,8 @@ from omics_risk.data.formats import preprocessing_kind
 from omics_risk.data.timing import PredictionTime, at_risk, prediction_days, select_samples, slot_table
 
 __all__ = ["MultimodalData", "load_landmarks", "load_multimodal", "stored_modalities"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,6 +126,11 @@ def _open(cohort: str | Path | Cohort, features_dir: str | Path | None,
         raise FileNotFoundError(f"no feature store at {store}: run `omics-risk extract {cohort.root}` first")
     available = stored_modalities(store)
     wanted = list(modalities) if modalities is not None else available
+    lacking = [m for m in wanted if m not in available and m not in cohort.modalities]
+    if lacking:
+        log.warning("note: cohort %s has no sample of %s (data.modalities); using %s", cohort.spec.name,
+                    ", ".join(lacking), ", ".join(["clinical", *[m for m in wanted if m not in lacking]]))
+        wanted = [m for m in wanted if m not in lacking]
     unknown = [m for m in wanted if m not in available]
     if unknown:
         raise ValueError(f"modalities {unknown} are not in the feature store {store} (has: {', '.join(available)})")
@@ -180,6 +194,7 @@ def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None
     :func:`load_landmarks`.
     """
     cohort, store, wanted = _open(cohort, features_dir, modalities)
+    prediction_time = _placeable(cohort, prediction_time)
     if prediction_time is not None and prediction_time.at == "landmarks":
         raise ValueError("task.prediction_time: at: landmarks gives one data set per landmark (load_landmarks, for "
                          "dynamic models); a model fitted on one data set needs a single prediction time, e.g. "
@@ -206,6 +221,7 @@ def load_landmarks(cohort: str | Path | Cohort, features_dir: str | Path | None 
     by its day, NaN for ``at: timepoint``): the patients at risk at that landmark, in cohort order, with their
     inputs at that landmark and outcome times counted from it (for landmark super-models)."""
     cohort, store, wanted = _open(cohort, features_dir, modalities)
+    prediction_time = cast(PredictionTime, _placeable(cohort, prediction_time))
     out = _outcome(cohort, endpoint, response, drop_unlabelled)
     samples = _sample_tables(cohort, store, wanted)
     if prediction_time.at != "landmarks":
@@ -215,6 +231,15 @@ def load_landmarks(cohort: str | Path | Cohort, features_dir: str | Path | None 
     return {lm: _at_prediction_time(cohort, out, samples, prediction_time.at_landmark(lm),
                                     drop_unlabelled=drop_unlabelled, landmark=lm)
             for lm in prediction_time.landmarks}
+
+
+def _placeable(cohort: Cohort, pt: PredictionTime | None) -> PredictionTime | None:
+    """``pt``, or the index date for a timepoint label in a cohort without samples (clinical-only), with a note."""
+    if pt is None or pt.at != "timepoint" or len(cohort.samples):
+        return pt
+    log.warning("note: cohort %s has no samples, so task.prediction_time (timepoint %s) cannot be placed; predicting "
+                "at the index date (day 0) from the clinical data", cohort.spec.name, pt.timepoint)
+    return PredictionTime()
 
 
 def _sample_tables(cohort: Cohort, store: Path, wanted: Sequence[str]) -> dict[str, pd.DataFrame]:

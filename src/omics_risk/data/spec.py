@@ -8,7 +8,7 @@ import math
 import os
 import re
 import reprlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +33,9 @@ _BUILT_IN = [f for f in map(get_format, FORMATS) if f is not None]
 DEFAULT_MODALITY_FORMATS: dict[str, str] = {m: f.name for f in _BUILT_IN for m in f.default_modalities}
 SHARED_FILE_FORMATS = frozenset(f.name for f in _BUILT_IN if f.shared_file)
 SAMPLES_COLUMNS = ("patient_id", "sample_id", "modality", "timepoint", "day", "path")
+#: samples.csv columns that may be left out where no time applies (one sample per patient at diagnosis), and what
+#: they then mean: every sample taken at the index date, as timepoint ``baseline``.
+SAMPLES_OPTIONAL: dict[str, str] = {"timepoint": "baseline", "day": "0"}
 CLINICAL_TYPES = ("numeric", "categorical", "ordinal", "binary")
 NAME_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 #: Identifier columns that must hold printable text: a control character (a NUL, a tab, a line break from an export)
@@ -108,6 +111,12 @@ class CohortSpec:
             return self.modalities[name]
         default = default_format_of(name)
         return ModalitySpec(name, default) if default is not None else None
+
+    def columns_of(self, modality: str) -> dict[str, str]:
+        """The modality's column mapping (cohort.yaml ``columns:``, contract name -> the file's header); {} if none."""
+        ms = self.modality(modality)
+        raw = ms.options.get("columns") if ms is not None else None
+        return {str(k): str(v).strip() for k, v in raw.items()} if isinstance(raw, Mapping) else {}
 
     @property
     def days_per_unit(self) -> float:

@@ -64,6 +64,8 @@ def _job_settings(job: _Job, modality: str | None, spec: CohortSpec, root: Path,
     fmt = get_format(job.kind)
     if fmt is not None and fmt.needs_mask:
         return replace(job, settings={"max_image_voxels": max_image_voxels})
+    if job.kind in readers.MAPPABLE and modality and spec.columns_of(modality):
+        return replace(job, settings={"columns": spec.columns_of(modality)})
     if job.kind != "fragments":
         return job
     ms = spec.modality(modality) if modality else None
@@ -175,7 +177,9 @@ class _Planned:
 
 
 def _check_patients(chk: _Checker, clinical: pd.DataFrame, samples: pd.DataFrame | None) -> None:
-    if samples is None:
+    """Patients without any sample (one grouped line in the report); none in a clinical-only cohort, where every
+    patient is so by design."""
+    if samples is None or not len(samples):
         return
     with_samples = set(samples["patient_id"].dropna())
     ids = clinical["patient_id"]
@@ -339,7 +343,7 @@ def _report_results(chk: _Checker, planned: Sequence[_Planned], results: Sequenc
     for plan, res in zip(planned, results, strict=True):
         ref = _used_by(plan.lines) if plan.lines else plan.what
         image_rel = chk.rel(plan.job.path)
-        for severity, issues in (("error", res.issues), ("warning", res.warnings)):
+        for severity, issues in (("error", res.issues), ("warning", res.warnings), ("note", res.notes)):
             for issue in issues:
                 msg = issue.message.replace("{image}", image_rel)
                 chk.add(severity, chk.rel(issue.path), f"{msg} (referenced by {ref})", issue.line, issue.column)

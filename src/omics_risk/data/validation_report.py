@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from omics_risk.data.problems import Problem
+from omics_risk.data.problems import Problem, grouped_lines
 
 __all__ = ["COVERAGE_COLUMNS", "ValidationReport"]
 
@@ -36,6 +36,10 @@ class ValidationReport:
         return [p for p in self.problems if p.severity == "warning"]
 
     @property
+    def notes(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "note"]
+
+    @property
     def ok(self) -> bool:
         """True when the cohort has no errors (warnings do not block training or scoring)."""
         return not self.errors
@@ -51,29 +55,33 @@ class ValidationReport:
         )
 
     def to_text(self) -> str:
-        """The human-readable report: errors, warnings, the coverage table and a final count line."""
+        """The human-readable report: errors, warnings, notes, the coverage table and a final count line.
+
+        A kind of problem found on several rows is one line (count, first rows, distinct values): 482 rows of
+        sub-stages are one finding, not 482 (:func:`~omics_risk.data.problems.grouped_lines`); ``to_dict`` keeps
+        every row.
+        """
         out = [
             f"Cohort {self.name or '?'} at {self.root}: {self.n_patients} patient(s), {self.n_samples} sample(s), "
             f"{self.n_files_opened} data file(s) opened in {self.seconds:.1f} s"
         ]
-        for severity, title in (("error", "Errors"), ("warning", "Warnings")):
+        for severity, title in (("error", "Errors"), ("warning", "Warnings"), ("note", "Notes")):
             probs = self._grouped(severity)
             if not probs:
                 continue
             out += ["", f"{title} ({len(probs)}):"]
-            last_file = None
-            for p in probs:
-                if p.file != last_file and last_file is not None:
+            files = list(dict.fromkeys(p.file for p in probs))
+            for k, file in enumerate(files):
+                if k:
                     out.append("")
-                last_file = p.file
-                out.append("  " + str(p).split(": ", 1)[1])
+                out += ["  " + line for line in grouped_lines([p for p in probs if p.file == file])]
         if len(self.coverage):
             out += ["", f"Modality coverage (patients with at least one sample, of {self.n_patients}):"]
             table = self.coverage.copy()
             table["percent"] = table["percent"].map(lambda v: f"{v:.1f}%")
             out += ["  " + line for line in table.to_string(index=False).splitlines()]
-        n_err, n_warn = len(self.errors), len(self.warnings)
-        out += ["", f"{n_err} error(s), {n_warn} warning(s)"]
+        n_err, n_warn, n_note = len(self.errors), len(self.warnings), len(self.notes)
+        out += ["", f"{n_err} error(s), {n_warn} warning(s)" + (f", {n_note} note(s)" if n_note else "")]
         return "\n".join(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -87,6 +95,7 @@ class ValidationReport:
             "n_files_opened": self.n_files_opened,
             "n_errors": len(self.errors),
             "n_warnings": len(self.warnings),
+            "n_notes": len(self.notes),
             "problems": [
                 {"severity": p.severity, "file": p.file, "line": p.line, "column": p.column, "message": p.message}
                 for p in self.problems

@@ -22,6 +22,7 @@ coordinate axis, so overlaps are found with a single ``searchsorted`` on cumulat
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import ClassVar
 
@@ -367,9 +368,10 @@ class CnSegmentsExtractor(Extractor):
         feats: list[pd.DataFrame] = []
         failures: dict[str, str] = {}
 
-        def read(rel: str, _: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-            return read_isolating(read_cn_segments, [SharedFile(cohort.path(rel), "copy-number segment table", "row",
-                                                                rel)])
+        def read(rel: str, group: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
+            columns = cohort.spec.columns_of(str(group["modality"].iloc[0]))  # cohort.yaml's column mapping
+            return read_isolating(partial(read_cn_segments, columns=columns),
+                                  [SharedFile(cohort.path(rel), "copy-number segment table", "row", rel, columns)])
 
         for rel, group, (seg, dropped) in each_shared_file(samples, failures, read):
             seg = pd.DataFrame(

@@ -11,8 +11,10 @@ Output (default ``COHORT/features/``):
 - ``<modality>.<name>.csv``: side tables an extractor provides (e.g. ``metabolomics.qc.csv``, the QC report);
 - ``manifest.json``: per modality the extractors, their versions and settings hashes, the feature columns,
   and a content hash of every input file, so a model can check that scoring sees what training saw;
-- ``cache/``: per-sample results keyed by (extractor, version, settings, input content); a re-run recomputes
-  only what changed; failed samples are tried again on every run (their reasons name the paths of that run).
+- ``cache/``: per-sample results keyed by (extractor, version, settings, input content), and the whole result
+  of a shared-file extractor (``table``, ``cn_segments``, ...) keyed by its files, settings, cohort.yaml options
+  and samples (:mod:`omics_risk.features.shared_cache`); a re-run recomputes only what changed; failed samples
+  are tried again on every run (their reasons name the paths of that run).
 
 Failures stay per sample: an unreadable or corrupt file, a sample missing from (or with bad rows in) a shared
 table, a sample whose features are all missing, even a worker process that dies on a file, fail only that sample,
@@ -48,6 +50,7 @@ from omics_risk.features.base import (
     read_cached_result,
     settings_hash,
 )
+from omics_risk.features.shared_cache import shared_cache_entry
 from omics_risk.features.shared_files import display_path
 from omics_risk.progress import progress_bar
 
@@ -271,19 +274,30 @@ def extract_cohort(cohort_dir: str | Path | Cohort, out: str | Path | None = Non
                         atomic_write_text(cfile, json.dumps(res))
                     _merge(res, row["sample_id"], per_sample_feats, errors)
             else:
-                shared_paths = sorted({cohort.path(p) for p in samples["path"]})
-                for p in shared_paths:
+                shared_inputs: dict[str, str] = {}
+                for p in sorted({cohort.path(p) for p in samples["path"]}):
                     try:
-                        inputs[display_path(p, cohort.root)] = fps(p)
+                        shared_inputs[display_path(p, cohort.root)] = fps(p)
                     except OSError:  # the extractor's read fails on it too and says why, for its samples
-                        inputs[display_path(p, cohort.root)] = "unreadable"
-                result = _shared(ext, cohort, samples)
-                tables, table_error = _side_tables(ext, cohort, samples)
-                if table_error is not None:
-                    notes.append(f"{ext.name}: side table(s) not written: {table_error}")
-                for tname, tdf in tables.items():
+                        shared_inputs[display_path(p, cohort.root)] = "unreadable"
+                inputs.update(shared_inputs)
+                # The whole result of a shared file is cached under one key (features/shared_cache.py).
+                entry = shared_cache_entry(cache / ext.name, shash, refs, shared_inputs, ms.options, samples)
+                hit = entry.load() if entry is not None and not force else None
+                if hit is not None:
+                    result, texts = ExtractionResult(hit[0]), hit[1]
+                    cached += len(samples)
+                else:
+                    result = _shared(ext, cohort, samples)
+                    tables, table_error = _side_tables(ext, cohort, samples)
+                    if table_error is not None:
+                        notes.append(f"{ext.name}: side table(s) not written: {table_error}")
+                    texts = {tname: tdf.to_csv() for tname, tdf in tables.items()}
+                    if entry is not None and not result.failures and not result.notes and table_error is None:
+                        entry.save(result.features, texts)
+                for tname, text in texts.items():
                     fname = f"{mod}.{tname}.csv"
-                    tdf.to_csv(out / fname)
+                    (out / fname).write_text(text)
                     side_files.append(fname)
                 notes.extend(f"{ext.name}: {n}" for n in result.notes)
                 _merge_shared(ext.name, result, samples, per_sample_feats, errors)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -101,10 +101,14 @@ class SharedFile:
             metabolomics sample sheet); ``"column"``: each column after the first (``feature_id``) is one injection
             (the metabolomics matrix); None: the file belongs to no sample (an annotation), it is never filtered.
         display: how reasons name the file (default: ``path``).
+        columns: the modality's column mapping of cohort.yaml (contract name -> the file's header), as the reader
+            gets it, so that rows are located by the same ``sample_id`` column.
     """
 
-    def __init__(self, path: Path, what: str, owned_by: Literal["row", "column"] | None, display: str | None = None):
+    def __init__(self, path: Path, what: str, owned_by: Literal["row", "column"] | None, display: str | None = None,
+                 columns: Mapping[str, str] | None = None):
         self.path = Path(path)
+        self.columns = dict(columns or {})
         self.what = what
         self.owned_by = owned_by
         self.display = display or str(path)
@@ -117,7 +121,7 @@ class SharedFile:
         """The file as the reader sees it before typing (same rows, same numbering); None if it cannot be read."""
         if self._raw is None:
             try:
-                self._raw = _Table(self.path, self.what).df
+                self._raw = _Table(self.path, self.what, self.columns).df
             except (DataFileError, OSError):
                 return None
             self._rows = np.arange(len(self._raw))

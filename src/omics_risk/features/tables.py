@@ -9,6 +9,7 @@ negative under log2) as failures; the other samples of the table are extracted.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
@@ -113,7 +114,9 @@ class TableExtractor(Extractor):
         failures: dict[str, str] = {}
 
         def read(rel: str, group: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, str]]:
-            raw, dropped = read_isolating(read_table, [SharedFile(cohort.path(rel), "feature table", "row", rel)])
+            columns = cohort.spec.columns_of(str(group["modality"].iloc[0]))  # cohort.yaml's mapping of the key
+            raw, dropped = read_isolating(partial(read_table, columns=columns),
+                                          [SharedFile(cohort.path(rel), "feature table", "row", rel, columns)])
             raw = raw.loc[pd.Index(group["sample_id"]).intersection(raw.index, sort=False)]
             dropped.update(self._negative(raw, rel))
             return self.transform_table(raw.drop(index=list(set(dropped) & set(raw.index))), rel), dropped

@@ -17,6 +17,7 @@ split; a monkeypatch must target the submodule that uses the patched name (e.g. 
 from __future__ import annotations
 
 from omics_risk.data.readers.bismark import BISMARK_PERCENT_TOLERANCE, read_bismark_cov
+from omics_risk.data.readers.columns import MAPPABLE, columns_problem
 from omics_risk.data.readers.common import (
     BAM_EXTENSIONS,
     BISMARK_EXTENSIONS,
@@ -74,6 +75,7 @@ __all__ = [
     "FRAGMENT_EXTENSIONS",
     "GRID_TOLERANCE",
     "IMAGE_EXTENSIONS",
+    "MAPPABLE",
     "MAX_DICOM_FILES",
     "MAX_IMAGE_VOXELS",
     "MAX_IMAGE_VOXELS_ENV",
@@ -90,6 +92,7 @@ __all__ = [
     "check_mask_header",
     "check_mask_labels",
     "chromosome_naming_problem",
+    "columns_problem",
     "first_wide_line",
     "format_extension_problem",
     "has_extension",

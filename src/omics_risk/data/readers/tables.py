@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from omics_risk.data.readers.columns import map_columns, missing_column_message
 from omics_risk.data.readers.common import (
     MAX_ISSUES,
     TABLE_EXTENSIONS,
@@ -45,18 +46,25 @@ class _Table:
     """A CSV/Parquet table read as text (CSV) or typed (Parquet), with a way to locate a row for messages.
 
     CSV rows are located by their line (header = line 1); Parquet has no lines, so messages name the row.
+    ``columns`` maps contract names to the file's headers (cohort.yaml ``columns:``, :mod:`.columns`); the frame
+    carries the contract's names, and messages name a column as the file does.
     """
 
-    def __init__(self, path: Path, what: str):
+    def __init__(self, path: Path, what: str, columns: Mapping[str, str] | None = None):
         self.path = path
         self.what = what
+        self.declared = dict(columns or {})
         self.is_parquet = has_extension(path, (".parquet", ".pq"))
         if not path.is_file():
             raise DataFileError(path, "file not found")
         if not self.is_parquet and not has_extension(path, TABLE_EXTENSIONS):
             raise DataFileError(path, f"unsupported table format; use {', '.join(TABLE_EXTENSIONS)}")
-        self.df = self._read()
+        raw = self._read()
+        self.header = [str(c) for c in raw.columns]
+        self.df, self.renamed, self.aliased, mapping_problems = map_columns(raw, what, self.declared)
         self.issues = _Issues(path)
+        for column, message in mapping_problems:
+            self.issues.add(message, None if self.is_parquet else 1, column)
 
     def _read(self) -> pd.DataFrame:
         path = self.path
@@ -126,6 +134,7 @@ class _Table:
         return f"row {int(idx) + 1}: " if self.is_parquet else ""
 
     def add(self, idx: int | None, column: str | None, message: str) -> None:
+        column = self.renamed.get(column, column) if column is not None else None  # as the file's header says
         if idx is None:
             self.issues.add(message, 1 if not self.is_parquet else None, column)
         else:
@@ -134,7 +143,7 @@ class _Table:
     def require(self, columns: Sequence[str]) -> bool:
         missing = [c for c in columns if c not in self.df.columns]
         for c in missing:
-            self.add(None, c, f"required column '{c}' is missing (a {self.what} has columns {', '.join(columns)})")
+            self.add(None, c, missing_column_message(c, columns, self.header, self.what, self.declared))
         return not missing
 
     def text(self, col: str, *, required: bool = True) -> pd.Series:
@@ -344,9 +353,12 @@ def read_metabolomics(
     return MetabolomicsData(intensities, sheet, features)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """Read a precomputed sample x feature table: ``sample_id`` then numeric features (empty = missing)."""
-    t = _Table(Path(path), "feature table")
+def read_table(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read a precomputed sample x feature table: ``sample_id`` then numeric features (empty = missing).
+
+    ``columns``: cohort.yaml's mapping, e.g. ``{"sample_id": "Barcode"}`` for a table keyed by another header.
+    """
+    t = _Table(Path(path), "feature table", columns)
     if not t.require(["sample_id"]):
         t.issues.raise_if_any()
     sid = t.text("sample_id")
@@ -358,12 +370,18 @@ def read_table(path: str | Path) -> pd.DataFrame:
     t.issues.raise_if_any()
     out = pd.DataFrame(values, columns=features)
     out.index = pd.Index(sid, name="sample_id")
+    out.attrs["column_aliases"] = dict(t.aliased)
     return out
 
 
-def read_cn_segments(path: str | Path) -> pd.DataFrame:
-    """Read copy-number segments (``sample_id, chrom, start, end, segment_mean`` [, ``num_probes``]), as GDC writes."""
-    t = _Table(Path(path), "copy-number segment table")
+def read_cn_segments(path: str | Path, columns: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Read copy-number segments (``sample_id, chrom, start, end, segment_mean`` [, ``num_probes``]).
+
+    ``columns``: cohort.yaml's mapping (contract name -> the file's header); without one, the TCGA / GDC headers
+    (``Sample, Chromosome, Start, End, Num_Probes, Segment_Mean``) are read as they are (``column_aliases`` in
+    the frame's ``attrs`` says which were).
+    """
+    t = _Table(Path(path), "copy-number segment table", columns)
     required = ["sample_id", "chrom", "start", "end", "segment_mean"]
     if not t.require(required):
         t.issues.raise_if_any()
@@ -384,4 +402,5 @@ def read_cn_segments(path: str | Path) -> pd.DataFrame:
     df["start"] = start.astype(np.int64)
     df["end"] = end.astype(np.int64)
     df["chrom"] = df["chrom"].astype("category")
+    df.attrs["column_aliases"] = dict(t.aliased)
     return df
