@@ -193,8 +193,9 @@ class ShiftReport:
         def arr(d: Mapping[str, Any], i: int | None = None) -> np.ndarray:
             return np.array([(d[c][i] if i is not None else d.get(c, 0)) for c in cols], dtype=np.float64)
 
+        tails = {**_default_tails(self.ranges, QUANTILES), **self.tails}  # a report built without them: the widest
         n, m = arr(self.ranges, 3), arr(self.observed)
-        a = arr(self.tails, 0) + arr(self.tails, 1)
+        a = arr(tails, 0) + arr(tails, 1)
         k = arr(self.below) + arr(self.above)
         expected = m * (a + 2) / (n + 1)
         p = outside_pvalues(k, m, a, n)
@@ -206,7 +207,7 @@ class ShiftReport:
         ratio = by_mod["k"] / by_mod["expected_outside"].clip(lower=1e-12)
         t["modality_ratio"] = t["modality"].map(ratio).astype(float)
         width = arr(self.ranges, 1) - arr(self.ranges, 0)  # a feature constant in training has no scale to judge by
-        t["implausible"] = (t["gross"] > 0) & (arr(self.tails, 2) == 0) & (width > 0)
+        t["implausible"] = (t["gross"] > 0) & (arr(tails, 2) == 0) & (width > 0)
         material = (t["excess"] >= MIN_EXCESS) | (t["modality_ratio"] >= MODALITY_RATIO)
         t["shift"] = t["implausible"] | ((t["p_holm"] < self.alpha) & material)
         return t
