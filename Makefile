@@ -86,3 +86,14 @@ tracking-server: install
 
 tracking-server-stop:
 	scripts/tracking_server.sh stop
+
+# --- notebook (README "Notebook"): install the Jupyter extra ([project.optional-dependencies] notebook), execute
+# notebooks/walkthrough.ipynb in place (outputs stored, its runs in the project's MLflow store, mlflow.db here), then
+# open it in JupyterLab. NOTEBOOK_OPEN=0 only executes it (what to run before committing a changed notebook).
+NOTEBOOK_OPEN ?= 1
+.PHONY: notebook
+notebook: install
+	$(PIP) install -q --no-build-isolation -e '.[notebook]'
+	$(PY) notebooks/run_walkthrough.py
+	@echo "its runs: $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
+	@if [ "$(NOTEBOOK_OPEN)" = "1" ]; then $(VENV)/bin/jupyter lab notebooks/walkthrough.ipynb; fi

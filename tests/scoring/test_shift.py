@@ -34,6 +34,10 @@ def test_training_ranges_are_percentiles_of_the_numeric_columns() -> None:
     frame = _train()
     ranges = training_ranges(frame, MANIFEST)
     assert ranges["quantiles"] == [0.01, 0.99]
+    # training patients below p01 / above p99 / beyond 3 widths (the tests' null): of the 191 evenly spaced values,
+    # p01 sits at sorted position 0.01 x 190 = 1.9, so positions 0 and 1 lie below it (and 189, 190 above p99)
+    assert ranges["tails"]["cfdna/postop1__short"] == [2, 2, 0]
+    assert ranges["tails"]["ct/preop__volume"] == [0, 0, 0]
     assert set(ranges["columns"]) == {"clinical/age", "cfdna/postop1__tf", "cfdna/postop1__short", "ct/preop__volume"}
     short = frame["cfdna/postop1__short"].dropna()
     lo, hi, med, n = ranges["columns"]["cfdna/postop1__short"]
@@ -70,12 +74,17 @@ def test_values_far_outside_the_range_are_counted_per_feature_and_patient() -> N
     assert report.shifted == ["cfdna/postop1__short", "clinical/age", "ct/preop__volume"]
     assert report.examples["cfdna/postop1__short"] == pytest.approx(lo - 2 * width)
     assert report.by_modality() == {"cfdna": 1, "clinical": 1, "ct": 1}
+    # the verdict: 3 of 4 patients beyond the short-fragment percentiles (4 of 191 training patients were: chance
+    # gives 4 x 6 / 192 = 0.125, p < 0.001, Holm-adjusted over 4 features 0.0007); one patient each beyond the
+    # range of age (5 widths out) and of the constant volume is what chance gives 4 patients (p = 0.11, 0.04)
+    assert report.detected == ["cfdna/postop1__short"]
     lines = report.messages()
-    assert lines[0].startswith("distribution shift: 3 feature(s)") and "cfdna (1), clinical (1), ct (1)" in lines[0]
-    assert lines[1].startswith("  cfdna/postop1__short: 2 of 4 patient(s) out of range")
+    assert lines[0].startswith("distribution shift in 1 feature(s), by modality cfdna (1): ")
+    assert lines[1].startswith("  cfdna/postop1__short: 2 of 4 patient(s) far outside the training range (1 below / 2 "
+                               "above its 1st-99th percentiles, about 0.1 by chance, p = 0.00018)")
     table = report.to_frame()
-    assert table[["modality", "feature", "patients_out_of_range"]].values.tolist() == [
-        ["cfdna", "postop1__short", 2], ["clinical", "age", 1], ["ct", "preop__volume", 1]]
+    assert table[["modality", "feature", "patients_out_of_range", "shift_detected"]].values.tolist() == [
+        ["cfdna", "postop1__short", 2, True], ["clinical", "age", 1, False], ["ct", "preop__volume", 1, False]]
     # a wider margin tolerates the moderate excursion
     assert check_frames([new], ranges, margin=1.0).counts["cfdna/postop1__short"] == 1
 
@@ -93,6 +102,8 @@ def test_chunks_and_resumed_state_add_up_to_one_pass() -> None:
     second.update(new.iloc[25:])
     merged = second.report()
     assert merged.counts == whole.counts and merged.n_patients == 60 and merged.counts["clinical/age"] > 0
+    assert (merged.below, merged.above, merged.gross) == (whole.below, whole.above, whole.gross)
+    assert merged.patients_far == whole.patients_far and merged.detected == whole.detected == ["clinical/age"]
     assert merged.examples == pytest.approx(whole.examples)
     with pytest.raises(ValueError, match="does not match"):
         ShiftCheck({"columns": {"x/y": [0, 1, 0.5, 3]}}).merge_state(first.state())

@@ -124,7 +124,7 @@ OUTPUT_FORMATS = (".parquet", ".csv")
 #: Days per horizon unit: the project's horizons are 365 / 730 / 1095 days, so a year is 365 days here.
 _UNITS = {"d": 1.0, "w": 7.0, "m": 365.0 / 12, "y": 365.0}
 _HORIZON_RE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([dwmy]?)\s*$")
-_CHECKPOINT_VERSION = 1
+_CHECKPOINT_VERSION = 2  # 2: the shift state counts values beyond the training p01 / p99
 
 
 class ScoreInputError(ValueError):
@@ -419,7 +419,7 @@ def _score_locked(model: str | BatchModel, cohort: str | Path, out: Path, fmt: s
     state.stage = "writing the output"
     counts = write_output(ckpt, len(chunks), out, fmt, scorer.schema)
     report = shift.report() if shift.enabled else None
-    if report is not None and report.shifted:
+    if report is not None and report.detected:  # values outside the range as chance gives them: no alarm
         warnings.warn("\n".join(report.messages()), stacklevel=3)
     from_warnings = {warning_text(w) for w in collected}
     for n in notes:

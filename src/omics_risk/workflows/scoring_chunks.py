@@ -31,7 +31,7 @@ from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import capabilities_of
 from omics_risk.scoring.frames import CLINICAL, ID_COLUMN, FeatureManifest, to_frame
 from omics_risk.scoring.loading import BatchModel, _file_digest, _sha
-from omics_risk.scoring.shift import ShiftCheck, ShiftReport
+from omics_risk.scoring.shift import ShiftCheck, ShiftReport, state_delta
 from omics_risk.workflows.inputs import prefill_ct_cache
 from omics_risk.workflows.scoring_cohort import PreparedCohort
 from omics_risk.workflows.scoring_timing import TimedInputs, no_day_reason, timed_inputs
@@ -420,10 +420,7 @@ def content_key(bm: BatchModel, prep: PreparedCohort, store: Path | None, extrac
 
 def _state_delta(after: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Any]:
     """The shift counts one chunk added (so chunks can be merged in any resumed run)."""
-    return {"n_patients": after["n_patients"] - before["n_patients"],
-            "counts": [a - b for a, b in zip(after["counts"], before["counts"], strict=True)],
-            "observed": [a - b for a, b in zip(after["observed"], before["observed"], strict=True)],
-            "extreme": after["extreme"]}
+    return state_delta(after, before)
 
 
 def write_output(ckpt: Path, n_chunks: int, out: Path, fmt: str, schema: Any) -> dict[str, int]:
