@@ -16,6 +16,7 @@ import hydra
 from omegaconf import DictConfig
 
 from omics_risk.cli_errors import check_data_roots, keeps_output_only_on_success, run_hydra_app
+from omics_risk.cli_outputs import run_outputs_text
 from omics_risk.workflows.training import train
 
 
@@ -24,6 +25,8 @@ from omics_risk.workflows.training import train
 def main(cfg: DictConfig) -> float:
     check_data_roots(cfg, "data.root", "data.validation_root")
     metrics = train(cfg)
+    if text := run_outputs_text(cfg):  # where summary.json, report.html and the MLflow runs are
+        print(text)
     return float(metrics[cfg.optimized_metric])
 
 
