@@ -19,10 +19,6 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.cli_errors import check_data_roots, keeps_output_only_on_success, run_hydra_app
-from omics_risk.evaluation.compare import compare_experiment
-from omics_risk.evaluation.metrics import EvaluationError
-from omics_risk.tracking.mlflow_utils import configured_pseudonymiser, flatten_params, tracking_uri
-from omics_risk.workflows.external import validate_external
 
 log = logging.getLogger("evaluate")
 
@@ -37,11 +33,19 @@ def _horizons(cfg: DictConfig) -> list[float] | None:
 def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
     """What the logged per-patient scores carry (keyed pseudonyms, or raw ids with ``tracking.raw_ids=true``); None
     when nothing is logged (no key file is made then)."""
+    from omics_risk.tracking.mlflow_utils import configured_pseudonymiser  # lazy: mlflow, as in evaluate()
+
     return configured_pseudonymiser(cfg, uri) if cfg.tracking.enabled else None
 
 
 def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
+    # lazy: MLflow, torch and the models load once the config composed (a typo costs a second, not the imports)
+    from omics_risk.evaluation.compare import compare_experiment
+    from omics_risk.evaluation.metrics import EvaluationError  # lazy: as above
+    from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri  # lazy: as above
+    from omics_risk.workflows.external import validate_external  # lazy: as above
+
     out = Path(cfg.paths.output_dir)
     uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
     ev = cfg.evaluation

@@ -17,13 +17,15 @@ from omegaconf import DictConfig
 
 from omics_risk.cli_errors import check_data_roots, keeps_output_only_on_success, run_hydra_app
 from omics_risk.cli_outputs import run_outputs_text
-from omics_risk.workflows.training import train
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
 @keeps_output_only_on_success
 def main(cfg: DictConfig) -> float:
     check_data_roots(cfg, "data.root", "data.validation_root")
+    # lazy: torch, MLflow and the models load once the config composed and the cohort exists (a typo costs a second)
+    from omics_risk.workflows.training import train
+
     metrics = train(cfg)
     if text := run_outputs_text(cfg):  # where summary.json, report.html and the MLflow runs are
         print(text)

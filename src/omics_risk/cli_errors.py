@@ -31,8 +31,6 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from omics_risk.data.problems import CohortError
-
 __all__ = [
     "EXIT_USAGE",
     "UserError",
@@ -137,7 +135,8 @@ def describe_user_error(exc: BaseException, config_dir: Path | None = None) -> t
         return "config", str(exc).splitlines()[0]
     if isinstance(exc, UserError):
         return exc.kind, str(exc)
-    if isinstance(exc, CohortError):
+    problems = sys.modules.get("omics_risk.data.problems")  # not imported: no CohortError (and no pandas to load)
+    if problems is not None and isinstance(exc, problems.CohortError):
         errors = [p for p in exc.problems if p.severity == "error"]
         if len(errors) == 1:  # one problem: one line, with the command for the full report
             return "data", f"{str(errors[0]).split(': ', 1)[1]} (omics-risk validate COHORT shows the full report)"

@@ -14,8 +14,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from omics_risk.tracking.mlflow_utils import tracking_uri
-
 __all__ = ["run_outputs_text"]
 
 
@@ -43,6 +41,8 @@ def run_outputs_text(cfg: DictConfig) -> str:
         reports = [str(report)] if report else sorted(str(p) for p in out.glob("*/evaluation/report.html"))
     lines += [f"  report:   {r}  (open it in a browser)" for r in reports]
     if cfg.tracking.enabled:
+        from omics_risk.tracking.mlflow_utils import tracking_uri  # lazy: mlflow; train.py imports this module early
+
         uri = tracking_uri(cfg.tracking.uri, Path(str(cfg.paths.root_dir)))
         if uri.startswith("sqlite:"):
             lines.append(f"  MLflow:   {_mlflow_command()} ui --backend-store-uri {uri} --port 5000"
