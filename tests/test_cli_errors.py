@@ -75,8 +75,16 @@ def test_check_data_roots(tmp_path: Path) -> None:
     cfg.data.root = str(tmp_path / "file.txt")
     with pytest.raises(UserError, match="is a file, not a folder"):
         check_data_roots(cfg, "data.root")
+    (tmp_path / "demo" / "cohort.yaml").write_text("name: demo\n")
+    cfg.data.root = str(tmp_path)  # a folder, but no cohort: the cohort inside it is named
+    with pytest.raises(UserError, match=f"has no cohort.yaml, so it is not a cohort folder; did you mean "
+                                        f"data.root={tmp_path / 'demo'}"):
+        check_data_roots(cfg, "data.root")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match=r"has no cohort\.yaml.*pass data\.root=DIR, a cohort folder with cohort\.yaml"):
+        check_data_roots(OmegaConf.create({"data": {"root": str(tmp_path / "empty")}}), "data.root")
     cfg.data.root = str(tmp_path / "demo")
-    check_data_roots(cfg, "data.root", "data.validation_root")  # a folder, and an unset optional root: fine
+    check_data_roots(cfg, "data.root", "data.validation_root")  # a cohort, and an unset optional root: fine
 
 
 def test_only_a_run_folder_holding_nothing_but_its_log_is_removed(tmp_path: Path) -> None:

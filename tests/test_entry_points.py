@@ -51,11 +51,23 @@ def test_a_mistyped_data_root_names_the_folder_meant(tmp_path: Path) -> None:
     assert line.endswith(f"did you mean data.root={tmp_path / 'cohorts' / 'demo'}?")
 
 
-def test_a_folder_that_is_no_cohort_is_one_line_from_the_contract(tmp_path: Path) -> None:
-    (tmp_path / "empty").mkdir()
-    line = _one_line_error(_run("train.py", f"data.root={tmp_path / 'empty'}", "extract.workers=1", cwd=tmp_path),
-                           "train.py")
-    assert "cohort.yaml" in line and "omics-risk validate" in line
+def test_a_folder_without_cohort_yaml_names_the_cohort_inside(tmp_path: Path) -> None:
+    (tmp_path / "data" / "demo").mkdir(parents=True)
+    (tmp_path / "data" / "demo" / "cohort.yaml").write_text("name: demo\n")
+    line = _one_line_error(_run("train.py", f"data.root={tmp_path / 'data'}", cwd=tmp_path), "train.py")
+    assert line.endswith(f"has no cohort.yaml, so it is not a cohort folder; did you mean "
+                         f"data.root={tmp_path / 'data' / 'demo'}?")
+    assert not (tmp_path / "outputs").exists()
+
+
+@pytest.mark.slow  # imports the training stack (torch, MLflow) before the cohort loader refuses the cohort
+def test_a_broken_cohort_fails_without_a_traceback_or_a_folder(tmp_path: Path) -> None:
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    (cohort / "cohort.yaml").write_text("name: broken\n")
+    proc = _run("train.py", f"data.root={cohort}", "extract.workers=1", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.startswith("train.py: error (data): ") and "clinical.csv" in proc.stderr
     assert not (tmp_path / "outputs").exists()
 
 

@@ -176,6 +176,7 @@ def check_data_roots(cfg: DictConfig, *keys: str) -> None:
             continue
         path = Path(str(value)).expanduser()
         if path.is_dir():
+            _check_cohort_folder(key, path)
             continue
         what = "is a file, not a folder" if path.exists() else "does not exist"
         guess = None
@@ -184,6 +185,17 @@ def check_data_roots(cfg: DictConfig, *keys: str) -> None:
         hint = (f"did you mean {key}={path.parent / guess}?" if guess
                 else f"pass {key}=DIR, {_COHORT_HINT} (omics-risk synth --out DIR makes a synthetic one)")
         raise UserError(f"{key}={value} {what}; {hint}", "data")
+
+
+def _check_cohort_folder(key: str, path: Path) -> None:
+    """A folder without cohort.yaml is not a cohort: name a sub-folder that is one, if any (``data`` for
+    ``data/demo``)."""
+    if (path / "cohort.yaml").is_file():
+        return
+    inside = sorted(p for p in path.iterdir() if (p / "cohort.yaml").is_file())
+    hint = (f"did you mean {key}={inside[0]}?" if len(inside) == 1 else
+            f"the cohorts in it: {', '.join(p.name for p in inside)}" if inside else f"pass {key}=DIR, {_COHORT_HINT}")
+    raise UserError(f"{key}={path} has no cohort.yaml, so it is not a cohort folder; {hint}", "data")
 
 
 # --- the run's output folder --------------------------------------------------------------------------------------

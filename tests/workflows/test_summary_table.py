@@ -45,5 +45,6 @@ def test_columns_that_do_not_fit_are_left_out_by_name() -> None:
     assert max(len(line) for line in lines) <= 120
     assert "pooled C [95% CI]" in lines[2] and "diff vs clinical_cox" in lines[2] and "response AUC" in lines[2]
     note = lines[-1]
-    assert note.startswith("Left out here to fit 120 columns: fit_seconds") and note.endswith("external_response_auc. Full table, every column: s.csv")
+    assert note.startswith("Left out here to fit 120 columns: fit_seconds")
+    assert note.endswith("external_response_auc. Full table, every column: s.csv")
     assert "fit_seconds" not in lines[2] and lines[:2] == ["", "H"]
