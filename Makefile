@@ -11,6 +11,7 @@ STAMP := $(VENV)/.omics-risk-installed
 DEMO_DIR ?= data/demo
 DEMO_N ?= 300
 DEMO_SEED ?= 7
+DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?= -n 2 --durations=15  # both CI cores (pytest-xdist); the slowest tests are listed at the end
 
 # Exit 0 when DIR holds the synthetic cohort this generator would make for N and SEED.
@@ -25,10 +26,35 @@ sys.exit(0 if (s.get("generator_version"), s.get("n"), s.get("seed")) == (GENERA
 endef
 export DEMO_CURRENT
 
-.PHONY: install demo test lint lock clean-demo help
+# Print the validation report (file argv[1]) in short: its header, one line per kind of problem (file and column) with
+# a count and the first message, the totals and where the full report is.
+define VALIDATION_SUMMARY
+import re, sys
+lines = open(sys.argv[1]).read().splitlines()
+print(lines[0])
+section, groups = None, {}
+for line in lines[1:]:
+    if re.match(r"(Errors|Warnings) \(\d+\):$$", line):
+        section = line[:-1]
+    elif line.startswith("Modality coverage"):
+        section = None
+    elif section and line.startswith("  ") and ": " in line:
+        where, message = line.strip().split(": ", 1)
+        kind = (section, re.sub(r":\d+", "", where))
+        count, first = groups.get(kind, (0, message))
+        groups[kind] = (count + 1, first)
+for (section, where), (count, first) in groups.items():
+    text = f"  {section.split()[0].lower()[:-1]} x{count:<3} {where}: {first}"
+    print(text if len(text) <= 120 else text[:117] + "...")
+print(f"{lines[-1]}; the full report is {sys.argv[1]}")
+endef
+export VALIDATION_SUMMARY
+
+.PHONY: install demo demo-run test lint lock clean-demo help
 
 help:
 	@echo "make demo   - install, then generate, validate and model the synthetic demo cohort"
+	@echo "make demo-run VENV=DIR - the demo without installing (DIR: a venv with omics-risk installed already)"
 	@echo "make test   - install, then run the tests (slow ones included)"
 	@echo "make lint   - ruff and the import-direction contracts (pyproject.toml [tool.importlinter])"
 
@@ -47,6 +73,10 @@ $(STAMP): pyproject.toml requirements/lock.txt
 install: $(STAMP)
 
 demo: install
+	@$(MAKE) --no-print-directory demo-run
+
+# The demo pipeline without the install step (run `make demo` for both): generate (once), validate, train.
+demo-run:
 	@# (Re)generate the cohort when it is missing or was made by another version of the synthetic generator.
 	@if [ ! -f $(DEMO_DIR)/cohort.yaml ]; then \
 	  $(VENV)/bin/omics-risk synth --kind nsclc-postop --n $(DEMO_N) --seed $(DEMO_SEED) --out $(DEMO_DIR); \
@@ -54,13 +84,14 @@ demo: install
 	  echo "demo cohort at $(DEMO_DIR) is from another generator version or size: regenerating it"; \
 	  $(VENV)/bin/omics-risk synth --kind nsclc-postop --n $(DEMO_N) --seed $(DEMO_SEED) --out $(DEMO_DIR) --overwrite; \
 	else echo "demo cohort already at $(DEMO_DIR) (current generator version)"; fi
-	$(VENV)/bin/omics-risk validate --quiet $(DEMO_DIR) | tail -n 20
-	@# Extract (cached), then cross-validate the fused model and every baseline, log to MLflow, register the model.
-	$(PY) train.py experiment=demo data.root=$(abspath $(DEMO_DIR)) training.progress=false
-	@echo ""
-	@echo "MLflow runs are in sqlite:///$(CURDIR)/mlflow.db (artifacts in $(CURDIR)/mlartifacts)."
-	@echo "Open the MLflow UI with:"
-	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --port 5000"
+	@mkdir -p $(DEMO_OUT)
+	@echo "validating the cohort: omics-risk validate $(DEMO_DIR)"
+	@if ! $(VENV)/bin/omics-risk validate --quiet $(DEMO_DIR) > $(DEMO_OUT)/validation.txt; then \
+	  cat $(DEMO_OUT)/validation.txt; echo "the demo cohort breaks the data contract (report above)"; exit 1; fi
+	@$(PY) -c "$$VALIDATION_SUMMARY" $(DEMO_OUT)/validation.txt
+	@# Extract (cached), then cross-validate the fused model and every baseline, log to MLflow, register the model;
+	@# train.py ends with the paths of summary.json and report.html and the command that opens the MLflow UI.
+	$(PY) train.py experiment=demo data.root=$(abspath $(DEMO_DIR))
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -5,26 +5,20 @@
 
 Both print a metric table, write report.html, summary.json, CSVs and PNGs to the Hydra output directory and log a new
 MLflow run. Settings that cannot work (a horizon beyond the follow-up, an unknown model or experiment, a cohort that
-does not fit the model) end with a one-line error and exit status 2, not a traceback.
+does not fit the model, a mistyped key, a missing data.root) end with a one-line error and exit status 2, not a
+traceback (omics_risk.cli_errors).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from omics_risk.data.contract import CohortError
-from omics_risk.evaluation.compare import compare_experiment
-from omics_risk.evaluation.metrics import EvaluationError, HorizonError
-from omics_risk.scoring.loading import ModelLoadError
-from omics_risk.tracking.mlflow_utils import configured_pseudonymiser, flatten_params, tracking_uri
-from omics_risk.workflows.external import validate_external
-from omics_risk.workflows.scoring import CohortMismatchError
+from omics_risk.cli_errors import check_data_roots, keeps_output_only_on_success, run_hydra_app
 
 log = logging.getLogger("evaluate")
 
@@ -39,11 +33,19 @@ def _horizons(cfg: DictConfig) -> list[float] | None:
 def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
     """What the logged per-patient scores carry (keyed pseudonyms, or raw ids with ``tracking.raw_ids=true``); None
     when nothing is logged (no key file is made then)."""
+    from omics_risk.tracking.mlflow_utils import configured_pseudonymiser  # lazy: mlflow, as in evaluate()
+
     return configured_pseudonymiser(cfg, uri) if cfg.tracking.enabled else None
 
 
 def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
+    # lazy: MLflow, torch and the models load once the config composed (a typo costs a second, not the imports)
+    from omics_risk.evaluation.compare import compare_experiment
+    from omics_risk.evaluation.metrics import EvaluationError  # lazy: as above
+    from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri  # lazy: as above
+    from omics_risk.workflows.external import validate_external  # lazy: as above
+
     out = Path(cfg.paths.output_dir)
     uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
     ev = cfg.evaluation
@@ -84,15 +86,12 @@ def evaluate(cfg: DictConfig) -> Any:
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+@keeps_output_only_on_success
 def main(cfg: DictConfig) -> None:
-    try:
-        evaluate(cfg)
-    except (HorizonError, EvaluationError, ModelLoadError, CohortError, CohortMismatchError,
-            FileNotFoundError) as err:
-        kind = "horizon" if isinstance(err, HorizonError) else type(err).__name__
-        print(f"evaluate.py: error ({kind}): {err}", file=sys.stderr)
-        sys.exit(2)
+    if cfg.mode == "external":
+        check_data_roots(cfg, "data.root", "data.train_root")
+    evaluate(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main, script="evaluate.py", config_dir=Path(__file__).resolve().parent / "configs")

@@ -3,21 +3,34 @@
     python train.py                                  # the demo experiment on data/demo
     python train.py data=cohort data.root=DIR task=rfs
     python train.py -m hparams_search=optuna_cindex  # Optuna sweep, trials nested under one MLflow parent run
+
+A mistyped setting or a missing cohort ends with one line naming the key or path and the fix, and exit status 2
+(omics_risk.cli_errors); a run that fails before writing anything leaves no output folder.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from omegaconf import DictConfig
 
-from omics_risk.workflows.training import train
+from omics_risk.cli_errors import check_data_roots, keeps_output_only_on_success, run_hydra_app
+from omics_risk.cli_outputs import run_outputs_text
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="train")
+@keeps_output_only_on_success
 def main(cfg: DictConfig) -> float:
+    check_data_roots(cfg, "data.root", "data.validation_root")
+    # lazy: torch, MLflow and the models load once the config composed and the cohort exists (a typo costs a second)
+    from omics_risk.workflows.training import train
+
     metrics = train(cfg)
+    if text := run_outputs_text(cfg):  # where summary.json, report.html and the MLflow runs are
+        print(text)
     return float(metrics[cfg.optimized_metric])
 
 
 if __name__ == "__main__":
-    main()
+    run_hydra_app(main, script="train.py", config_dir=Path(__file__).resolve().parent / "configs")

@@ -30,11 +30,13 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import json
+import logging
 import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +116,35 @@ MODEL_DIR = "model_dir"
 SCORING_FILE = "scoring.json"
 _QUALNAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 _CODE_IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.nbi", "*.nbc", ".*")
+
+
+log = logging.getLogger(__name__)
+#: How MLflow's notice about pickling ``python_model`` begins (mlflow.pyfunc.save_model logs it at WARNING).
+_CLOUDPICKLE_NOTICE = "Passing a Python object as `python_model`"
+_CLOUDPICKLE_MEANING = (
+    "MLflow stores the stateless wrapper OmicsRiskPyfunc as python_model.pkl (CloudPickle); `omics-risk score` never "
+    "unpickles it: it checks that file and rebuilds the model from JSON and weights (README: Scoring new cohorts)")
+
+
+class _ExplainPickledWrapper(logging.Filter):
+    """Replace MLflow's generic CloudPickle caution with what it means for an omics-risk model, in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith(_CLOUDPICKLE_NOTICE):
+            log.info(_CLOUDPICKLE_MEANING)
+            return False
+        return True
+
+
+@contextmanager
+def _pickled_wrapper_explained() -> Iterator[None]:
+    notice_from = logging.getLogger("mlflow.pyfunc")
+    explain = _ExplainPickledWrapper()
+    notice_from.addFilter(explain)
+    try:
+        yield
+    finally:
+        notice_from.removeFilter(explain)
 
 
 class UntrustedModelClassError(ValueError):
@@ -355,16 +386,17 @@ def log_model(
         inferred = infer_signature(example, predictions, params=settings)
         signature = ModelSignature(inputs=input_schema(manifest), outputs=inferred.outputs, params=inferred.params)
         reqs = list(pip_requirements) if pip_requirements is not None else pinned_requirements()
-        info = mlflow.pyfunc.log_model(
-            name=name,
-            python_model=OmicsRiskPyfunc(),
-            artifacts={MODEL_DIR: str(model_dir), "scoring": str(tmp_path / SCORING_FILE)},
-            signature=signature,
-            input_example=example,
-            pip_requirements=[*reqs, *extra_pip_requirements],
-            code_paths=[str(_package_copy(tmp_path / "code"))],
-            registered_model_name=registered_model_name,
-        )
+        with _pickled_wrapper_explained():
+            info = mlflow.pyfunc.log_model(
+                name=name,
+                python_model=OmicsRiskPyfunc(),
+                artifacts={MODEL_DIR: str(model_dir), "scoring": str(tmp_path / SCORING_FILE)},
+                signature=signature,
+                input_example=example,
+                pip_requirements=[*reqs, *extra_pip_requirements],
+                code_paths=[str(_package_copy(tmp_path / "code"))],
+                registered_model_name=registered_model_name,
+            )
     if alias is not None:
         version = info.registered_model_version
         if version is None:  # registration is asynchronous on some backends; look the version up

@@ -57,6 +57,7 @@ from omics_risk.workflows.inputs import (
     prediction_time_summary,
 )
 from omics_risk.workflows.prediction_times import prediction_times_of, run_prediction_times
+from omics_risk.workflows.summary_table import format_summary_table
 from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _run_report
 from omics_risk.workflows.training_models import (
     CT_ONLY,
@@ -357,8 +358,10 @@ def _table(metrics: Mapping[str, float], names: list[str], ref: str) -> pd.DataF
 
 
 def _format_table(table: pd.DataFrame, cfg: DictConfig) -> str:
-    head = (f"\nHeld-out metrics ({cfg.training.cv.folds}-fold CV x {cfg.training.cv.repeats}, endpoint "
-            f"{cfg.task.endpoint}; C-index = mean over folds, 95% CI from a bootstrap of pooled out-of-fold risks")
+    """The printed table, within 120 columns (summary.csv, named at its end, keeps every column)."""
+    head = (f"Held-out metrics ({cfg.training.cv.folds}-fold CV x {cfg.training.cv.repeats}, endpoint "
+            f"{cfg.task.endpoint}): pooled C = C-index of the pooled out-of-fold risks with its 95% bootstrap CI; "
+            "diff = its paired difference from the reference (p: paired bootstrap); C mean±sd over folds")
     if "response_auc" in table:
         head += f"; response AUC ({cfg.task.response}) of pooled out-of-fold probabilities with its 95% CI"
-    return head + ")\n" + table.to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="-")
+    return format_summary_table(table, head=head, csv_path=Path(cfg.paths.output_dir) / "summary.csv")
