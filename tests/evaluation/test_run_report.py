@@ -138,9 +138,15 @@ def test_run_report_equals_direct_metrics_and_logs_to_the_run(tmp_path: Path, ml
     assert {"evaluation/report.html", "evaluation/metrics.csv", "evaluation/plots/km_fused.png",
             "evaluation/plots/calibration.png"} <= arts
     logged = client.get_run(run.info.run_id).data.metrics
-    assert logged["eval/fused/harrell_c"] == pytest.approx(direct["harrell_c"].value)
-    assert logged["eval/fused/auc_730d_ci_low"] == pytest.approx(direct["auc_730d"].low)
-    assert logged["eval/coxnet_ct/delta_c_vs_clinical_cox"] == pytest.approx(comp.loc["coxnet_ct", "delta_c"])
+    # no model runs under this job run: every model's metrics go to it as <model>/<metric> (docs/evaluation.md)
+    assert logged["fused/harrell_c"] == pytest.approx(direct["harrell_c"].value)
+    assert logged["fused/auc_730d_ci_low"] == pytest.approx(direct["auc_730d"].low)
+    assert logged["coxnet_ct/delta_c_vs_clinical_cox"] == pytest.approx(comp.loc["coxnet_ct", "delta_c"])
+    assert logged["coxnet_ct/p_vs_clinical_cox"] == pytest.approx(comp.loc["coxnet_ct", "p_value"])
+    assert "fused/logrank_p" in logged and not [k for k in logged if "_p_ci_" in k]  # p-values never with a CI
+    assert not [k for k in logged if k.startswith("eval/")]
+    # the report shows p-values as values and the difference from the reference as a column
+    assert "0.000 (0.000" not in html and "ΔC vs clinical_cox (95% CI)" in html
 
 
 def test_run_report_without_folds_or_mlflow_and_errors(tmp_path: Path) -> None:
