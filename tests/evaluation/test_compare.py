@@ -156,15 +156,19 @@ def test_compare_equals_direct_computations_and_logs_a_comparison_run(store: str
     assert (out / "plots" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert pd.read_csv(out / "comparison.csv").shape[0] == 3
     text = res.to_text()
-    assert "fused" in text and "delta_c vs clinical_cox" in text
+    assert "fused" in text and "ΔC vs clinical_cox (95% CI)" in text and "reference" in text
+    assert max(len(line) for line in text.splitlines()) <= 120  # fits a 120-column terminal
+    assert "0.000 (0.000" not in text
 
     client = MlflowClient(store)
     run = client.get_run(res.run_id)
     assert run.data.tags[mu.LEVEL_TAG] == COMPARISON_LEVEL
     assert run.data.tags["reference"] == "clinical_cox"
     assert run.data.tags["compared_job_runs"] == job_id
-    assert run.data.metrics["compare/fused/harrell_c"] == pytest.approx(table.loc["fused", "harrell_c"])
-    assert run.data.metrics["compare/fused/p_vs_clinical_cox"] == pytest.approx(table.loc["fused", "p_value"])
+    # the names the training job run logs (<model>/harrell_c, <model>/p_vs_<reference>; docs/evaluation.md)
+    assert run.data.metrics["fused/harrell_c"] == pytest.approx(table.loc["fused", "harrell_c"])
+    assert run.data.metrics["fused/p_vs_clinical_cox"] == pytest.approx(table.loc["fused", "p_value"])
+    assert not [k for k in run.data.metrics if k.startswith("compare/") or "p_vs_clinical_cox_ci" in k]
     arts = {a.path for a in client.list_artifacts(res.run_id)} | {
         a.path for a in client.list_artifacts(res.run_id, "plots")}
     assert {"comparison.csv", "report.html", "summary.json", "plots/comparison.png"} <= arts
