@@ -73,7 +73,7 @@ def _serve(uri: str, port: int, log: Path) -> subprocess.Popen:
     sys.exit(f"mlflow ui did not start on port {port}; see {log}")
 
 
-def _shot(browser: str, url: str, png: Path, size: str = "1600,1000", wait_ms: int = 20000) -> None:
+def _shot(browser: str, url: str, png: Path, size: str = "1900,1000", wait_ms: int = 20000) -> None:
     """One headless screenshot after ``wait_ms`` of virtual time (the UI loads its runs asynchronously)."""
     profile = png.parent / f".profile-{png.stem}"
     cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--window-size={size}",
@@ -108,10 +108,10 @@ def main() -> None:
         _shot(browser, experiment_url(exp.experiment_id, base), args.out / "mlflow_runs_table.png")
         _shot(browser, experiment_url(exp.experiment_id, base, view=False), args.out / "mlflow_runs_table_default.png")
         _shot(browser, experiment_url(exp.experiment_id, base, run_id=fused.info.run_id),
-              args.out / "mlflow_model_run.png", size="1600,1400")
+              args.out / "mlflow_model_run.png", size="1900,1400")
         _shot(browser, experiment_url(exp.experiment_id, base, run_id=job.info.run_id, tabs=("artifacts",))
               .replace("/artifacts?", "/artifacts/evaluation/comparison.html?"), args.out / "mlflow_comparison.png",
-              size="1600,1000")
+              size="1900,1000")
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -187,8 +187,10 @@ def test_each_model_run_gets_its_metrics_difference_tags_and_plots(tmp_path: Pat
     assert not [k for k in fused.metrics if "/" in k]  # a model run's names carry no model prefix
     c = rep.metrics["fused"]["harrell_c"]
     assert fused.tags[HEADLINE_TAGS[0]] == f"{c.value:.3f} ({c.low:.3f}–{c.high:.3f})"
-    assert fused.tags[HEADLINE_TAGS[1]].startswith(f"{diff.value:+.3f} (") and "vs clinical_cox" in \
-        fused.tags[HEADLINE_TAGS[1]]
+    assert fused.tags[HEADLINE_TAGS[1]].startswith(f"{diff.value:+.3f} (") and fused.tags[HEADLINE_TAGS[1]].endswith(
+        f" to {diff.high:+.3f})")
+    assert fused.tags["mlflow.note.content"].startswith(f"**C-index** {fused.tags[HEADLINE_TAGS[0]]} · **ΔC vs "
+                                                        "clinical_cox**")
     ref = client.get_run(runs["clinical_cox"]).data
     assert ref.tags[HEADLINE_TAGS[1]] == "reference" and "delta_c_vs_clinical_cox" not in ref.metrics
     for run_id in runs.values():  # every model's own KM and td-AUC plots
@@ -201,6 +203,9 @@ def test_each_model_run_gets_its_metrics_difference_tags_and_plots(tmp_path: Pat
         "p_vs_clinical_cox"]
     assert "fused/uno_c" not in logged.metrics  # the full metric set lives on the model runs
     assert logged.tags["best model"].startswith("fused: C ")
+    note = logged.tags["mlflow.note.content"].splitlines()  # the description: the headline table, best C first
+    assert note[2].startswith("| model | C-index (95% CI) | ΔC vs clinical_cox (95% CI) | p |")
+    assert note[4].startswith("| fused | ")
     arts = {a.path for a in client.list_artifacts(job.info.run_id, "evaluation")}
     assert {"evaluation/comparison.csv", "evaluation/comparison.html", "evaluation/report.html"} <= arts
     html = (tmp_path / "eval" / "comparison.html").read_text(encoding="utf-8")

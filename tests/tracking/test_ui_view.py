@@ -29,9 +29,10 @@ def test_new_experiment_is_marked_for_model_training_with_the_headline_view(tmp_
     assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND == "custom_model_development"
     view = json.loads(tags[VIEW_TAG])
     assert view["selectedColumns"] == headline_columns("clinical_cox")
-    assert "metrics.`delta_c_vs_clinical_cox_ci_low`" in view["selectedColumns"]
+    assert view["selectedColumns"][:3] == ["tags.`C-index`", "tags.`delta C vs reference`", "tags.`p vs reference`"]
     assert "metrics.`p_vs_clinical_cox`" in view["selectedColumns"]
-    assert "tags.`C-index`" in view["selectedColumns"]
+    assert view["orderByKey"] == "metrics.`harrell_c`" and view["orderByAsc"] is False  # the best model first
+    assert "'model'" in view["searchFilter"]
 
 
 def test_experiment_url_opens_the_runs_table_in_model_training_mode() -> None:

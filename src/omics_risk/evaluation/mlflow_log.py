@@ -4,9 +4,11 @@ report of a training job spread over its run tree so that the UI answers "which 
 
 * each **model run** gets its own metrics without a model prefix (``harrell_c`` + CI, ``uno_c``, ``auc_<h>d``...),
   the paired difference from the reference (``delta_c_vs_<reference>`` + CI, ``p_vs_<reference>``), the same
-  three as readable text tags (:data:`~omics_risk.tracking.ui_view.HEADLINE_TAGS`) and its own plots;
-* the **job run** gets the one-row-per-model comparison as ``comparison.csv`` / ``comparison.html`` and as metrics
-  ``<model>/harrell_c`` ... (the names ``evaluate.py mode=compare`` logs on its comparison run).
+  three as readable text tags (:data:`~omics_risk.tracking.ui_view.HEADLINE_TAGS`) and its description, and its own
+  plots;
+* the **job run** gets the one-row-per-model comparison as ``comparison.csv`` / ``comparison.html``, as metrics
+  ``<model>/harrell_c`` ... (the names ``evaluate.py mode=compare`` logs on its comparison run) and as its
+  description (Markdown table, best C-index first), with the tag ``best model``.
 
 The names are documented in docs/evaluation.md, "Metric names".
 """
@@ -27,7 +29,10 @@ from omics_risk.evaluation.tables import comparison_metrics, flat_metrics, forma
 from omics_risk.tracking import mlflow_utils as mu
 from omics_risk.tracking.ui_view import HEADLINE_TAGS, set_experiment_ui_tags
 
-__all__ = ["headline_tags", "log_outputs", "log_run_report", "model_run_ids"]
+__all__ = ["NOTE_TAG", "headline_tags", "log_outputs", "log_run_report", "model_run_ids"]
+
+#: The tag MLflow shows as a run's description (Markdown) at the top of its page.
+NOTE_TAG = "mlflow.note.content"
 
 
 def _active_id(run_id: str | None) -> str:
@@ -76,8 +81,26 @@ def headline_tags(row: Mapping[str, float], reference: str | None) -> dict[str, 
     """A model's comparison row as the text tags of its run: C-index (95% CI), ΔC vs the reference (95% CI), p."""
     shown = headline_table(pd.DataFrame([dict(row)]), reference).iloc[0].tolist()[1:]
     c, d, p = (str(v) for v in shown)
-    d = d if not reference or d == "reference" else f"{d} vs {reference}"
-    return dict(zip(HEADLINE_TAGS, (c, d, p or "–"), strict=True))
+    tags = dict(zip(HEADLINE_TAGS, (c, d, p or "–"), strict=True))
+    note = f"**C-index** {c}"
+    if reference and d != "reference":
+        note += f" · **ΔC vs {reference}** {d}, p {p}"
+    elif reference:
+        note += " · the reference of the paired comparisons"
+    tags[NOTE_TAG] = note + " (pooled out-of-fold predictions; 95% bootstrap CIs)"
+    return tags
+
+
+def _job_note(comparison: pd.DataFrame, reference: str | None) -> str:
+    """The job run's description: the best model and the headline table in Markdown, best C-index first."""
+    order = comparison.sort_values("harrell_c", ascending=False, na_position="last")
+    table = headline_table(order, reference)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
+    best = _best_text(comparison, reference)
+    return (f"**Best model**: {best}\n\n" if best else "") + "\n".join(lines) + (
+        "\n\nPooled out-of-fold predictions, 95% bootstrap CIs, paired bootstrap p; every metric: "
+        "evaluation/report.html")
 
 
 def log_run_report(*, metrics: Mapping[str, Mapping[str, Estimate]], comparison: pd.DataFrame,
@@ -110,7 +133,7 @@ def log_run_report(*, metrics: Mapping[str, Mapping[str, Estimate]], comparison:
         set_experiment_ui_tags(client, client.get_run(run_id).info.experiment_id, reference)
     best = _best_text(comparison, reference)
     if best:
-        mu.safe_set_tags({"best model": best}, run_id=run_id)
+        mu.safe_set_tags({"best model": best, NOTE_TAG: _job_note(comparison, reference)}, run_id=run_id)
     return {m: children[m] for m in metrics if m in children}
 
 

@@ -13,7 +13,8 @@ experiment opens on is decided in the browser:
 The runs table shows attribute columns only until someone picks metric columns. The UI reads a *shared view* from
 an experiment tag ``mlflow.sharedViewState.<key>`` when the URL carries ``viewStateShareKey=<key>`` (the UI's own
 "Share" button works that way), so :func:`set_experiment_ui_tags` stores one (:data:`VIEW_KEY`) with the headline
-columns, and :func:`experiment_url` links to it; "Save" in the banner of a shared view makes it the user's view.
+columns, one row per model run and the best C-index first, and :func:`experiment_url` links to it; "Override saved
+view" in the banner of a shared view makes it the user's view of the experiment.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ __all__ = [
     "EXPERIMENT_KIND",
     "EXPERIMENT_KIND_TAG",
     "HEADLINE_TAGS",
+    "VIEW_FILTER",
     "VIEW_KEY",
     "VIEW_TAG",
     "experiment_url",
@@ -55,19 +57,22 @@ def _column(kind: str, name: str) -> str:
 
 
 def headline_columns(reference: str = "clinical_cox") -> list[str]:
-    """The runs-table columns of the shared view: run attributes, the headline text tags, then the numbers (sortable,
-    chartable) of the C-index and of the difference from ``reference``."""
-    numbers = ["harrell_c", "harrell_c_ci_low", "harrell_c_ci_high", f"delta_c_vs_{reference}",
-               f"delta_c_vs_{reference}_ci_low", f"delta_c_vs_{reference}_ci_high", f"p_vs_{reference}"]
-    return ([_column("attributes", "Models")] + [_column("tags", t) for t in HEADLINE_TAGS]
-            + [_column("metrics", m) for m in numbers])
+    """The runs-table columns of the shared view: the headline text tags (estimates with their CIs), then the numbers
+    to sort and chart by (C-index, difference from ``reference``, p; their CIs are in the tags)."""
+    numbers = ["harrell_c", f"delta_c_vs_{reference}", f"p_vs_{reference}"]
+    return [_column("tags", t) for t in HEADLINE_TAGS] + [_column("metrics", m) for m in numbers]
+
+
+#: The rows of the shared view: the model runs of training jobs (one per model and job; not fold or job runs).
+VIEW_FILTER = "tags.`omics_risk.level` = 'model' and metrics.harrell_c >= 0"
 
 
 def view_state(reference: str = "clinical_cox") -> dict:
-    """The shared view: headline columns, widths that fit the text, model runs shown under their job run."""
+    """The shared view: one row per model run, best C-index first, headline columns wide enough for their text."""
     cols = headline_columns(reference)
-    widths = {c: 190 for c in cols if c.startswith("tags.")}
-    return {"selectedColumns": cols, "columnOrder": [], "columnWidths": widths, "runsHiddenMode": "SHOW_ALL"}
+    widths = {c: (205 if c.startswith("tags.") else 150) for c in cols}  # the UI applies widths to ordered columns
+    return {"searchFilter": VIEW_FILTER, "orderByKey": _column("metrics", "harrell_c"), "orderByAsc": False,
+            "selectedColumns": cols, "columnOrder": cols, "columnWidths": widths, "runsHiddenMode": "SHOW_ALL"}
 
 
 def set_experiment_ui_tags(client: MlflowClient, experiment_id: str, reference: str = "clinical_cox") -> None:
