@@ -7,9 +7,11 @@
 2. starts ``mlflow ui`` on that store;
 3. opens, with headless Chromium (Debian's ``chromium`` package: ``apt-get install -y chromium``), the experiment's
    runs table with the headline view (:func:`omics_risk.tracking.ui_view.experiment_url`), the experiment's runs
-   table as MLflow opens it without that view, the fused model's run, and the job run's ``comparison.html``;
-4. saves ``mlflow_runs_table.png``, ``mlflow_runs_table_default.png``, ``mlflow_model_run.png`` and
-   ``mlflow_comparison.png`` under ``--out`` (docs/images, referenced from docs/evaluation.md).
+   table as MLflow opens it without that view, the experiment at its plain address (a fresh browser profile), the
+   fused model's run, and the job run's ``comparison.html``;
+4. saves ``mlflow_runs_table.png``, ``mlflow_runs_table_default.png``, ``mlflow_experiment_plain_url.png``,
+   ``mlflow_model_run.png`` and ``mlflow_comparison.png`` under ``--out`` (docs/images, referenced from
+   docs/evaluation.md).
 
 ``--reuse`` skips steps 1-2 when the work folder already has a finished run. Nothing is downloaded at run time.
 """
@@ -107,6 +109,7 @@ def main() -> None:
     try:
         _shot(browser, experiment_url(exp.experiment_id, base), args.out / "mlflow_runs_table.png")
         _shot(browser, experiment_url(exp.experiment_id, base, view=False), args.out / "mlflow_runs_table_default.png")
+        _shot(browser, f"{base}/#/experiments/{exp.experiment_id}", args.out / "mlflow_experiment_plain_url.png")
         _shot(browser, experiment_url(exp.experiment_id, base, run_id=fused.info.run_id),
               args.out / "mlflow_model_run.png", size="1900,1400")
         _shot(browser, experiment_url(exp.experiment_id, base, run_id=job.info.run_id, tabs=("artifacts",))
