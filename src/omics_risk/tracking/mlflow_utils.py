@@ -50,7 +50,7 @@ from omics_risk.tracking.identifiers import (
     protect_identifiers,
 )
 from omics_risk.tracking.sweep import sweep_parent_for_job
-from omics_risk.tracking.ui_view import EXPERIMENT_KIND_TAG, set_experiment_ui_tags
+from omics_risk.tracking.ui_view import EXPERIMENT_KIND_TAG, experiment_url, set_experiment_ui_tags
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,6 +65,7 @@ __all__ = [
     "clear_protected_identifiers",
     "configured_pseudonymiser",
     "end_run_on_failure",
+    "experiment_url",
     "fit_length",
     "flatten_params",
     "fold_run_name",

@@ -276,6 +276,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if scores_file is not None:  # the local file keeps the cohort's ids; the logged copy has pseudonyms
                 mu.log_patient_table(scores, scores_file.name, pseudonyms=ids)
             mu.safe_log_metrics({str(cfg.optimized_metric): metrics.get(str(cfg.optimized_metric), float("nan"))})
+            log.info("MLflow UI (mlflow ui --backend-store-uri %s): %s", trk[1],
+                     mu.experiment_url(mlflow.active_run().info.experiment_id))
     return metrics
 
 
