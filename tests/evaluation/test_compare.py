@@ -19,7 +19,9 @@ from mlflow.tracking import MlflowClient
 from omics_risk.evaluation.compare import (
     COMPARISON_LEVEL,
     OOF_ARTIFACT,
+    ModelRun,
     compare_experiment,
+    compare_runs,
     log_oof_risks,
     oof_table,
 )
@@ -222,3 +224,17 @@ def test_compare_errors_name_what_to_change(store: str, tmp_path: Path) -> None:
     with pytest.raises(HorizonError, match="horizon 9000 days is not inside the follow-up"):
         compare_experiment("cmp", output_dir=tmp_path, horizons=[365, 9000], n_boot=5, tracking_uri=store,
                            log_to_mlflow=False)
+
+
+def test_compare_progress_names_the_model_and_counts_overall(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One bar over the model runs, labelled with the model and the overall count (not one bar per model)."""
+    monkeypatch.setenv("OMICS_RISK_PROGRESS", "1")
+    sim = _simulate(n=60)
+    runs = [ModelRun(run_id=f"r{i}", model=m, job_run_id="job", job_name="demo", start_time=0, metrics={},
+                     oof=oof_table(sim.patients, sim.time, sim.event, r, sim.folds))
+            for i, (m, r) in enumerate(sim.risks.items())]
+    compare_runs(runs, reference="clinical_cox", n_boot=5, progress=True)
+    err = capsys.readouterr().err
+    assert "comparing models (3/3: noise)" in err and "3/3" in err
+    assert "bootstrap metrics" not in err

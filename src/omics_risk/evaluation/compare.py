@@ -243,7 +243,7 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
     h_used: np.ndarray | None = None
     bar = progress_bar(total=len(model_runs), desc="comparing models", unit="model", disable=not progress)
     for i, run in enumerate(model_runs):
-        bar.set_description_str(f"comparing models ({i + 1}/{len(model_runs)}: {run.label})")
+        bar.set_description_str(f"comparing models ({i + 1}/{len(model_runs)}: {run.label or run.model})")
         ref = refs.get(run.job_run_id, latest_ref)
         row = _row_base(run)
         if run.oof is not None:
