@@ -19,7 +19,9 @@ from mlflow.tracking import MlflowClient
 from omics_risk.evaluation.compare import (
     COMPARISON_LEVEL,
     OOF_ARTIFACT,
+    ModelRun,
     compare_experiment,
+    compare_runs,
     log_oof_risks,
     oof_table,
 )
@@ -156,15 +158,19 @@ def test_compare_equals_direct_computations_and_logs_a_comparison_run(store: str
     assert (out / "plots" / "comparison.png").read_bytes()[:4] == b"\x89PNG"
     assert pd.read_csv(out / "comparison.csv").shape[0] == 3
     text = res.to_text()
-    assert "fused" in text and "delta_c vs clinical_cox" in text
+    assert "fused" in text and "ΔC vs clinical_cox (95% CI)" in text and "reference" in text
+    assert max(len(line) for line in text.splitlines()) <= 120  # fits a 120-column terminal
+    assert "0.000 (0.000" not in text
 
     client = MlflowClient(store)
     run = client.get_run(res.run_id)
     assert run.data.tags[mu.LEVEL_TAG] == COMPARISON_LEVEL
     assert run.data.tags["reference"] == "clinical_cox"
     assert run.data.tags["compared_job_runs"] == job_id
-    assert run.data.metrics["compare/fused/harrell_c"] == pytest.approx(table.loc["fused", "harrell_c"])
-    assert run.data.metrics["compare/fused/p_vs_clinical_cox"] == pytest.approx(table.loc["fused", "p_value"])
+    # the names the training job run logs (<model>/harrell_c, <model>/p_vs_<reference>; docs/evaluation.md)
+    assert run.data.metrics["fused/harrell_c"] == pytest.approx(table.loc["fused", "harrell_c"])
+    assert run.data.metrics["fused/p_vs_clinical_cox"] == pytest.approx(table.loc["fused", "p_value"])
+    assert not [k for k in run.data.metrics if k.startswith("compare/") or "p_vs_clinical_cox_ci" in k]
     arts = {a.path for a in client.list_artifacts(res.run_id)} | {
         a.path for a in client.list_artifacts(res.run_id, "plots")}
     assert {"comparison.csv", "report.html", "summary.json", "plots/comparison.png"} <= arts
@@ -218,3 +224,17 @@ def test_compare_errors_name_what_to_change(store: str, tmp_path: Path) -> None:
     with pytest.raises(HorizonError, match="horizon 9000 days is not inside the follow-up"):
         compare_experiment("cmp", output_dir=tmp_path, horizons=[365, 9000], n_boot=5, tracking_uri=store,
                            log_to_mlflow=False)
+
+
+def test_compare_progress_names_the_model_and_counts_overall(capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """One bar over the model runs, labelled with the model and the overall count (not one bar per model)."""
+    monkeypatch.setenv("OMICS_RISK_PROGRESS", "1")
+    sim = _simulate(n=60)
+    runs = [ModelRun(run_id=f"r{i}", model=m, job_run_id="job", job_name="demo", start_time=0, metrics={},
+                     oof=oof_table(sim.patients, sim.time, sim.event, r, sim.folds))
+            for i, (m, r) in enumerate(sim.risks.items())]
+    compare_runs(runs, reference="clinical_cox", n_boot=5, progress=True)
+    err = capsys.readouterr().err
+    assert "comparing models (3/3: noise)" in err and "3/3" in err
+    assert "bootstrap metrics" not in err

@@ -1,6 +1,7 @@
 """The training-run report and the model card: metrics equal evaluate_survival / paired_bootstrap_difference on the
-within-fold ranks train() pools, plots and report.html are written and logged to the run, and the model card is
-logged to the registered version's run with the version's description set."""
+within-fold ranks train() pools, plots and report.html are written and logged to the run (each model's metrics,
+difference from the reference with CI and p, headline tags and plots to its model run; the comparison to the job
+run), and the model card is logged to the registered version's run with the version's description set."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from omics_risk.evaluation.run_report import (
     within_fold_ranks,
 )
 from omics_risk.tracking import mlflow_utils as mu
+from omics_risk.tracking.ui_view import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, HEADLINE_TAGS, VIEW_TAG
 
 N_BOOT = 30
 
@@ -62,6 +64,13 @@ def _data(n: int = 150, seed: int = 0) -> tuple[MultimodalData, dict[str, np.nda
     grid = np.linspace(50, 1800, 30)
     surv = np.exp(-((grid[None, :] / 1000) ** 1.5) * np.exp(x)[:, None])
     return data, risks, folds, (grid, surv)
+
+
+def _store(tmp_path: Path, template: Path) -> str:
+    """A fresh MLflow store (a copy of the empty template database), no identifiers protected yet."""
+    shutil.copy(template, tmp_path / "mlflow.db")
+    mu.clear_protected_identifiers()
+    return f"sqlite:///{tmp_path / 'mlflow.db'}"
 
 
 def test_tables_and_helpers() -> None:
@@ -94,9 +103,7 @@ def test_tables_and_helpers() -> None:
 @pytest.mark.slow
 def test_run_report_equals_direct_metrics_and_logs_to_the_run(tmp_path: Path, mlflow_template_db: Path) -> None:
     data, risks, folds, (grid, surv) = _data()
-    shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mu.clear_protected_identifiers()
+    uri = _store(tmp_path, mlflow_template_db)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with mu.start_run_tree("train", uri=uri, run_name="job", parent_run_id=None,
@@ -138,9 +145,73 @@ def test_run_report_equals_direct_metrics_and_logs_to_the_run(tmp_path: Path, ml
     assert {"evaluation/report.html", "evaluation/metrics.csv", "evaluation/plots/km_fused.png",
             "evaluation/plots/calibration.png"} <= arts
     logged = client.get_run(run.info.run_id).data.metrics
-    assert logged["eval/fused/harrell_c"] == pytest.approx(direct["harrell_c"].value)
-    assert logged["eval/fused/auc_730d_ci_low"] == pytest.approx(direct["auc_730d"].low)
-    assert logged["eval/coxnet_ct/delta_c_vs_clinical_cox"] == pytest.approx(comp.loc["coxnet_ct", "delta_c"])
+    # no model runs under this job run: every model's metrics go to it as <model>/<metric> (docs/evaluation.md)
+    assert logged["fused/harrell_c"] == pytest.approx(direct["harrell_c"].value)
+    assert logged["fused/auc_730d_ci_low"] == pytest.approx(direct["auc_730d"].low)
+    assert logged["coxnet_ct/delta_c_vs_clinical_cox"] == pytest.approx(comp.loc["coxnet_ct", "delta_c"])
+    assert logged["coxnet_ct/p_vs_clinical_cox"] == pytest.approx(comp.loc["coxnet_ct", "p_value"])
+    assert "fused/logrank_p" in logged and not [k for k in logged if "_p_ci_" in k]  # p-values never with a CI
+    assert not [k for k in logged if k.startswith("eval/")]
+    # the report shows p-values as values and the difference from the reference as a column
+    assert "0.000 (0.000" not in html and "ΔC vs clinical_cox (95% CI)" in html
+
+
+@pytest.mark.slow
+def test_each_model_run_gets_its_metrics_difference_tags_and_plots(tmp_path: Path, mlflow_template_db: Path) -> None:
+    data, risks, folds, _ = _data(n=120, seed=2)
+    uri = _store(tmp_path, mlflow_template_db)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mu.start_run_tree("train", uri=uri, run_name="job", parent_run_id=None,
+                               patient_ids=list(data.patients)) as job:
+            runs = {}
+            for name in risks:
+                with mu.start_model_run(name) as r:
+                    runs[name] = r.info.run_id
+            rep = build_run_report(risks, data, output_dir=tmp_path / "eval", horizons=[365, 730], folds=folds,
+                                   n_boot=25, seed=1, mlflow_run=True)
+    mu.clear_protected_identifiers()
+    assert rep.model_runs == runs
+    client = MlflowClient(uri)
+    t, e = data.time, data.event.astype(bool)
+    ranks = {m: within_fold_ranks(r, folds) for m, r in risks.items()}
+    diff, p = paired_bootstrap_difference(t, e, ranks["fused"], ranks["clinical_cox"], n_boot=25, seed=1)
+
+    fused = client.get_run(runs["fused"]).data
+    assert fused.metrics["harrell_c"] == pytest.approx(rep.metrics["fused"]["harrell_c"].value)
+    assert fused.metrics["harrell_c_ci_low"] == pytest.approx(rep.metrics["fused"]["harrell_c"].low)
+    assert fused.metrics["auc_730d"] == pytest.approx(rep.metrics["fused"]["auc_730d"].value)
+    assert (fused.metrics["delta_c_vs_clinical_cox"], fused.metrics["delta_c_vs_clinical_cox_ci_high"],
+            fused.metrics["p_vs_clinical_cox"]) == pytest.approx((diff.value, diff.high, p))
+    assert "logrank_p" in fused.metrics and not [k for k in fused.metrics if k.startswith("logrank_p_ci")]
+    assert not [k for k in fused.metrics if "/" in k]  # a model run's names carry no model prefix
+    c = rep.metrics["fused"]["harrell_c"]
+    assert fused.tags[HEADLINE_TAGS[0]] == f"{c.value:.3f} ({c.low:.3f}–{c.high:.3f})"
+    assert fused.tags[HEADLINE_TAGS[1]].startswith(f"{diff.value:+.3f} (") and fused.tags[HEADLINE_TAGS[1]].endswith(
+        f" to {diff.high:+.3f})")
+    assert fused.tags["mlflow.note.content"].startswith(f"**C-index** {fused.tags[HEADLINE_TAGS[0]]} · **ΔC vs "
+                                                        "clinical_cox**")
+    ref = client.get_run(runs["clinical_cox"]).data
+    assert ref.tags[HEADLINE_TAGS[1]] == "reference" and "delta_c_vs_clinical_cox" not in ref.metrics
+    for run_id in runs.values():  # every model's own KM and td-AUC plots
+        arts = {a.path for a in client.list_artifacts(run_id, "plots")}
+        assert any(a.startswith("plots/km_") for a in arts) and any(a.startswith("plots/td_auc") for a in arts), arts
+
+    logged = client.get_run(job.info.run_id).data
+    assert logged.metrics["fused/harrell_c"] == fused.metrics["harrell_c"]
+    assert logged.metrics["coxnet_ct/p_vs_clinical_cox"] == client.get_run(runs["coxnet_ct"]).data.metrics[
+        "p_vs_clinical_cox"]
+    assert "fused/uno_c" not in logged.metrics  # the full metric set lives on the model runs
+    assert logged.tags["best model"].startswith("fused: C ")
+    note = logged.tags["mlflow.note.content"].splitlines()  # the description: the headline table, best C first
+    assert note[2].startswith("| model | C-index (95% CI) | ΔC vs clinical_cox (95% CI) | p |")
+    assert note[4].startswith("| fused | ")
+    arts = {a.path for a in client.list_artifacts(job.info.run_id, "evaluation")}
+    assert {"evaluation/comparison.csv", "evaluation/comparison.html", "evaluation/report.html"} <= arts
+    html = (tmp_path / "eval" / "comparison.html").read_text(encoding="utf-8")
+    assert "ΔC vs clinical_cox (95% CI)" in html and "0.000 (0.000" not in html
+    exp = client.get_experiment(client.get_run(job.info.run_id).info.experiment_id)
+    assert exp.tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND and "p_vs_clinical_cox" in exp.tags[VIEW_TAG]
 
 
 def test_run_report_without_folds_or_mlflow_and_errors(tmp_path: Path) -> None:

@@ -40,6 +40,7 @@ import json
 import logging
 import re
 import tempfile
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -57,7 +58,8 @@ from omics_risk.evaluation.mlflow_log import log_outputs
 from omics_risk.evaluation.plots import plot_model_comparison, save_figure
 from omics_risk.evaluation.pooling import usable_horizons, within_fold_ranks
 from omics_risk.evaluation.report import write_html_report
-from omics_risk.progress import mlflow_bars_off
+from omics_risk.evaluation.tables import comparison_metrics, format_p, headline_table
+from omics_risk.progress import mlflow_bars_off, progress_bar
 from omics_risk.tracking import mlflow_utils as mu
 
 if TYPE_CHECKING:
@@ -239,7 +241,9 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
     rows: list[dict[str, Any]] = []
     summaries: dict[str, dict[str, Any]] = {}
     h_used: np.ndarray | None = None
-    for run in model_runs:
+    bar = progress_bar(total=len(model_runs), desc="comparing models", unit="model", disable=not progress)
+    for i, run in enumerate(model_runs):
+        bar.set_description_str(f"comparing models ({i + 1}/{len(model_runs)}: {run.label or run.model})")
         ref = refs.get(run.job_run_id, latest_ref)
         row = _row_base(run)
         if run.oof is not None:
@@ -254,7 +258,7 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
                 est = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
                                         train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
                                         exclude=rank_invalid_patterns(groups=True), n_jobs=n_jobs,
-                                        progress=progress)  # ranks are not log hazards; no groups here
+                                        progress=False)  # ranks are not log hazards; no groups here
             row.update(source=OOF_ARTIFACT, n=len(s), events=int(event.sum()))
             for k, e in est.items():
                 row.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
@@ -280,10 +284,12 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
                         notes.append(f"{run.label}: fewer than 10 patients shared with the reference: no paired test")
         else:
             m = run.metrics
+            old = "harrell_c" not in m  # runs logged before the model runs carried harrell_c (cindex_pooled)
             row.update(source="training metrics", n=np.nan, events=np.nan,
-                       harrell_c=m.get("cindex_pooled", np.nan), harrell_c_ci_low=m.get("cindex_ci_low", np.nan),
-                       harrell_c_ci_high=m.get("cindex_ci_high", np.nan), delta_c=np.nan, delta_c_ci_low=np.nan,
-                       delta_c_ci_high=np.nan, p_value=np.nan)
+                       harrell_c=m.get("cindex_pooled" if old else "harrell_c", np.nan),
+                       harrell_c_ci_low=m.get("cindex_ci_low" if old else "harrell_c_ci_low", np.nan),
+                       harrell_c_ci_high=m.get("cindex_ci_high" if old else "harrell_c_ci_high", np.nan),
+                       delta_c=np.nan, delta_c_ci_low=np.nan, delta_c_ci_high=np.nan, p_value=np.nan)
             if client is not None and run.job_run_id not in summaries:
                 summaries[run.job_run_id] = _job_summary(client, run.job_run_id)
             summary = summaries.get(run.job_run_id, {})
@@ -296,6 +302,8 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
             elif run.model != reference:
                 notes.append(f"{run.label}: no {OOF_ARTIFACT} and no training-time test against {reference}")
         rows.append(row)
+        bar.update(1)
+    bar.close()
     legacy = [r["label"] for r in rows if r["source"] != OOF_ARTIFACT]
     if legacy:
         notes.append(f"{len(legacy)} model run(s) have no {OOF_ARTIFACT} artifact (logged before train() wrote "
@@ -324,7 +332,7 @@ def display_table(table: pd.DataFrame) -> pd.DataFrame:
         out[c] = [_fmt(*v) for v in table[[c, f"{c}_ci_low", f"{c}_ci_high"]].to_numpy(float)]
     out[f"delta_c vs {table.attrs.get('reference', 'reference')}"] = [
         _fmt(*v) for v in table[["delta_c", "delta_c_ci_low", "delta_c_ci_high"]].to_numpy(float)]
-    out["p"] = ["–" if not np.isfinite(p) else ("<0.001" if p < 0.001 else f"{p:.3f}") for p in table["p_value"]]
+    out["p"] = [format_p(p) for p in table["p_value"]]
     out["source"] = table["source"]
     return out
 
@@ -341,19 +349,47 @@ class CompareResult:
     paths: dict[str, Path] = field(default_factory=dict)
     run_id: str | None = None
 
-    def to_text(self) -> str:
-        shown = display_table(self.table)
-        h = self.table.attrs.get("horizons") or []
-        head = (f"Model comparison in experiment '{self.experiment}' against {self.reference} (pooled out-of-fold "
-                f"predictions; 95% bootstrap CIs; paired bootstrap test of the C-index difference"
-                + (f"; td-AUC at {', '.join(f'{x:g}' for x in h)} days" if h else "") + ")")
-        notes = "".join(f"\n  note: {n}" for n in self.notes)
+    def to_text(self, width: int = 120) -> str:
+        """The headline comparison (C-index, ΔC vs the reference, p; one row per model run) within ``width``
+        columns; Uno's C and td-AUC are in ``comparison_table.csv`` and report.html."""
+        shown = headline_table(self.table.assign(label=[_short(x, 40) for x in self.table["label"]]),
+                               self.reference, label="label")
+        shown.insert(1, "n (events)", [f"{n:.0f} ({e:.0f})" if np.isfinite(n) and np.isfinite(e) else "–"
+                                       for n, e in self.table[["n", "events"]].to_numpy(float)])
+        head = _wrap(f"Model comparison in experiment '{self.experiment}' against {self.reference}: pooled "
+                     "out-of-fold predictions, 95% bootstrap CIs, paired bootstrap test of the C-index difference. "
+                     f"All metrics (Uno's C, td-AUC): {self.paths.get('comparison_table', 'comparison_table.csv')}",
+                     width)
+        notes = "".join("\n" + _wrap(f"  note: {n}", width, indent="        ") for n in self.notes)
         return f"{head}\n{shown.to_string(index=False)}{notes}"
+
+
+def _short(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _wrap(text: str, width: int, indent: str = "") -> str:
+    return textwrap.fill(text, width=width, subsequent_indent=indent, break_on_hyphens=False)
 
 
 def _metric_key(model: str, job_run_id: str, several: bool) -> str:
     base = f"{model}.{job_run_id[:8]}" if several else model
     return re.sub(r"[^A-Za-z0-9_.\-/ ]+", "_", base)
+
+
+def _comparison_flat(table: pd.DataFrame, reference: str, several: bool) -> dict[str, float]:
+    """The comparison run's metrics, under the names the training job run logs (``<model>/harrell_c`` + CI,
+    ``<model>/delta_c_vs_<reference>`` + CI, ``<model>/p_vs_<reference>``), plus the other headline metrics
+    (``<model>/uno_c``, ``<model>/mean_auc`` + CI); ``.<job id>`` follows the model when several jobs are compared."""
+    flat: dict[str, float] = {}
+    for row in table.to_dict(orient="records"):
+        key = _metric_key(row["model"], row["job_run_id"], several)
+        flat.update(comparison_metrics(row, reference, prefix=f"{key}/"))
+        for m in headline_metrics():
+            if m != PRIMARY and m in row and np.isfinite(row[m]):
+                flat.update({f"{key}/{m}{s}": float(row[f"{m}{s}"]) for s in ("", "_ci_low", "_ci_high")
+                             if np.isfinite(row.get(f"{m}{s}", np.nan))})
+    return flat
 
 
 def compare_experiment(experiment: str, *, output_dir: str | Path, reference: str = "clinical_cox",
@@ -409,14 +445,7 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         for r in model_runs:
             if r.oof is not None:
                 ids.update(r.oof["patient_id"].astype(str))
-        flat: dict[str, float] = {}
-        for row in table.itertuples():
-            key = _metric_key(row.model, row.job_run_id, several)
-            for col in (PRIMARY, f"{PRIMARY}_ci_low", f"{PRIMARY}_ci_high", "delta_c", "delta_c_ci_low",
-                        "delta_c_ci_high", "p_value", *[m for m in headline_metrics() if m != PRIMARY]):
-                if col in table.columns:
-                    name = col.replace("delta_c", f"delta_c_vs_{reference}").replace("p_value", f"p_vs_{reference}")
-                    flat[f"compare/{key}/{name}"] = float(getattr(row, col))
+        flat = _comparison_flat(table, reference, several)
         tags = {mu.LEVEL_TAG: COMPARISON_LEVEL, "reference": reference,
                 "compared_job_runs": ",".join(dict.fromkeys(r.job_run_id for r in model_runs))}
         with mu.start_run_tree(experiment, uri=uri, run_name=f"compare-vs-{reference}", parent_run_id=None,
@@ -437,6 +466,7 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         "Notes": "\n\n".join(notes) if notes else "None."}
     paths["report"] = write_html_report(out / "report.html", title=f"Model comparison: {experiment}",
                                         metrics_table=shown, figures={"comparison": paths["plot"]},
+                                        headline=headline_table(table, reference, label="label"),
                                         captions={"comparison": "Harrell's C (95% CI) per model; dashed line: the "
                                                                 "reference; p: paired bootstrap vs the reference."},
                                         sections=sections, meta=meta)

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from omics_risk.evaluation.bootstrap import Estimate
 from omics_risk.evaluation.plot_style import figure_png
+from omics_risk.evaluation.tables import format_p, is_p_value
 
 __all__ = ["estimates_table", "render_html_report", "write_html_report"]
 
@@ -47,10 +48,13 @@ def _version() -> str:
 
 def estimates_table(metrics: Mapping[str, Estimate | float], *, digits: int = 3) -> pd.DataFrame:
     """``{name: Estimate}`` -> a report table: metric, estimate, 95% CI low/high, resamples, and the usual
-    ``0.712 (0.650-0.770)`` text. Plain floats (no CI) are allowed."""
+    ``0.712 (0.650-0.770)`` text (p-values as values, without a CI). Plain floats (no CI) are allowed."""
     rows = []
     for name, est in metrics.items():
-        if isinstance(est, Estimate):
+        if isinstance(est, Estimate) and is_p_value(name):
+            rows.append({"metric": name, "estimate": est.value, "ci_low": np.nan, "ci_high": np.nan,
+                         "n_boot": est.n_boot, "estimate (95% CI)": format_p(est.value)})
+        elif isinstance(est, Estimate):
             text = f"{est.value:.{digits}f} ({est.low:.{digits}f}–{est.high:.{digits}f})"
             rows.append({"metric": name, "estimate": est.value, "ci_low": est.low, "ci_high": est.high,
                          "n_boot": est.n_boot, "estimate (95% CI)": text})
@@ -62,11 +66,6 @@ def estimates_table(metrics: Mapping[str, Estimate | float], *, digits: int = 3)
     return out.astype({"n_boot": "Int64"})
 
 
-def _is_p_column(name: str) -> bool:
-    n = name.lower()
-    return n in {"p", "p_value", "pvalue", "p-value"} or n.endswith(("_p", "_p_value"))
-
-
 def _cell(value: Any, column: str, digits: int) -> dict[str, Any]:
     if value is None or value is pd.NA or (isinstance(value, float | np.floating) and np.isnan(value)):
         return {"text": "–", "num": True}
@@ -76,8 +75,8 @@ def _cell(value: Any, column: str, digits: int) -> dict[str, Any]:
         return {"text": str(int(value)), "num": True}
     if isinstance(value, float | np.floating):
         v = float(value)
-        if _is_p_column(column):
-            return {"text": "<0.001" if v < 0.001 else f"{v:.3f}", "num": True}
+        if is_p_value(column):
+            return {"text": format_p(v), "num": True}
         return {"text": f"{v:.{digits}f}", "num": True}
     if isinstance(value, Estimate):
         return {"text": str(value), "num": True}
@@ -123,7 +122,8 @@ def render_html_report(*, title: str, metrics_table: pd.DataFrame | Mapping[str,
                        figures: Mapping[str, Figure | str | Path | bytes] | None = None,
                        sections: Mapping[str, str] | None = None, meta: Mapping[str, Any] | None = None,
                        captions: Mapping[str, str] | None = None, digits: int = 3,
-                       metrics_note: str | None = None) -> str:
+                       metrics_note: str | None = None, headline: pd.DataFrame | None = None,
+                       headline_note: str | None = None) -> str:
     """The HTML text of the report (see :func:`write_html_report`)."""
     if not isinstance(metrics_table, pd.DataFrame):
         metrics_table = estimates_table(metrics_table, digits=digits)
@@ -141,6 +141,8 @@ def render_html_report(*, title: str, metrics_table: pd.DataFrame | Mapping[str,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         meta=[(str(k), "–" if v is None else str(v)) for k, v in (meta or {}).items()],
         metrics=_table(metrics_table, digits),
+        headline=None if headline is None or headline.empty else _table(headline, digits),
+        headline_note=headline_note or "",
         metrics_note=note,
         figures=figs,
         sections=secs,
@@ -151,7 +153,8 @@ def write_html_report(path: str | Path, *, title: str, metrics_table: pd.DataFra
                       figures: Mapping[str, Figure | str | Path | bytes] | None = None,
                       sections: Mapping[str, str] | None = None, meta: Mapping[str, Any] | None = None,
                       captions: Mapping[str, str] | None = None, digits: int = 3,
-                      metrics_note: str | None = None) -> Path:
+                      metrics_note: str | None = None, headline: pd.DataFrame | None = None,
+                      headline_note: str | None = None) -> Path:
     """Write one self-contained HTML report and return its path.
 
     Args:
@@ -163,9 +166,12 @@ def write_html_report(path: str | Path, *, title: str, metrics_table: pd.DataFra
         sections: ``{heading: text}`` notes; blank lines separate paragraphs; text is escaped, not HTML.
         meta: run metadata shown first (run id, model URI, cohort, date, git SHA...).
         captions: ``{figure name: caption}``.
+        headline: a short table shown first as "Model comparison" (:func:`~omics_risk.evaluation.tables.
+            headline_table`: C-index, difference from the reference, p), with ``headline_note`` under it.
     """
     html = render_html_report(title=title, metrics_table=metrics_table, figures=figures, sections=sections,
-                              meta=meta, captions=captions, digits=digits, metrics_note=metrics_note)
+                              meta=meta, captions=captions, digits=digits, metrics_note=metrics_note,
+                              headline=headline, headline_note=headline_note)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(html, encoding="utf-8")

@@ -45,7 +45,7 @@ from omics_risk.evaluation.card_registry import (
 )
 from omics_risk.evaluation.metric_defs import PRIMARY, describe_metric, rank_invalid_patterns, slow_metric_patterns
 from omics_risk.evaluation.metrics import Estimate, calibration_table, evaluate_survival, paired_bootstrap_difference
-from omics_risk.evaluation.mlflow_log import log_outputs
+from omics_risk.evaluation.mlflow_log import log_outputs, log_run_report
 from omics_risk.evaluation.plots import (
     DAYS_PER_MONTH,
     PALETTE,
@@ -69,6 +69,7 @@ from omics_risk.evaluation.tables import (
     estimates_json,
     flat_metrics,
     format_metrics,
+    headline_table,
     metrics_long,
     metrics_wide,
 )
@@ -86,7 +87,9 @@ __all__ = [
     "describe_metric",
     "estimates_json",
     "fixed_risk_groups",
+    "flat_metrics",
     "format_metrics",
+    "headline_table",
     "log_outputs",
     "metrics_long",
     "metrics_wide",
@@ -116,6 +119,8 @@ class RunReport:
     paths: dict[str, Path] = field(default_factory=dict)  # name -> file (report, CSVs, PNGs)
     horizons: list[float] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    model_plots: dict[str, dict[str, Path]] = field(default_factory=dict)  # model -> its own plots (model runs)
+    model_runs: dict[str, str] = field(default_factory=dict)  # model -> MLflow model run the metrics went to
 
     @property
     def report(self) -> Path:
@@ -237,22 +242,30 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
     paths["comparison"] = out / "comparison.csv"
     comparison.to_csv(paths["comparison"], index=False)
     what = "within-fold percentile ranks of out-of-fold risks" if folds is not None else "risk scores"
-    for name in dict.fromkeys([fused, reference]):
-        if name is None:
-            continue
+    model_plots: dict[str, dict[str, Path]] = {name: {} for name in scores}
+    shown = {fused, reference}  # the report shows these two; every model's plots go to its own MLflow run
+    for name in (scores if mlflow_run else [m for m in dict.fromkeys([fused, reference]) if m is not None]):
         summary = groups[name].summary(time, event, scores[name])
-        paths[f"risk_groups_{_slug(name)}"] = out / f"risk_groups_{_slug(name)}.csv"
-        summary.to_csv(paths[f"risk_groups_{_slug(name)}"], index=False)
+        csv = (out if name in shown else plots / "models") / f"risk_groups_{_slug(name)}.csv"
+        csv.parent.mkdir(parents=True, exist_ok=True)
+        summary.to_csv(csv, index=False)
         fig = plot_km_by_group(time, event, groups[name].assign(scores[name]), horizon_days=h if len(h) else None,
                                endpoint=data.endpoint, title=f"{name}: {data.endpoint.upper()} by risk group")
         key = f"km_{_slug(name)}"
-        figures[key] = save_figure(fig, plots / f"{key}.png")
-        captions[key] = (f"Kaplan-Meier curves of {name}'s risk groups ({_scheme_text(risk_groups)} of the "
-                         f"{what}) with numbers at risk, log-rank p and hazard ratios vs the low-risk group.")
+        png = save_figure(fig, (plots if name in shown else plots / "models") / f"{key}.png")
+        model_plots[name].update({"km_by_risk_group": png, "risk_groups": csv})
+        if name in shown:
+            paths[f"risk_groups_{_slug(name)}"] = csv
+            figures[key] = png
+            captions[key] = (f"Kaplan-Meier curves of {name}'s risk groups ({_scheme_text(risk_groups)} of the "
+                             f"{what}) with numbers at risk, log-rank p and hazard ratios vs the low-risk group.")
     if len(h):
         fig = _td_auc_figure(metrics, h, fused, reference)
         figures["td_auc"] = save_figure(fig, plots / "td_auc.png")
         captions["td_auc"] = "Cumulative/dynamic AUC at each horizon with 95% bootstrap CIs (IPCW, scikit-survival)."
+        for name in (scores if mlflow_run else []):
+            model_plots[name]["td_auc"] = figures["td_auc"] if name == fused else save_figure(
+                _td_auc_figure(metrics, h, name, reference), plots / "models" / f"td_auc_{_slug(name)}.png")
     if len(scores) > 1:
         fig = plot_model_comparison(comparison, reference=reference, metric=PRIMARY,
                                     title="Pooled out-of-fold C-index" if folds is not None else "C-index")
@@ -270,6 +283,7 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
                 paths[f"calibration_{int(x)}d"] = out / f"calibration_{int(x)}d.csv"
             figures["calibration"] = save_figure(plot_calibration(tables, title=f"{fused}: calibration"),
                                                  plots / "calibration.png")
+            model_plots[fused]["calibration"] = figures["calibration"]
             captions["calibration"] = ("Observed (Kaplan-Meier, 95% CI) vs mean predicted event probability in "
                                        "quintiles of predicted risk; the dotted diagonal is perfect calibration.")
     paths.update(figures)
@@ -285,20 +299,45 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
     run_meta = {"patients": n, "events": int(event.sum()), "endpoint": data.endpoint,
                 "horizons (days)": ", ".join(f"{x:g}" for x in h) or "none", "reference": reference or "none",
                 **dict(meta or {})}
-    table = metrics_wide(long)
+    headline = headline_table(comparison, reference)
+    table = _with_difference(metrics_wide(long), headline)
+    head_note = _headline_note(reference, n_boot)
     paths["report"] = write_html_report(out / "report.html", title=title or f"Training run: {data.endpoint}",
                                         metrics_table=table, figures=figures, captions=captions, sections=sections,
-                                        meta=run_meta)
+                                        meta=run_meta, headline=headline, headline_note=head_note)
+    paths["comparison_html"] = write_html_report(
+        out / "comparison.html", title=f"Model comparison: {data.endpoint}", metrics_table=headline,
+        metrics_note=head_note, figures={k: figures[k] for k in ("model_comparison",) if k in figures},
+        captions=captions, meta={"patients": n, "events": int(event.sum()), "reference": reference or "none"})
     (out / "metrics.json").write_text(json.dumps({m: estimates_json(e) for m, e in metrics.items()}, indent=1))
     paths["metrics_json"] = out / "metrics.json"
+    model_runs: dict[str, str] = {}
     if mlflow_run:
-        flat = flat_metrics(metrics, "eval/")
-        flat.update({f"eval/{r['model']}/delta_c_vs_{reference}": r["delta_c"] for _, r in comparison.iterrows()
-                     if reference and r["model"] != reference})
-        log_outputs(paths, run_id=mlflow_run if isinstance(mlflow_run, str) else None, artifact_path=artifact_path,
-                    metrics=flat)
+        model_runs = log_run_report(metrics=metrics, comparison=comparison, reference=reference, paths=paths,
+                                    model_plots=model_plots, run_id=mlflow_run if isinstance(mlflow_run, str) else None,
+                                    artifact_path=artifact_path)
     return RunReport(output_dir=out, metrics=metrics, table=long, comparison=comparison, paths=paths,
-                     horizons=[float(x) for x in h], notes=notes)
+                     horizons=[float(x) for x in h], notes=notes, model_plots=model_plots, model_runs=model_runs)
+
+
+def _headline_note(reference: str | None, n_boot: int) -> str:
+    if not reference:
+        return f"Harrell's C with its 95% percentile bootstrap CI ({n_boot} resamples of patients)."
+    return (f"Harrell's C with its 95% percentile bootstrap CI; ΔC = the model's C minus {reference}'s on the same "
+            f"{n_boot} bootstrap resamples of patients (paired), with its 95% CI and two-sided bootstrap p "
+            "(<0.001 when no resample crosses 0). p-values are never given with a CI.")
+
+
+def _with_difference(wide: pd.DataFrame, headline: pd.DataFrame) -> pd.DataFrame:
+    """The wide metric table with the difference from the reference (and its p) after Harrell's C."""
+    if wide.empty or headline.empty:
+        return wide
+    cols = [c for c in headline.columns if c not in ("model", "C-index (95% CI)")]
+    extra = headline.set_index("model")[cols].rename(columns={"p": f"p ({cols[0].split(' (')[0]})"})
+    merged = wide.join(extra, on="model")
+    at = list(wide.columns).index(PRIMARY) + 1 if PRIMARY in wide.columns else len(wide.columns)
+    order = [*wide.columns[:at], *extra.columns, *wide.columns[at:]]
+    return merged[order].fillna("–")
 
 
 def _scheme_text(scheme: str | Sequence[float]) -> str:

@@ -1,6 +1,10 @@
 """Metric tables of reports and the console: ``{model: {metric: Estimate}}`` as a long table with the metric
-descriptions of :mod:`~omics_risk.evaluation.metric_defs`, a wide text table with CIs, plain text, JSON and the flat
-``<prefix><model>/<metric>`` mapping logged to MLflow (one name per metric)."""
+descriptions of :mod:`~omics_risk.evaluation.metric_defs`, a wide text table with CIs, plain text, JSON, the flat
+``<prefix><model>/<metric>`` mapping logged to MLflow (one name per metric), and the headline comparison (C-index,
+difference from the reference, p) that reports, the console and MLflow show.
+
+p-values are shown as values (``0.003``, ``<0.001``), never with a CI: a bootstrap interval of a p-value means nothing
+(:func:`is_p_value`, :func:`format_p`)."""
 
 from __future__ import annotations
 
@@ -12,8 +16,9 @@ import pandas as pd
 from omics_risk.evaluation.bootstrap import Estimate
 from omics_risk.evaluation.metric_defs import METRICS, describe_metric
 
-__all__ = ["METRIC_DESCRIPTIONS", "describe_metric", "estimates_json", "flat_metrics", "format_metrics",
-           "metrics_long", "metrics_wide"]
+__all__ = ["METRIC_DESCRIPTIONS", "comparison_metrics", "delta_name", "describe_metric", "estimates_json",
+           "flat_metrics", "format_metrics", "format_p", "headline_table", "is_p_value", "metrics_long",
+           "metrics_wide", "p_name"]
 
 #: What each (non-templated) metric measures and which direction is better, read from ``metric_defs.METRICS``
 #: (kept for callers of the old dict; :func:`describe_metric` also reads templated keys such as ``auc_365d``).
@@ -29,20 +34,49 @@ def metrics_long(metrics: Mapping[str, Mapping[str, Estimate]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["model", "metric", "estimate", "ci_low", "ci_high", "n_boot", "description"])
 
 
-def _text(value: float, low: float, high: float, digits: int = 3) -> str:
+def is_p_value(name: str) -> bool:
+    """A p-value metric or column (``logrank_p``, ``d_calibration_p``, ``p_value``, ``p_vs_clinical_cox``, ``p``)."""
+    n = str(name).lower()
+    return n in {"p", "p_value", "pvalue", "p-value"} or n.endswith(("_p", "_p_value")) or n.startswith("p_vs_")
+
+
+def format_p(p: float) -> str:
+    """A p-value as text: ``<0.001`` below 0.001, else three decimals; ``–`` when missing."""
+    if p is None or not np.isfinite(p):
+        return "–"
+    return "<0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def delta_name(reference: str) -> str:
+    """MLflow name of the paired C-index difference from ``reference`` (+ ``_ci_low``/``_ci_high``)."""
+    return f"delta_c_vs_{reference}"
+
+
+def p_name(reference: str) -> str:
+    """MLflow name of the paired bootstrap p of that difference (never with a CI)."""
+    return f"p_vs_{reference}"
+
+
+def _text(value: float, low: float, high: float, digits: int = 3, *, signed: bool = False) -> str:
     if not np.isfinite(value):
         return "–"
+    sign = "+" if signed else ""
     if not (np.isfinite(low) and np.isfinite(high)):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+        return f"{value:{sign}.{digits}f}"
+    return f"{value:{sign}.{digits}f} ({low:{sign}.{digits}f} to {high:{sign}.{digits}f})" if signed else \
+        f"{value:.{digits}f} ({low:.{digits}f}–{high:.{digits}f})"
+
+
+def _cell_text(metric: str, value: float, low: float, high: float, digits: int) -> str:
+    return format_p(value) if is_p_value(metric) else _text(value, low, high, digits)
 
 
 def metrics_wide(long: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """One row per model, one ``estimate (95% CI)`` text column per metric (metric order kept)."""
     if long.empty:
         return pd.DataFrame(columns=["model"])
-    cells = long.assign(text=[_text(v, lo, hi, digits) for v, lo, hi in
-                              zip(long["estimate"], long["ci_low"], long["ci_high"], strict=True)])
+    cells = long.assign(text=[_cell_text(m, v, lo, hi, digits) for m, v, lo, hi in
+                              zip(long["metric"], long["estimate"], long["ci_low"], long["ci_high"], strict=True)])
     wide = cells.pivot(index="model", columns="metric", values="text")
     wide = wide.reindex(index=list(dict.fromkeys(long["model"])), columns=list(dict.fromkeys(long["metric"])))
     return wide.fillna("–").reset_index()
@@ -52,8 +86,9 @@ def format_metrics(long: pd.DataFrame, *, title: str | None = None, digits: int 
     """A plain-text metric table for the console: one row per model and metric with its 95% CI."""
     if long.empty:
         return (title or "") + "\n(no metrics)"
-    show = long.assign(**{"estimate (95% CI)": [_text(v, lo, hi, digits) for v, lo, hi in
-                                                zip(long["estimate"], long["ci_low"], long["ci_high"], strict=True)]})
+    show = long.assign(**{"estimate (95% CI)": [_cell_text(m, v, lo, hi, digits) for m, v, lo, hi in
+                                                zip(long["metric"], long["estimate"], long["ci_low"], long["ci_high"],
+                                                    strict=True)]})
     cols = (["model"] if long["model"].nunique() > 1 else []) + ["metric", "estimate (95% CI)", "n_boot"]
     text = show[cols].to_string(index=False)
     return f"{title}\n{text}" if title else text
@@ -68,12 +103,49 @@ def estimates_json(metrics: Mapping[str, Estimate]) -> dict[str, dict[str, float
             for k, e in metrics.items()}
 
 
-def flat_metrics(metrics: Mapping[str, Mapping[str, Estimate]], prefix: str) -> dict[str, float]:
-    """``{model: {metric: Estimate}}`` as ``{<prefix><model>/<metric>: value}`` with ``_ci_low``/``_ci_high``."""
+def flat_metrics(metrics: Mapping[str, Mapping[str, Estimate]], prefix: str = "") -> dict[str, float]:
+    """``{model: {metric: Estimate}}`` as ``{<prefix><model>/<metric>: value}`` with ``_ci_low``/``_ci_high``
+    (``{<prefix><metric>: ...}`` for the model ``""``); p-values without a CI."""
     out: dict[str, float] = {}
     for model, ests in metrics.items():
         for name, est in ests.items():
             key = f"{prefix}{model}/{name}" if model else f"{prefix}{name}"
-            out.update({key: est.value, f"{key}_ci_low": est.low, f"{key}_ci_high": est.high})
+            out[key] = est.value
+            if not is_p_value(name):
+                out.update({f"{key}_ci_low": est.low, f"{key}_ci_high": est.high})
     return out
+
+
+def comparison_metrics(row: Mapping[str, float], reference: str, prefix: str = "") -> dict[str, float]:
+    """One model's row of a comparison (``harrell_c`` + CI, ``delta_c`` + CI, ``p_value``) under the MLflow names
+    that training and ``evaluate.py mode=compare`` share: ``<prefix>harrell_c`` (+ ``_ci_low``/``_ci_high``),
+    ``<prefix>delta_c_vs_<reference>`` (+ CI), ``<prefix>p_vs_<reference>``; the reference's own row has no
+    difference. ``prefix`` is ``<model>/`` on runs that hold several models (job and comparison runs)."""
+    out = {f"{prefix}harrell_c": row["harrell_c"], f"{prefix}harrell_c_ci_low": row["harrell_c_ci_low"],
+           f"{prefix}harrell_c_ci_high": row["harrell_c_ci_high"]}
+    if np.isfinite(row.get("delta_c", np.nan)):
+        d = delta_name(reference)
+        out.update({f"{prefix}{d}": row["delta_c"], f"{prefix}{d}_ci_low": row["delta_c_ci_low"],
+                    f"{prefix}{d}_ci_high": row["delta_c_ci_high"]})
+        if np.isfinite(row.get("p_value", np.nan)):
+            out[f"{prefix}{p_name(reference)}"] = row["p_value"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+def headline_table(comparison: pd.DataFrame, reference: str | None, *, label: str = "model",
+                   digits: int = 3) -> pd.DataFrame:
+    """The comparison as people read it, one row per model: ``model``, ``C-index (95% CI)``,
+    ``ΔC vs <reference> (95% CI)`` (``reference`` in the reference's row) and ``p`` (never with a CI); narrow
+    enough for a 120-column terminal and MLflow's file viewer."""
+    ref = reference or "reference"
+    rows = []
+    for r in comparison.to_dict(orient="records"):
+        c = _text(r.get("harrell_c", np.nan), r.get("harrell_c_ci_low", np.nan), r.get("harrell_c_ci_high", np.nan),
+                  digits)
+        is_ref = r.get("model") == reference and not np.isfinite(r.get("delta_c", np.nan))
+        d = "reference" if is_ref else _text(r.get("delta_c", np.nan), r.get("delta_c_ci_low", np.nan),
+                                             r.get("delta_c_ci_high", np.nan), digits, signed=True)
+        rows.append({"model": r.get(label, r.get("model")), "C-index (95% CI)": c,
+                     f"ΔC vs {ref} (95% CI)": d, "p": "" if is_ref else format_p(r.get("p_value", np.nan))})
+    return pd.DataFrame(rows, columns=["model", "C-index (95% CI)", f"ΔC vs {ref} (95% CI)", "p"])
 

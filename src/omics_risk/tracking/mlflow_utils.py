@@ -50,6 +50,7 @@ from omics_risk.tracking.identifiers import (
     protect_identifiers,
 )
 from omics_risk.tracking.sweep import sweep_parent_for_job
+from omics_risk.tracking.ui_view import EXPERIMENT_KIND_TAG, experiment_url, set_experiment_ui_tags
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -64,8 +65,10 @@ __all__ = [
     "clear_protected_identifiers",
     "configured_pseudonymiser",
     "end_run_on_failure",
+    "experiment_url",
     "fit_length",
     "flatten_params",
+    "fold_run_name",
     "hydra_tags",
     "log_config",
     "log_patient_table",
@@ -122,7 +125,8 @@ def _artifact_location(uri: str, experiment: str) -> str | None:
 
 
 def setup_experiment(name: str, uri: str) -> str:
-    """Point MLflow at ``uri`` and make ``name`` the active experiment (created, or restored if deleted).
+    """Point MLflow at ``uri`` and make ``name`` the active experiment (created, or restored if deleted), marked as
+    a model-training experiment with the headline runs-table view (:mod:`omics_risk.tracking.ui_view`).
 
     Returns the experiment id.
     """
@@ -145,6 +149,8 @@ def setup_experiment(name: str, uri: str) -> str:
         exp_id = exp.experiment_id
         if exp.lifecycle_stage == "deleted":
             client.restore_experiment(exp_id)
+    if exp is None or EXPERIMENT_KIND_TAG not in exp.tags:
+        set_experiment_ui_tags(client, exp_id)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
 
@@ -462,14 +468,23 @@ def start_model_run(
 
 @contextmanager
 def start_fold_run(
-    fold: int | str, *, tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None
+    fold: int | str, *, tags: Mapping[str, Any] | None = None, params: Mapping[str, Any] | None = None,
+    name: str | None = None,
 ) -> Iterator[mlflow.ActiveRun]:
     """A nested run for one cross-validation fold, under the active model run (inherits its ``model`` tag).
 
+    ``name`` is the run name shown in the UI (default ``<model>/fold<fold>``; training uses :func:`fold_run_name`).
     Log the per-epoch curves here: ``safe_log_metrics({"train/loss": l, "val/cindex": c}, step=epoch)``.
     """
     active = mlflow.active_run()
     model = active.data.tags.get("model") if active is not None else None
-    name = f"{model}/fold{fold}" if model else f"fold{fold}"
+    name = name or (f"{model}/fold{fold}" if model else f"fold{fold}")
     base = {"fold": str(fold), **({"model": model} if model else {})}
     yield from _nested(name, "fold", {**base, **(tags or {})}, params)
+
+
+def fold_run_name(model: str, fold: int, folds: int, repeat: int, repeats: int) -> str:
+    """A fold run's name as a person reads it: ``fused · fold 5 of 5`` (``, repeat 2 of 3`` with several repeats);
+    ``fold`` and ``repeat`` are 0-based, the name counts from 1. Unique within a model run."""
+    name = f"{model} · fold {fold + 1} of {folds}"
+    return name + (f", repeat {repeat + 1} of {repeats}" if repeats > 1 else "")

@@ -19,6 +19,7 @@ from omics_risk.data.multimodal import MultimodalData
 from omics_risk.evaluation.metrics import Estimate
 from omics_risk.evaluation.report import write_html_report
 from omics_risk.evaluation.run_report import estimates_json, format_metrics, log_outputs
+from omics_risk.evaluation.tables import flat_metrics, format_p, is_p_value
 from omics_risk.privacy import Pseudonymiser
 from omics_risk.workflows.external_model import ModelRef, TrainingInfo
 
@@ -72,7 +73,8 @@ def _cutoff_text(source: str) -> str:
 
 def _write_report(result: ExternalResult, out: Path, meta: Mapping[str, Any], figures: Mapping[str, Path],
                   captions: Mapping[str, str], rg_table: pd.DataFrame | None, n_boot: int) -> Path:
-    table = result.table[["metric", "estimate", "ci_low", "ci_high", "n_boot", "description"]]
+    table = result.table[["metric", "estimate", "ci_low", "ci_high", "n_boot", "description"]].copy()
+    table.loc[[is_p_value(m) for m in table["metric"]], ["ci_low", "ci_high"]] = np.nan  # a p-value has no CI
     sections = {
         "How to read this report": (
             f"The model was applied unchanged to every labelled patient of {result.cohort}. Risk scores follow one "
@@ -124,7 +126,7 @@ def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run
                                    "source_run_id": ref.source_run_id, "training_run_id": info.job_run_id,
                                    "training_cohort": info.cohort}.items() if v})
     name = run_name or f"validate-{ref.name or 'model'}-v{ref.version or 'run'}-{_slug(result.cohort)}"
-    flat = {f"external/{k}": v for k, v in _metric_values(result.metrics).items()}
+    flat = flat_metrics({"": result.metrics})  # the names of a training model run (docs/evaluation.md)
     all_params = {"n_patients": result.n_patients, "n_events": result.n_events,
                   "horizons": json.dumps(result.horizons), **params}
     if result.prediction_time is not None:
@@ -135,7 +137,8 @@ def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run
         files = {k: v for k, v in result.paths.items() if k != "scores"}  # the local scores.csv has the raw ids
         log_outputs(files, metrics=flat)
         mu.log_patient_table(result.scores, result.paths["scores"].name, pseudonyms=pseudonyms)
-        summary = "\n".join(f"- {r.metric}: {r.estimate:.3f} ({r.ci_low:.3f}–{r.ci_high:.3f})"
+        summary = "\n".join(f"- {r.metric}: " + (format_p(r.estimate) if is_p_value(r.metric) else
+                                                  f"{r.estimate:.3f} ({r.ci_low:.3f}–{r.ci_high:.3f})")
                             for r in long.itertuples() if np.isfinite(r.estimate))
         mu.safe_set_tags({"mlflow.note.content": f"External validation of {ref.label} on {result.cohort} "
                                                  f"({result.n_patients} patients, {result.n_events} events).\n\n"
@@ -154,8 +157,3 @@ def _log_run(result: ExternalResult, client: Any, uri: str, experiment: str, run
     return run_id
 
 
-def _metric_values(metrics: Mapping[str, Estimate]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for k, e in metrics.items():
-        out.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
-    return out

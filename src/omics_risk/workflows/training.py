@@ -204,7 +204,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
             with model_ctx:
                 for fold in progress_bar(folds, desc=f"{name}", disable=not cfg.training.progress, unit="fold"):
                     train_d, test_d = data.subset(fold.train), data.subset(fold.test)
-                    fold_ctx = mu.start_fold_run(fold.tag) if (mu and cfg.tracking.log_folds) else nullcontext()
+                    fold_ctx = (mu.start_fold_run(fold.tag, name=mu.fold_run_name(
+                        name, fold.fold, int(cfg.training.cv.folds), fold.repeat, n_rep))
+                        if (mu and cfg.tracking.log_folds) else nullcontext())
                     with fold_ctx:
                         on_epoch = ((lambda e, m: mu.safe_log_metrics(m, step=e)) if (mu and cfg.tracking.log_folds)
                                     else None)
@@ -275,6 +277,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if scores_file is not None:  # the local file keeps the cohort's ids; the logged copy has pseudonyms
                 mu.log_patient_table(scores, scores_file.name, pseudonyms=ids)
             mu.safe_log_metrics({str(cfg.optimized_metric): metrics.get(str(cfg.optimized_metric), float("nan"))})
+            log.info("MLflow UI (mlflow ui --backend-store-uri %s): %s", trk[1],
+                     mu.experiment_url(mlflow.active_run().info.experiment_id))
     return metrics
 
 
