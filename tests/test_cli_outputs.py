@@ -36,3 +36,15 @@ def test_several_prediction_times_list_each_report(tmp_path: Path) -> None:
     reports = [line for line in run_outputs_text(cfg).splitlines() if "report:" in line]
     assert [r.split()[1] for r in reports] == [str(tmp_path / s / "evaluation" / "report.html")
                                                for s in ("postop1", "preop")]
+
+
+def test_a_local_store_gives_the_experiment_page_with_the_headline_view(tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    exp = MlflowClient(tracking_uri=uri).create_experiment("omics-risk")
+    cfg = OmegaConf.create({"paths": {"output_dir": str(tmp_path / "run"), "root_dir": str(tmp_path)},
+                            "tracking": {"enabled": True, "uri": uri, "experiment": "omics-risk"}})
+    text = run_outputs_text(cfg)
+    assert f"then open http://127.0.0.1:5000/#/experiments/{exp}/runs?workflowType=machine_learning" in text
+    assert "viewStateShareKey=" in text

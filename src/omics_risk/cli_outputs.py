@@ -12,7 +12,7 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 __all__ = ["run_outputs_text"]
 
@@ -45,8 +45,26 @@ def run_outputs_text(cfg: DictConfig) -> str:
 
         uri = tracking_uri(cfg.tracking.uri, Path(str(cfg.paths.root_dir)))
         if uri.startswith("sqlite:"):
-            lines.append(f"  MLflow:   {_mlflow_command()} ui --backend-store-uri {uri} --port 5000"
-                         "  (then open http://127.0.0.1:5000)")
-        else:
+            page = _experiment_page(uri, OmegaConf.select(cfg, "tracking.experiment"), "http://127.0.0.1:5000")
+            lines.append(f"  MLflow:   {_mlflow_command()} ui --backend-store-uri {uri} --port 5000")
+            lines.append(f"            then open {page}")
+        else:  # a server: its address (looking the experiment up could wait on the network)
             lines.append(f"  MLflow:   open {uri} in a browser")
     return "\n".join(lines)
+
+
+def _experiment_page(uri: str, experiment: str | None, base: str) -> str:
+    """The experiment's runs table with the models' headline columns (tracking.ui_view), else the UI's front page.
+    Only a local store is read, and only when its file exists (reading would create it)."""
+    db = Path(uri.removeprefix("sqlite:///"))
+    if experiment is None or not db.is_file():
+        return base
+    try:
+        from mlflow.tracking import MlflowClient  # lazy: mlflow, as above
+
+        from omics_risk.tracking.ui_view import experiment_url  # lazy: imports mlflow
+
+        found = MlflowClient(tracking_uri=uri).get_experiment_by_name(experiment)
+    except Exception:  # an unreachable server must not fail a finished run's closing lines
+        found = None
+    return experiment_url(found.experiment_id, base) if found is not None else base

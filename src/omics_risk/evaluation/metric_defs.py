@@ -3,9 +3,9 @@ direction is better, its display label and format.
 
 Everything that shows or logs a metric reads :data:`METRICS`: ``evaluate_survival`` / ``evaluate_response`` (what is
 computed, under which key), the run report's tables and descriptions (``describe_metric``), ``evaluate.py
-mode=compare`` (which metrics it logs) and the MLflow metric names (``eval/<model>/<name>``,
-``compare/<model>/<name>``, ``external/<name>``). Adding a metric is one :class:`MetricDef` appended with
-:func:`register` (docs/architecture.md, "Adding a metric").
+mode=compare`` (which metrics it logs) and the MLflow metric names (``<name>`` in a run about one model,
+``<model>/<name>`` in a run holding several: docs/evaluation.md). Adding a metric is one :class:`MetricDef`
+appended with :func:`register` (docs/architecture.md, "Adding a metric").
 
 A survival metric's ``jobs`` turns the inputs of one evaluation (:class:`SurvivalInputs`) into
 ``{key: (function, arrays)}``: the function is bootstrapped over patients with the arrays resampled together; a
@@ -283,7 +283,7 @@ def metric_names(kind: str | None = None) -> list[str]:
 
 
 def headline_metrics() -> list[str]:
-    """The metrics a comparison logs to MLflow (``compare/<model>/<name>``)."""
+    """The metrics a comparison logs to MLflow (``<model>/<name>``)."""
     return [m.name for m in METRICS if m.headline]
 
 
@@ -300,7 +300,7 @@ def rank_invalid_patterns(*, groups: bool = False) -> tuple[str, ...]:
 
 def find_metric(key: str) -> tuple[MetricDef, dict[str, str]] | None:
     """The definition behind a metric key (``auc_365d`` -> the ``auc_{h}d`` entry, ``{"h": "365"}``); prefixes
-    ``response_`` / ``external/`` / ``eval/<model>/`` are not understood here (see :func:`describe_metric`)."""
+    ``response_`` / ``external/`` / ``<model>/`` are not understood here (see :func:`describe_metric`)."""
     for m in METRICS:
         hit = m.pattern().fullmatch(key)
         if hit:
@@ -351,12 +351,12 @@ def response_jobs(inputs: ResponseInputs) -> Jobs:
 PIPELINE_SUMMARY: dict[str, str] = {
     "cindex": "harrell_c of each test fold, mean over the folds (the sweep objective, optimized_metric)",
     "cindex_sd": "harrell_c of each test fold, standard deviation over the folds",
-    "cindex_pooled": "harrell_c of the pooled out-of-fold risks (ranked within folds); MLflow: eval/<model>/harrell_c",
+    "cindex_pooled": "pooled out-of-fold harrell_c (ranked within folds); MLflow: the model run's harrell_c",
     "cindex_ci_low": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples)",
     "cindex_ci_high": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples)",
 }
 #: Summary keys that repeat a run-report metric under another name: kept in summary.json, but logged to MLflow
-#: once, as the run report's ``eval/<model>/harrell_c`` (+ CI), whenever the run report is on.
+#: once, as the run report's ``harrell_c`` of the model run (+ CI), whenever the run report is on.
 SUMMARY_ONLY: tuple[str, ...] = ("cindex_pooled", "cindex_ci_low", "cindex_ci_high")
 
 

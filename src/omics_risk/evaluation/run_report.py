@@ -171,8 +171,9 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
         risk_groups: ``median``, ``tertiles`` or quantiles (:class:`RiskGroups`).
         slow_metrics: also bootstrap the calibration slope and group hazard ratios (lifelines Cox fits, ~30 ms per
             resample each); the slope is never computed on within-fold ranks.
-        mlflow_run: a run id, or True for the active run: log the files under ``artifact_path`` and the metrics as
-            ``eval/<model>/<metric>`` (+ ``_ci_low``/``_ci_high``).
+        mlflow_run: a run id, or True for the active run: log the files under ``artifact_path``, each model's
+            metrics to its model run as ``<metric>`` (+ ``_ci_low``/``_ci_high``) and the comparison to the job run as
+            ``<model>/<metric>`` (:func:`~omics_risk.evaluation.mlflow_log.log_run_report`).
 
     Returns:
         :class:`RunReport` (paths, metrics, tables).
