@@ -196,3 +196,30 @@ def test_the_tcga_experiment_trains_on_raw_gdc_headers_without_mirna(tmp_path: P
     assert "has no sample of mirna (data.modalities); using clinical, rppa, cnv" in caplog.text
     assert {"fused/cindex", "clinical_cox/cindex", "coxnet_rppa/cindex", "coxnet_cnv/cindex"} <= set(metrics)
     assert not any(k.startswith("coxnet_mirna") for k in metrics)
+
+
+@pytest.mark.slow
+def test_a_clinical_only_cohort_is_scored_with_a_row_per_patient(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """No samples.csv at scoring either: the model (task rfs, trained at the index date since its postop1 cannot be
+    placed) scores every patient at the index date from the clinical data, as training did."""
+    from omics_risk.cli import main as cli_main  # lazy: the training and scoring stacks are heavy (as _train)
+    from omics_risk.workflows.training import train  # lazy: as above
+
+    root = write_clinical_only(tmp_path / "clin")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
+                                          f"tracking.uri={uri}", "training.progress=false", "extract.workers=1",
+                                          "debug=fast", "baselines=fast", "training.final_model=true", "data=cohort",
+                                          f"data.root={root}"])
+    train(cfg)
+    out = tmp_path / "scores.csv"
+    assert cli_main(["score", "--model", "models:/omics-risk-rfs@challenger", "--tracking-uri", uri,
+                     "--cohort", str(root), "--out", str(out)]) in (0, None)
+    scores = pd.read_csv(out)
+    clinical = pd.read_csv(root / "clinical.csv")
+    assert list(scores["patient_id"]) == list(clinical["patient_id"])
+    assert (scores["status"] == "ok").all() and scores["risk_score"].notna().all()
+    assert (scores["prediction_day"] == 0).all()

@@ -30,7 +30,7 @@ from omics_risk.data.contract import BinaryEndpoint, Cohort, SurvivalEndpoint, l
 from omics_risk.data.formats import preprocessing_kind
 from omics_risk.data.timing import PredictionTime, at_risk, prediction_days, select_samples, slot_table
 
-__all__ = ["MultimodalData", "load_landmarks", "load_multimodal", "stored_modalities"]
+__all__ = ["MultimodalData", "load_landmarks", "load_multimodal", "placeable_prediction_time", "stored_modalities"]
 
 log = logging.getLogger(__name__)
 
@@ -194,7 +194,7 @@ def load_multimodal(cohort: str | Path | Cohort, features_dir: str | Path | None
     :func:`load_landmarks`.
     """
     cohort, store, wanted = _open(cohort, features_dir, modalities)
-    prediction_time = _placeable(cohort, prediction_time)
+    prediction_time = placeable_prediction_time(cohort, prediction_time)
     if prediction_time is not None and prediction_time.at == "landmarks":
         raise ValueError("task.prediction_time: at: landmarks gives one data set per landmark (load_landmarks, for "
                          "dynamic models); a model fitted on one data set needs a single prediction time, e.g. "
@@ -221,7 +221,7 @@ def load_landmarks(cohort: str | Path | Cohort, features_dir: str | Path | None 
     by its day, NaN for ``at: timepoint``): the patients at risk at that landmark, in cohort order, with their
     inputs at that landmark and outcome times counted from it (for landmark super-models)."""
     cohort, store, wanted = _open(cohort, features_dir, modalities)
-    prediction_time = cast(PredictionTime, _placeable(cohort, prediction_time))
+    prediction_time = cast(PredictionTime, placeable_prediction_time(cohort, prediction_time))
     out = _outcome(cohort, endpoint, response, drop_unlabelled)
     samples = _sample_tables(cohort, store, wanted)
     if prediction_time.at != "landmarks":
@@ -233,7 +233,7 @@ def load_landmarks(cohort: str | Path | Cohort, features_dir: str | Path | None 
             for lm in prediction_time.landmarks}
 
 
-def _placeable(cohort: Cohort, pt: PredictionTime | None) -> PredictionTime | None:
+def placeable_prediction_time(cohort: Cohort, pt: PredictionTime | None) -> PredictionTime | None:
     """``pt``, or the index date for a timepoint label in a cohort without samples (clinical-only), with a note."""
     if pt is None or pt.at != "timepoint" or len(cohort.samples):
         return pt

@@ -232,8 +232,8 @@ def check_inputs(
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise ScoreInputError(f"--cohort {root} {what}: a cohort is a folder with {SPEC_FILE}, {CLINICAL_FILE} and "
-                              f"{SAMPLES_FILE} (docs/data_format.md)")
-    lacking = [name for name in (SPEC_FILE, CLINICAL_FILE, SAMPLES_FILE) if not (root / name).is_file()]
+                              f"(unless it is clinical-only) {SAMPLES_FILE} (docs/data_format.md)")
+    lacking = [name for name in (SPEC_FILE, CLINICAL_FILE) if not (root / name).is_file()]
     if lacking:
         raise ScoreInputError(f"--cohort {root} has no {' and no '.join(lacking)}: it is not a cohort folder in the "
                               f"data contract (docs/data_format.md); check the path, or run `omics-risk validate "

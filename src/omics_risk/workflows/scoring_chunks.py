@@ -401,7 +401,10 @@ def content_key(bm: BatchModel, prep: PreparedCohort, store: Path | None, extrac
                  options: Mapping[str, Any]) -> str:
     h = hashlib.sha256()
     for name in (SPEC_FILE, CLINICAL_FILE, SAMPLES_FILE):
-        _file_digest(prep.root / name, h)
+        if (prep.root / name).is_file() or name != SAMPLES_FILE:
+            _file_digest(prep.root / name, h)
+        else:  # a clinical-only cohort has none
+            h.update(b"no samples.csv")
     h.update(json.dumps([prep.notes, prep.failed, prep.order], sort_keys=True, default=str).encode())
     if store is not None:
         per_sample = [f"{m}.samples.parquet" for m in extracted] if bm.prediction_time is not None else []

@@ -241,7 +241,11 @@ def check_fit(bm: BatchModel, prep: PreparedCohort) -> list[str]:
     day_checks: list[tuple[str, str, float, float, str | None]] = []
     pt = bm.prediction_time
     labels = set(cohort.samples["timepoint"].astype(str)) if "timepoint" in cohort.samples else set()
-    if pt is not None and pt.at == "timepoint" and pt.timepoint not in labels:
+    if pt is not None and pt.at == "timepoint" and not len(cohort.samples):
+        notes.append(f"this cohort has no samples (clinical-only): the model predicts at {pt.describe()}, which "
+                     "cannot be placed, so every patient is scored at the index date from the clinical data, as "
+                     "training does for such a cohort")
+    elif pt is not None and pt.at == "timepoint" and pt.timepoint not in labels:
         errors.append(f"the model predicts at {pt.describe()}, but no sample of this cohort has timepoint "
                       f"'{pt.timepoint}' (samples.csv has: {', '.join(sorted(labels)[:20])}): no patient has a "
                       "prediction day; rename the timepoint in samples.csv to the model's")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from omics_risk.data.multimodal import placeable_prediction_time
 from omics_risk.data.timing import PredictionTime, prediction_days
 from omics_risk.scoring.loading import BatchModel
 from omics_risk.workflows.inputs import model_inputs
@@ -54,10 +55,11 @@ def timed_inputs(bm: BatchModel, prep: PreparedCohort, store: Path | None,
     prediction time); every patient of clinical.csv is kept (``drop_unlabelled=False``). The data pass the
     look-ahead guard of training (:func:`~omics_risk.workflows.inputs.check_no_look_ahead`).
     """
-    pt = bm.prediction_time
-    if pt is None:
+    if bm.prediction_time is None:
         return None
     cohort = prep.cohort
+    pt = placeable_prediction_time(cohort, bm.prediction_time)  # a clinical-only cohort: the index date, as training
+    assert pt is not None
     patients = cohort.clinical["patient_id"].astype(str).drop_duplicates()
     if store is None or not extracted or not (store / "manifest.json").is_file():
         day = prediction_days(pt, cohort.samples, patients)
