@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from omegaconf import OmegaConf
 
 from omics_risk.cli_outputs import run_outputs_text
 
 
-def test_the_run_outputs_are_named_with_absolute_paths(tmp_path: Path) -> None:
+def test_the_run_outputs_are_named_with_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # another test's mlflow.set_tracking_uri may have set it
     out = tmp_path / "outputs" / "rfs" / "now"
     out.mkdir(parents=True)
     (out / "summary.json").write_text(json.dumps({"report": str(out / "evaluation" / "report.html")}))
