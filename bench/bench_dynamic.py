@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 from hydra import compose, initialize_config_dir
 
+from omics_risk.evaluation.tables import format_p
 from omics_risk.workflows import training as pipeline
 from omics_risk.workflows.dynamic import LANDMARK, STATIC
 
@@ -71,7 +72,7 @@ def main() -> None:
                     for m in models}
         cells = [f"{first['landmark']:g}", str(first["n_at_risk"]), str(first["n_events"]),
                  *(_ci(rows[m], "harrell_c") for m in models), *(_ci(rows[m], "auc") for m in models),
-                 *(f"{_ci(c[i], 'c_difference')} (p {c[i]['p_value']:.3f})" for c in vs.values()),
+                 *(f"{_ci(c[i], 'c_difference')} (p {format_p(c[i]['p_value'])})" for c in vs.values()),
                  *(f"{shuffled[m]:.3f}" for m in models)]
         print("| " + " | ".join(cells) + " |")
     for m in models:
