@@ -59,7 +59,7 @@ def test_console_script_installed() -> None:
     exe = Path(sys.executable).parent / "omics-risk"
     if not exe.exists():
         pytest.skip("console script not installed in this interpreter's environment")
-    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=False)
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, encoding="utf-8", check=False)
     assert res.returncode == 0
     assert "synth" in res.stdout and "validate" in res.stdout
 
@@ -71,7 +71,8 @@ def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     src = str(Path(omics_risk.__file__).resolve().parents[1])
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [os.environ.get("PYTHONPATH")])])
-    return subprocess.run([sys.executable, "-m", "omics_risk.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "omics_risk.cli", *args], capture_output=True,
+                          text=True, encoding="utf-8", env=env,
                           cwd=cwd, timeout=300, check=False)
 
 
@@ -80,7 +81,8 @@ def test_score_with_a_missing_cohort_exits_2_with_one_line(tmp_path: Path) -> No
                    "scores.parquet", cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr == ("omics-risk score: error: --cohort no_such_cohort does not exist: a cohort is a folder with "
-                          "cohort.yaml, clinical.csv and samples.csv (docs/data_format.md)\n")
+                          "cohort.yaml, clinical.csv and (unless it is clinical-only) samples.csv "
+                          "(docs/data_format.md)\n")
     assert list(tmp_path.iterdir()) == []  # nothing created: no work folder, no mlflow.db
 
 

@@ -20,7 +20,7 @@ def _run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) 
     base = {k: v for k, v in os.environ.items() if k not in ("HYDRA_FULL_ERROR", "MLFLOW_TRACKING_URI")}
     base.update({"OMICS_RISK_ROOT": str(cwd), "PYTHONPATH": str(ROOT / "src"), **(env or {})})
     return subprocess.run([sys.executable, str(ROOT / script), *args], cwd=cwd, env=base, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, encoding="utf-8", timeout=300)
 
 
 def _one_line_error(proc: subprocess.CompletedProcess, script: str) -> str:

@@ -644,7 +644,8 @@ def test_regression_damaged_dicom_slice_memory_is_bounded(tmp_path: Path, cohort
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - floor) // 1024)\n"
     )
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True,
+                         text=True, encoding="utf-8", env=env, check=True)
     named, grown_mb = out.stdout.split()
     assert named == str(victim)
     assert int(grown_mb) < 500, f"reading the damaged series grew the peak RSS by {grown_mb} MB"

@@ -145,7 +145,7 @@ def _run_cli(root: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "omics_risk.cli", "validate", str(root), "--quiet"],
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         env=env,
         timeout=600,  # a watchdog, not a speed check: a normal run takes a second or two
         check=False,

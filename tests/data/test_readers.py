@@ -680,7 +680,8 @@ def test_huge_image_header_costs_validate_no_memory(make_valid_cohort: Callable[
     )
     # The timeout only stops a regression from holding the machine; nothing about speed is asserted.
     run = subprocess.run(
-        [sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=900, env=dict(os.environ)
+        [sys.executable, "-c", script, str(root)], capture_output=True,
+            text=True, encoding="utf-8", timeout=900, env=dict(os.environ)
     )
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])

@@ -142,7 +142,8 @@ def finaletoolkit_cli() -> Path | None:
 
 
 def run_ft(cli: Path, *args: str | Path) -> None:
-    subprocess.run([str(cli), *map(str, args)], check=True, capture_output=True, text=True, timeout=300)
+    subprocess.run([str(cli), *map(str, args)], check=True, capture_output=True,
+                   text=True, encoding="utf-8", timeout=300)
 
 
 @pytest.fixture

@@ -443,9 +443,10 @@ def test_inputs_are_checked_before_the_model_is_loaded(tmp_path: Path, monkeypat
     root = write_table_cohort(tmp_path / "c", n=4, seed=1)
     with pytest.raises(ScoreInputError, match=r"--cohort .*nowhere does not exist"):
         score_cohort("models:/m@a", tmp_path / "nowhere", tmp_path / "s.csv")
-    (root / "samples.csv").unlink()
-    with pytest.raises(ScoreInputError, match=r"has no samples\.csv: it is not a cohort folder"):
+    (root / "clinical.csv").rename(root / "clinical.txt")  # samples.csv alone may be absent (clinical-only cohort)
+    with pytest.raises(ScoreInputError, match=r"has no clinical\.csv: it is not a cohort folder"):
         score_cohort("models:/m@a", root, tmp_path / "s.csv")
+    (root / "clinical.txt").rename(root / "clinical.csv")
     with pytest.raises(ScoreInputError, match=r"the output folder .*missing does not exist"):
         score_cohort("models:/m@a", root, tmp_path / "missing" / "s.csv")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c"]  # no work folder, no mlflow.db

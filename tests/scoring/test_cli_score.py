@@ -99,7 +99,7 @@ def test_console_script_reads_the_tracking_uri_from_the_environment(demo: Simple
     cmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "omics_risk.cli"])]
     run = subprocess.run([*cmd, "score", "--model", demo.uri, "--cohort", str(problem_cohort.root), "--out",
                           str(tmp_path / "s.parquet"), "--features", str(problem_cohort.features), "--quiet"],
-                         env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+                         env=env, capture_output=True, text=True, encoding="utf-8", timeout=600, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "scored 15 patients" in run.stdout
     assert len(pd.read_parquet(tmp_path / "s.parquet")) == 15
@@ -397,7 +397,7 @@ def test_a_second_run_on_the_same_work_folder_exits_2_and_a_killed_holder_leaves
     out = tmp_path / "s.csv"
     work = tmp_path / ".s.csv.work"
     holder = subprocess.Popen([sys.executable, "-c", _HOLD, str(work)], stdin=subprocess.PIPE,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", env=_env())
     try:
         line = holder.stdout.readline().strip()
         assert line == "held", holder.stderr.read()
@@ -442,7 +442,8 @@ sys.exit(cli.main(sys.argv[2:]))
     ready = tmp_path / "ready"
     proc = subprocess.Popen([sys.executable, "-c", script, str(ready),
                              *_args(logged_table, tmp_path / "s.csv", "--chunk-size", "6")],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), cwd=tmp_path)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, encoding="utf-8", env=_env(), cwd=tmp_path)
     try:
         deadline = time.monotonic() + 300  # a bound on waiting for the handshake, not a timing assertion
         while not ready.exists() and proc.poll() is None and time.monotonic() < deadline:

@@ -92,7 +92,7 @@ def _run(root: Path, *overrides: str) -> subprocess.CompletedProcess[str]:
         cwd=root,
         env=env,
         capture_output=True,
-        text=True,
+        text=True, encoding="utf-8",
         timeout=300,
     )
 

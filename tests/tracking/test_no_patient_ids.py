@@ -73,7 +73,7 @@ def test_tracked_demo_run_holds_no_cohort_identifier(cohort: Path, tmp_path: Pat
          "training.final_model=true", f"tracking.uri={uri}", f"paths.root_dir={tmp_path}",
          f"hydra.run.dir={tmp_path / 'run'}", "training.progress=false", "extract.workers=1",
          "task.prediction_time=null"],  # every patient in the out-of-fold table, whatever the risk set at postop1
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900,
+        cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", timeout=900,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())

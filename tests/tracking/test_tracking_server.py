@@ -40,7 +40,8 @@ SERIAL = ["ctdna", "recist"]  # nsclc-advanced's serial modalities: quick to ext
 
 
 def _script(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(["bash", str(SCRIPT), *args], env=env, capture_output=True,
+                          text=True, encoding="utf-8", timeout=900)
 
 
 @pytest.fixture(scope="module")

@@ -190,7 +190,7 @@ def test_optuna_sweep_through_train_py(nsclc_cohort: Path, tmp_path: Path, mlflo
          "debug=fast", "data=cohort", f"data.root={nsclc_cohort}", f"tracking.uri={uri}",
          f"hydra.sweep.dir={tmp_path / 'multirun'}", f"paths.root_dir={tmp_path}", "training.progress=false",
          "extract.workers=1"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+        cwd=tmp_path, env=env, capture_output=True, text=True, encoding="utf-8", timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = yaml.safe_load((tmp_path / "multirun" / "optimization_results.yaml").read_text())
