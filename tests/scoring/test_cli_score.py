@@ -424,8 +424,11 @@ def test_a_real_signal_to_the_console_command_ends_with_one_line(logged_table: S
     import time
 
     script = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+# Ctrl-C as in a terminal, whatever the test process left (a child inherits an ignored SIGINT, and Python then
+# installs no KeyboardInterrupt handler)
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from omics_risk import cli
 from omics_risk.workflows import scoring as batch
 ready, real, calls = Path(sys.argv[1]), batch._Scorer.run, []
