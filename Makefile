@@ -44,7 +44,8 @@ for line in lines[1:]:
         count, first = groups.get(kind, (0, message))
         groups[kind] = (count + 1, first)
 for (section, where), (count, first) in groups.items():
-    text = f"  {section.split()[0].lower()[:-1]} x{count:<3} {where}: {first}"
+    times = f" x{count}" if count > 1 else ""  # validate groups rows of one kind itself ("10 rows (lines ...)")
+    text = f"  {section.split()[0].lower()[:-1]}{times} {where}: {first}"
     print(text if len(text) <= 120 else text[:117] + "...")
 print(f"{lines[-1]}; the full report is {sys.argv[1]}")
 endef
