@@ -27,7 +27,7 @@ from omics_risk.data.timing import PredictionTime
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SIDE_BY_SIDE_COLUMNS", "prediction_times_of", "run_prediction_times", "slug"]
+__all__ = ["SIDE_BY_SIDE_COLUMNS", "prediction_time_of", "prediction_times_of", "run_prediction_times", "slug"]
 
 #: The per-model metrics the side-by-side table carries (those a model has), in this order.
 SIDE_BY_SIDE_COLUMNS = ("cindex", "cindex_ci_low", "cindex_ci_high", "cindex_pooled", "response_auc",
@@ -47,6 +47,15 @@ def slug(pt: PredictionTime) -> str:
     else:
         name = "landmarks"
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def prediction_time_of(cfg: DictConfig) -> PredictionTime | None:
+    """``task.prediction_time`` (None when unset: every sample is used, as before prediction times existed)."""
+    node = cfg.task.get("prediction_time")
+    if node is None:
+        return None
+    return PredictionTime.from_config(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node)
+                                      else node)
 
 
 def prediction_times_of(cfg: DictConfig) -> list[tuple[PredictionTime, dict[str, Any]]] | None:

@@ -32,7 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.compare import log_oof_risks, oof_table
 from omics_risk.evaluation.metric_defs import cindex_summary, model_run_metrics
 from omics_risk.evaluation.metrics import (
@@ -56,7 +55,7 @@ from omics_risk.workflows.inputs import (
     model_inputs,
     prediction_time_summary,
 )
-from omics_risk.workflows.prediction_times import prediction_times_of, run_prediction_times
+from omics_risk.workflows.prediction_times import prediction_time_of, prediction_times_of, run_prediction_times
 from omics_risk.workflows.summary_table import format_summary_table
 from omics_risk.workflows.training_final import _deep_radiomic_scores, _final_model, _run_report
 from omics_risk.workflows.training_models import (
@@ -95,16 +94,7 @@ def _inputs(cfg: DictConfig, cohort: Cohort, store: Path, *, modalities: list[st
     return model_inputs(cohort, store, extract=bool(cfg.extract.run), extract_config=config, modalities=modalities,
                         endpoint=cfg.task.endpoint, response=cfg.task.response, ct=ct, what=what,
                         workers=cfg.extract.workers, progress=bool(cfg.training.progress),
-                        prediction_time=_prediction_time(cfg), longitudinal=cfg.task.get("longitudinal"))
-
-
-def _prediction_time(cfg: DictConfig) -> PredictionTime | None:
-    """``task.prediction_time`` (None when unset: every sample is used, as before prediction times existed)."""
-    node = cfg.task.get("prediction_time")
-    if node is None:
-        return None
-    return PredictionTime.from_config(OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node)
-                                      else node)
+                        prediction_time=prediction_time_of(cfg), longitudinal=cfg.task.get("longitudinal"))
 
 
 def _store(root: Path, features_dir: str | None) -> Path:
@@ -163,7 +153,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     root = Path(cfg.data.root)
     cohort = load_cohort(root)  # parsed once: extraction, data, CT images and the logged model all read it
     store = _store(root, cfg.data.features_dir)
-    if (pt := _prediction_time(cfg)) is not None and pt.at == "landmarks":  # dynamic prediction: its own run
+    if (pt := prediction_time_of(cfg)) is not None and pt.at == "landmarks":  # dynamic prediction: its own run
         return run_dynamic(cfg, cohort, store, pt)
     inputs = _inputs(cfg, cohort, store)
     data, images = inputs.data, inputs.images
@@ -277,8 +267,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
             if scores_file is not None:  # the local file keeps the cohort's ids; the logged copy has pseudonyms
                 mu.log_patient_table(scores, scores_file.name, pseudonyms=ids)
             mu.safe_log_metrics({str(cfg.optimized_metric): metrics.get(str(cfg.optimized_metric), float("nan"))})
-            log.info("MLflow UI (mlflow ui --backend-store-uri %s): %s", trk[1],
-                     mu.experiment_url(mlflow.active_run().info.experiment_id))
     return metrics
 
 

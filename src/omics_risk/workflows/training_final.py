@@ -18,12 +18,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
 from omics_risk.models.base import capabilities_of
 from omics_risk.scoring.frames import to_frame
 from omics_risk.workflows.longitudinal_inputs import dynamics_name, longitudinal_inputs
+from omics_risk.workflows.prediction_times import prediction_time_of
 from omics_risk.workflows.training_models import ModelFactory, _ct_config, _fit
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,12 @@ def _deep_radiomic_scores(data: MultimodalData, oof: np.ndarray, fold_of: np.nda
 def timing_settings(cfg: DictConfig) -> dict[str, Any]:
     """``log_model``'s ``prediction_time``, ``longitudinal`` and ``derived_inputs`` for this run's task (empty
     without ``task.prediction_time``: the logged model then uses every sample, as before prediction times)."""
-    node = cfg.task.get("prediction_time")
-    if node is None:
+    pt = prediction_time_of(cfg)
+    if pt is None:
         return {}
-    plain = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
     lon = cfg.task.get("longitudinal")
     lon = OmegaConf.to_container(lon, resolve=True) if OmegaConf.is_config(lon) else lon
-    return {"prediction_time": PredictionTime.from_config(plain), "longitudinal": lon or None,
+    return {"prediction_time": pt, "longitudinal": lon or None,
             "derived_inputs": {dynamics_name(q.modality): q.modality for q in longitudinal_inputs(lon)}}
 
 
