@@ -209,6 +209,7 @@ def test_a_clinical_only_cohort_is_scored_with_a_row_per_patient(tmp_path: Path,
     root = write_clinical_only(tmp_path / "clin")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a sqlite store's default artifact root is ./mlruns: keep it out of the checkout
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
         cfg = compose("train", overrides=[f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}",
                                           f"tracking.uri={uri}", "training.progress=false", "extract.workers=1",
