@@ -70,6 +70,7 @@ TRUSTED_MODULE_PREFIXES = (
     "sksurv.",
     "omics_risk.features.",
     "omics_risk.models.preprocessing.",
+    "omics_risk.models.tabular.",
 )
 
 
@@ -296,8 +297,8 @@ class ModalityPreprocessor(BaseEstimator):
 
 
 # ---------------------------------------------------------------------------------------------- persistence
-def save_preprocessor(obj: ModalityPreprocessor, path: str | Path) -> Path:
-    """Write a fitted preprocessor with ``skops.io.dump`` (no pickle)."""
+def save_trusted(obj: Any, path: str | Path) -> Path:
+    """Write a fitted transformer made of trusted types (:data:`TRUSTED_MODULE_PREFIXES`) with ``skops.io.dump``."""
     import skops.io as sio  # lazy: skops is needed only to save or load, not to fit
 
     path = Path(path)
@@ -306,20 +307,31 @@ def save_preprocessor(obj: ModalityPreprocessor, path: str | Path) -> Path:
     return path
 
 
-def load_preprocessor(path: str | Path) -> ModalityPreprocessor:
-    """Load a preprocessor saved by :func:`save_preprocessor`, trusting only :data:`TRUSTED_MODULE_PREFIXES`."""
+def load_trusted(path: str | Path) -> Any:
+    """Load what :func:`save_trusted` wrote, trusting only :data:`TRUSTED_MODULE_PREFIXES` and NumPy dtypes (no
+    pickle: an untrusted type is refused with :class:`UntrustedTypeError`)."""
     import skops.io as sio  # lazy: skops is needed only to save or load, not to fit
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no saved preprocessor at {path}")
+        raise FileNotFoundError(f"no saved transformer at {path}")
     untrusted = sio.get_untrusted_types(file=path)
     bad = [t for t in untrusted if not _trusted(t)]
     if bad:
         raise UntrustedTypeError(f"{path} contains type(s) outside the trusted modules "
                                  f"{', '.join(TRUSTED_MODULE_PREFIXES)} and NumPy dtypes: {', '.join(bad)}; "
                                  "refusing to load it")
-    obj = sio.load(path, trusted=untrusted)
+    return sio.load(path, trusted=untrusted)
+
+
+def save_preprocessor(obj: ModalityPreprocessor, path: str | Path) -> Path:
+    """Write a fitted preprocessor with ``skops.io.dump`` (no pickle)."""
+    return save_trusted(obj, path)
+
+
+def load_preprocessor(path: str | Path) -> ModalityPreprocessor:
+    """Load a preprocessor saved by :func:`save_preprocessor`, trusting only :data:`TRUSTED_MODULE_PREFIXES`."""
+    obj = load_trusted(path)
     if not isinstance(obj, ModalityPreprocessor):
         raise UntrustedTypeError(f"{path} holds a {type(obj).__name__}, not a ModalityPreprocessor")
     return obj

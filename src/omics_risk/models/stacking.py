@@ -46,9 +46,17 @@ from omics_risk.models.tabular import (
     risk_from_response,
 )
 
-__all__ = ["LateFusionStacker", "build_model", "model_present"]
+__all__ = ["LateFusionStacker", "build_model", "model_present", "oof_scales"]
 
 BaseSpec = SurvivalModel | Callable[[], SurvivalModel] | Mapping[str, Any]
+
+
+def oof_scales(oof: np.ndarray, present: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
+    """Each base model's SD of out-of-fold risk over the patients that have its modality (1 when constant), and the
+    base models whose modality some but not all patients lack (they get a missingness indicator column)."""
+    sd = np.array([oof[present[:, j], j].std() if present[:, j].sum() > 1 else 0.0 for j in range(len(names))])
+    n = len(oof)
+    return np.where(sd > 1e-12, sd, 1.0), [m for j, m in enumerate(names) if 0 < (~present[:, j]).sum() < n]
 
 
 def build_model(spec: BaseSpec) -> SurvivalModel:
@@ -158,9 +166,7 @@ class LateFusionStacker(BaselineModel):
             self.centre_ = np.array(
                 [np.median(oof[present[:, j], j]) if present[:, j].any() else 0.0 for j in range(len(keep))]
             )
-            sd = np.array([oof[present[:, j], j].std() if present[:, j].sum() > 1 else 0.0 for j in range(len(keep))])
-            self.scale_ = np.where(sd > 1e-12, sd, 1.0)
-            self.indicators_ = [n for j, n in enumerate(self.names_) if 0 < (~present[:, j]).sum() < len(d)]
+            self.scale_, self.indicators_ = oof_scales(oof, present, self.names_)
             self.oof_risk_ = pd.DataFrame(np.where(present, oof, np.nan), index=d.patients, columns=self.names_)
             X = self._design(oof, present)
             self.design_columns_ = [c for c in X.columns if X[c].std(ddof=0) > 0]  # constant columns carry nothing

@@ -225,7 +225,7 @@ class AlignColumns(TransformerMixin, BaseEstimator):
     def fit(self, X: pd.DataFrame, y: Any = None) -> AlignColumns:
         if not isinstance(X, pd.DataFrame):
             raise TypeError("AlignColumns needs a DataFrame (feature names identify the columns)")
-        self.columns_ = X.columns.copy()
+        self.columns_ = list(X.columns)  # a list, not an Index: the fitted pipeline is saved with skops
         self.n_features_in_ = len(self.columns_)
         self.feature_names_in_ = np.asarray(self.columns_, dtype=object)
         return self

@@ -113,7 +113,7 @@ def _factories(cfg: DictConfig, data: MultimodalData, types: dict[str, Any],
     factories: dict[str, ModelFactory] = {str(cfg.model.name): fused}
     if _uses_ct_images(cfg) and OmegaConf.select(cfg, "model.deep_radiomic_score", default=False):
         ct_only = {**extra, "modalities": [], "use_clinical": False, "heads": ["cox"], "response_label": None,
-                   "name": CT_ONLY}
+                   "name": CT_ONLY, **({"stack": {"enabled": False}} if "stack" in est else {})}
         factories[CT_ONLY] = lambda: instantiate(est, **ct_only)
     if cfg.baselines.enabled:
         settings = OmegaConf.to_container(cfg.baselines.settings, resolve=True) or {}

@@ -1,0 +1,573 @@
+"""The fused model: the clinical model as its backbone, each modality adding only what held-out data supports.
+
+Peers' deep fusion models lose to their own clinical Cox model (MultiSurv: 0.787 with six modalities against
+0.796 clinical only; SurvBoard: statistical models match deep fusion), and so did a network trained end to end on
+clinical + omics tables here (TCGA LUSC PFI: 0.614 against clinical Cox 0.639). A statistician will only use a
+multimodal model that is never worse than the clinical model they already have. :class:`FusedSuperLearner`
+therefore stacks, inside the training fold, the run's own kinds of models with **non-negative weights fitted out of
+fold** (a super learner, van der Laan et al. 2007):
+
+* ``clinical``: the clinical Cox model (:class:`~omics_risk.models.clinical_cox.ClinicalCox`), the backbone;
+* ``reference``: the cohort's declared clinical reference column (stage; ``clinical_reference``), when given;
+* ``coxnet_<m>``: one elastic-net Cox model per omics modality (:class:`~omics_risk.models.coxnet.ModalityCoxnet`,
+  alpha by inner cross-validation);
+* ``network``: the multimodal network (:class:`~omics_risk.models.fused.FusedSurvivalModel`: per-modality
+  encoders, a MONAI 3D ResNet for CT images, fusion with a presence mask, Cox / discrete / binary heads).
+
+``fit`` (one outer training fold): ``inner_folds`` stratified folds give every base model's out-of-fold risk; each
+risk is centred on its median and scaled by its SD over the patients that have its modality (0 and a missingness
+indicator where absent); the meta-model, a Cox partial likelihood (torchsurv, Efron ties) -- or a logistic loss for
+a binary endpoint -- with a small ridge penalty, is fitted on those columns with **weights >= 0**
+(L-BFGS-B), so a base model whose risk does not help held-out patients gets weight 0 instead of a sign flip that
+overfits; then every base model is refitted on the whole fold. A modality that carries no signal therefore costs
+the clinical backbone little, and one that does is weighted by what it adds beyond the others.
+
+Saved without pickle (:meth:`save`): the linear base models as JSON coefficients with their fitted preprocessing in
+skops files, the network in its own format (:mod:`omics_risk.models.fused_io`), the weights and the Breslow baseline
+hazard in JSON. A survival task's response probability (``task.response``) comes from the network's binary head.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time as _time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy.optimize import minimize
+from torchsurv.loss.cox import neg_partial_log_likelihood
+
+from omics_risk import __version__
+from omics_risk.data.multimodal import MultimodalData
+from omics_risk.models.base import InsufficientTrainingData, ModelCapabilities, SurvivalModel
+from omics_risk.models.baselines import BASELINE_DEFAULTS, LATE_FUSION_BASE_DEFAULTS
+from omics_risk.models.clinical_cox import ClinicalCox
+from omics_risk.models.coxnet import ModalityCoxnet
+from omics_risk.models.fused import FusedSurvivalModel
+from omics_risk.models.fused_io import plain
+from omics_risk.models.fused_training import breslow_baseline
+from omics_risk.models.images import ImageProvider
+from omics_risk.models.preprocessing import load_trusted, save_trusted
+try:  # TEMP until the reference baseline lands
+    from omics_risk.models.reference import ClinicalReference
+except ImportError:  # pragma: no cover
+    ClinicalReference = ClinicalCox  # type: ignore[misc,assignment]
+from omics_risk.models.stacking import oof_scales
+from omics_risk.models.tabular import CLINICAL, inner_splits, modality_frame, modality_present, outcome_of
+
+__all__ = ["FORMAT", "STACK_DEFAULTS", "FusedSuperLearner", "LinearBase", "fit_nonnegative_meta", "linear_base_of"]
+
+FORMAT = "omics-risk-fused-super-learner"
+FORMAT_VERSION = 1
+NETWORK = "network"
+
+#: Settings of the stack (``model.estimator.stack`` in configs/model/fused.yaml); any key may be overridden.
+STACK_DEFAULTS: dict[str, Any] = {
+    "enabled": True,            # false: the network alone (the end-to-end fused network, for ablations)
+    "inner_folds": 5,           # out-of-fold risks for the meta-model
+    "network": True,            # the multimodal network as a base model
+    "network_inner_members": 1,  # ensemble members of the network inside the inner folds (the refit keeps n_members)
+    "coxnet": {},               # ModalityCoxnet settings over the baselines' late-fusion defaults
+    "clinical_cox": {},         # ClinicalCox settings over the baselines' defaults
+    "meta_penalizer": 0.01,     # ridge penalty of the meta-model (per patient; columns are in SD units)
+}
+
+
+# ----------------------------------------------------------------------------------------- linear bases
+@dataclass
+class LinearBase:
+    """A fitted linear base model: risk = transform(modality table) @ coef - centre (0 where the modality is
+    absent, as a missingness indicator carries those patients).
+
+    ``transformer`` is the model's own fitted preprocessing (a ClinicalEncoder for the clinical table, whose output
+    ``columns`` are kept; else a scikit-learn pipeline); ``centre`` is the median raw risk of its training patients,
+    so the risks of models fitted on different inner folds are on one scale. ``sign`` is -1 for a logistic model
+    (risk = minus the response logit)."""
+
+    name: str
+    modality: str
+    transformer: Any
+    coef: np.ndarray
+    intercept: float = 0.0
+    centre: float = 0.0
+    columns: list[str] | None = None
+    sign: float = 1.0
+
+    def raw(self, data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
+        """Uncentred risk for the patients that have the modality, and the presence mask."""
+        present = modality_present(data, self.modality)
+        frame = modality_frame(data, self.modality).iloc[np.flatnonzero(present)]
+        if not len(frame):
+            return np.empty(0), present
+        X = self.transformer.transform(frame)
+        if self.columns is not None:
+            X = X[self.columns]
+        X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        return self.sign * (X @ self.coef + self.intercept), present
+
+    def risk(self, data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
+        """Centred risk of every patient of ``data`` (0 where absent) and the presence mask."""
+        vals, present = self.raw(data)
+        out = np.zeros(len(present))
+        out[present] = vals - self.centre
+        return out, present
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "modality": self.modality, "coef": self.coef.tolist(),
+                "intercept": self.intercept, "centre": self.centre, "columns": self.columns, "sign": self.sign}
+
+
+def linear_base_of(name: str, model: SurvivalModel, data: MultimodalData) -> LinearBase:
+    """The :class:`LinearBase` form of a fitted ClinicalCox, ClinicalReference or ModalityCoxnet (centred on the
+    median risk of ``data``, its training patients)."""
+    if isinstance(model, ClinicalCox | ClinicalReference):
+        binary = model.task_ != "survival"
+        clf = getattr(model, "clf_", None)
+        base = LinearBase(name, CLINICAL, model.encoder_, model.coef_.to_numpy(dtype=np.float64),
+                          float(clf.intercept_[0]) if binary and clf is not None else 0.0,
+                          columns=list(model.columns_), sign=-1.0 if binary else 1.0)
+    elif isinstance(model, ModalityCoxnet):
+        binary = model.task_ != "survival"
+        base = LinearBase(name, model.modality, model.pipeline_, model.coef_.to_numpy(dtype=np.float64),
+                          float(model.model_.intercept_[0]) if binary else 0.0, sign=-1.0 if binary else 1.0)
+    else:
+        raise TypeError(f"{type(model).__name__} has no linear form for the fused super learner")
+    vals, _ = base.raw(data)
+    base.centre = float(np.median(vals)) if len(vals) else 0.0
+    return base
+
+
+# ------------------------------------------------------------------------------------------- meta-model
+def fit_nonnegative_meta(X: np.ndarray, nonnegative: np.ndarray, *, time: np.ndarray | None = None,
+                         event: np.ndarray | None = None, label: np.ndarray | None = None,
+                         penalizer: float = 0.01) -> tuple[np.ndarray, float]:
+    """Weights (and, for a binary label, an intercept) minimising the mean Cox negative partial log-likelihood
+    (torchsurv, Efron ties) or the mean logistic loss, plus ``penalizer / 2 * ||w||^2``, with ``w >= 0`` where
+    ``nonnegative`` (L-BFGS-B)."""
+    Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
+    n, p = Xt.shape
+    survival = label is None
+    if survival:
+        t = torch.as_tensor(np.asarray(time, dtype=np.float64))
+        e = torch.as_tensor(np.asarray(event, dtype=np.float64) > 0.5)
+    else:
+        y = torch.as_tensor(np.asarray(label, dtype=np.float64))
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        th = torch.as_tensor(theta, dtype=torch.float64).requires_grad_(True)
+        w = th[:p]
+        lin = Xt @ w
+        if survival:
+            loss = neg_partial_log_likelihood(lin, e, t, ties_method="efron", reduction="mean")
+        else:
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(lin + th[p], y)
+        loss = loss + 0.5 * penalizer * (w * w).sum()
+        loss.backward()
+        return float(loss.detach()), th.grad.detach().numpy().astype(np.float64)
+
+    k = p if survival else p + 1
+    bounds = [(0.0, None) if nonnegative[j] else (None, None) for j in range(p)] + ([] if survival else [(None, None)])
+    res = minimize(objective, np.zeros(k), jac=True, method="L-BFGS-B", bounds=bounds,
+                   options={"maxiter": 500, "gtol": 1e-8})
+    theta = np.asarray(res.x, dtype=np.float64)
+    return theta[:p], (0.0 if survival else float(theta[p]))
+
+
+# ------------------------------------------------------------------------------------------------ model
+class FusedSuperLearner(SurvivalModel):
+    """Clinical backbone + per-modality elastic-net Cox + the multimodal network, stacked with non-negative weights
+    fitted out of fold (module docstring).
+
+    Args:
+        stack: :data:`STACK_DEFAULTS` overrides (``enabled=False``: the network alone).
+        clinical_reference: the cohort's clinical reference column (e.g. stage), stacked as its own base model.
+        **network: :class:`~omics_risk.models.fused.FusedSurvivalModel` settings (the run passes ``modalities``,
+            ``clinical_types``, ``seed``, ``device`` and, for a response task, ``response_label`` / ``heads``).
+
+    Fitted attributes: ``weights_`` (per base model, in SD units of its out-of-fold risk), ``bases_`` (name ->
+    :class:`LinearBase`), ``network_model_``, ``scale_``, ``indicators_``, ``oof_risk_``, ``dropped_`` (base models
+    that could not be fitted, with the reason), ``modalities_``, ``feature_manifest_``, Breslow ``baseline_times_`` /
+    ``baseline_cumhaz_``.
+    """
+
+    def __init__(self, *, stack: Mapping[str, Any] | None = None, clinical_reference: str | None = None,
+                 **network: Any):
+        given = plain(dict(stack or {}))
+        unknown = sorted(set(given) - set(STACK_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown stack setting(s) {', '.join(unknown)} (known: {', '.join(STACK_DEFAULTS)})")
+        self.stack = {**copy.deepcopy(STACK_DEFAULTS), **given}
+        self.clinical_reference = clinical_reference
+        self.network_settings = plain(network)
+        self.name = str(self.network_settings.get("name", "fused"))
+        self.seed = int(self.network_settings.get("seed", 0))
+        self.clinical_types = self.network_settings.get("clinical_types")
+        self.use_ct_images = bool(self.network_settings.get("use_ct_images", False))
+        self.ct_timepoints = self.network_settings.get("ct_timepoints")
+        self._template = FusedSurvivalModel(**self.network_settings)  # checks the network settings now
+        if not self.stack["enabled"] and not self.stack["network"]:
+            raise ValueError("stack.enabled=false means the network alone: it needs stack.network=true")
+
+    # ------------------------------------------------------------------------------------------ settings
+    def get_params(self) -> dict[str, Any]:
+        return {"stack": copy.deepcopy(self.stack), "clinical_reference": self.clinical_reference,
+                **copy.deepcopy(self.network_settings)}
+
+    def describe(self) -> dict[str, Any]:
+        flat = {f"network.{k}": v for k, v in self._template.describe().items()}
+        for k, v in self.stack.items():
+            flat[f"stack.{k}"] = json.dumps(v) if isinstance(v, Mapping) else v
+        flat["clinical_reference"] = self.clinical_reference
+        for k, w in getattr(self, "weights_", {}).items():
+            flat[f"weight.{k}"] = round(float(w), 4)
+        return flat
+
+    def capabilities(self) -> ModelCapabilities:
+        net = self._template.capabilities()
+        survival = net.survival or (self.stack["enabled"] and "binary" not in self._template.heads)
+        response = net.response and bool(self.stack["network"])
+        return ModelCapabilities(survival=survival, response=response, images=net.images, epoch_callback=True)
+
+    def set_images(self, images: ImageProvider | None) -> FusedSuperLearner:
+        """Default CT image provider of the network for later ``predict_*`` calls."""
+        if hasattr(self, "network_model_"):
+            self.network_model_.set_images(images)
+        self._template.set_images(images)
+        return self
+
+    # ----------------------------------------------------------------------------------------------- fit
+    def _network(self, members: int | None = None, progress: bool | None = None) -> FusedSurvivalModel:
+        settings = dict(self.network_settings)
+        if members is not None:
+            settings["n_members"] = members
+        if progress is not None:
+            settings["progress"] = progress
+        return FusedSurvivalModel(**settings)
+
+    def _linear_specs(self, data: MultimodalData, task: str) -> dict[str, Callable[[], SurvivalModel]]:
+        common = {"task": task, "random_state": self.seed, "clinical_types": self.clinical_types}
+        cox = {**BASELINE_DEFAULTS["clinical_cox"], **dict(self.stack["clinical_cox"] or {})}
+        coxnet = {**BASELINE_DEFAULTS["coxnet"], **LATE_FUSION_BASE_DEFAULTS["coxnet"],
+                  **dict(self.stack["coxnet"] or {})}
+        wanted = self.network_settings.get("modalities")
+        omics = [m for m in data.modality_names if m != CLINICAL and (wanted is None or m in wanted)
+                 and not (self.use_ct_images and m == self.network_settings.get("ct_modality", "ct"))]
+        specs: dict[str, Callable[[], SurvivalModel]] = {}
+        if self.network_settings.get("use_clinical", True):
+            specs["clinical"] = lambda: ClinicalCox(**cox, **common)
+            if self.clinical_reference:
+                specs["reference"] = lambda: ClinicalReference(self.clinical_reference, **common)
+        for m in omics:
+            specs[f"coxnet_{m}"] = lambda m=m: ModalityCoxnet(m, **coxnet, **common)
+        return specs
+
+    def _fit_bases(self, d: MultimodalData, specs: Mapping[str, Callable[[], SurvivalModel]], names: list[str],
+                   images: ImageProvider | None, *, final: bool,
+                   on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+        fitted: dict[str, Any] = {}
+        for n in names:
+            if n == NETWORK:
+                net = self._network(None if final else int(self.stack["network_inner_members"]),
+                                    None if final else False)
+                kw: dict[str, Any] = {"images": images}
+                if final:
+                    kw["on_epoch"] = on_epoch
+                with warnings.catch_warnings():
+                    if not final:
+                        warnings.simplefilter("ignore")
+                    fitted[n] = net.fit(d, **kw)
+            else:
+                fitted[n] = linear_base_of(n, specs[n]().fit(d), d)
+        return fitted
+
+    @staticmethod
+    def _base_risk(base: Any, data: MultimodalData, images: ImageProvider | None) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(base, LinearBase):
+            return base.risk(data)
+        risk = base.predict_risk(data, images=images)
+        return risk - base.train_median_risk_, np.ones(len(data), dtype=bool)
+
+    def fit(self, data: MultimodalData, images: ImageProvider | None = None,
+            on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FusedSuperLearner:
+        """Fit on ``data`` (a training fold): out-of-fold base risks, non-negative meta weights, refitted bases."""
+        t0 = _time.perf_counter()
+        if images is not None:
+            self._template.set_images(images)
+        images = images if images is not None else self._template.image_provider
+        out = outcome_of(data)
+        rows = np.flatnonzero(out.usable)
+        d = data.subset(rows)
+        self.task_ = out.task
+        self.dropped_: dict[str, str] = {}
+        if not self.stack["enabled"]:
+            self.network_model_ = self._network().fit(d, images=images, on_epoch=on_epoch)
+            self.names_, self.weights_, self.bases_ = [NETWORK], {NETWORK: 1.0}, {}
+            self.base_modality_ = {NETWORK: CLINICAL}
+            self.scale_, self.indicators_, self.intercept_ = np.ones(1), [], 0.0
+            self._finish(d, out, rows, images)
+            self.fit_seconds_ = _time.perf_counter() - t0
+            return self
+        specs = self._linear_specs(d, out.task)
+        names = list(specs) + ([NETWORK] if self.stack["network"] else [])
+        if not names:
+            raise ValueError("the fused super learner has no base model: enable the network or the clinical table")
+        present = np.zeros((len(d), len(names)), dtype=bool)
+        oof = np.zeros((len(d), len(names)))
+        splits = inner_splits(out.strata(rows), int(self.stack["inner_folds"]), self.seed,
+                              survival=out.task == "survival")
+        for tr, va in splits:
+            dtr, dva = d.subset(tr), d.subset(va)
+            for i, n in enumerate(names):
+                if n in self.dropped_:
+                    continue
+                try:
+                    base = self._fit_bases(dtr, specs, [n], images, final=False)[n]
+                except ValueError as exc:  # InsufficientTrainingData included: a small inner fold
+                    self.dropped_[n] = str(exc).splitlines()[0]
+                    warnings.warn(f"{self.name}: base model '{n}' left out: {self.dropped_[n]}", stacklevel=2)
+                    continue
+                oof[va, i], present[va, i] = self._base_risk(base, dva, images)
+        keep = [i for i, n in enumerate(names) if n not in self.dropped_]
+        if not keep:
+            raise InsufficientTrainingData(f"{self.name}: no base model could be fitted in the inner folds "
+                                           f"({self.dropped_})")
+        self.names_ = [names[i] for i in keep]
+        oof, present = oof[:, keep], present[:, keep]
+        self.scale_, self.indicators_ = oof_scales(oof, present, self.names_)
+        X = self._design({n: oof[:, j] for j, n in enumerate(self.names_)},
+                         {n: present[:, j] for j, n in enumerate(self.names_)})
+        nonneg = np.array([c in self.names_ for c in X.columns])
+        survival = out.task == "survival"
+        # A binary endpoint's label is 1 = response (favourable): the meta-model predicts non-response, so that
+        # every base risk (higher = worse) enters with a non-negative weight.
+        w, self.intercept_ = fit_nonnegative_meta(
+            X.to_numpy(), nonneg, time=out.time[rows] if survival else None,
+            event=out.event[rows] if survival else None, label=None if survival else 1.0 - out.label[rows],
+            penalizer=float(self.stack["meta_penalizer"]))
+        self.weights_ = {c: float(v) for c, v in zip(X.columns, w, strict=True)}
+        self.oof_risk_ = pd.DataFrame(np.where(present, oof, np.nan), index=d.patients, columns=self.names_)
+        self.base_modality_ = {n: self._modality_of(n, specs) for n in self.names_}
+        used = [n for n in self.names_ if self.weights_[n] > 0 and n != NETWORK]
+        if self.weights_.get(NETWORK, 0.0) > 0 or (self.stack["network"] and self._network_needed()):
+            used.append(NETWORK)  # also at weight 0 (or left out of the stack) when its binary head answers response
+        fitted = self._fit_bases(d, specs, used, images, final=True, on_epoch=on_epoch)
+        self.bases_ = {n: b for n, b in fitted.items() if isinstance(b, LinearBase)}
+        if NETWORK in fitted:
+            self.network_model_ = fitted[NETWORK]
+        self._finish(d, out, rows, images)
+        self.fit_seconds_ = _time.perf_counter() - t0
+        return self
+
+    @staticmethod
+    def _modality_of(name: str, specs: Mapping[str, Callable[[], SurvivalModel]]) -> str:
+        """The table a base model reads (the network: the clinical table, always present)."""
+        if name == NETWORK or name in ("clinical", "reference"):
+            return CLINICAL
+        return str(specs[name]().modality)
+
+    def _network_needed(self) -> bool:
+        """The network is refitted even at weight 0 when it answers the response question (its binary head)."""
+        return "binary" in self._template.heads and self.task_ == "survival"
+
+    def _finish(self, d: MultimodalData, out: Any, rows: np.ndarray, images: ImageProvider | None) -> None:
+        risk = self._combine(d, images)
+        self.train_median_risk_ = float(np.median(risk))
+        if out.task == "survival":
+            self.baseline_times_, self.baseline_cumhaz_ = breslow_baseline(risk, out.time[rows], out.event[rows])
+        self._set_manifest(d)
+
+    def _set_manifest(self, d: MultimodalData) -> None:
+        mods: dict[str, dict[str, Any]] = {}
+        net = getattr(self, "network_model_", None)
+        if net is not None:
+            mods.update(copy.deepcopy(net.feature_manifest_))
+            self.preprocessors_ = net.preprocessors_
+        for base in self.bases_.values():
+            if base.modality not in mods:
+                cols = [str(c) for c in modality_frame(d, base.modality).columns]
+                kind = CLINICAL if base.modality == CLINICAL else "tabular"
+                mods[base.modality] = {"kind": kind, "columns_in": cols, "features_out": cols}
+        self.feature_manifest_ = mods
+        self.modalities_ = list(mods)
+
+    # ------------------------------------------------------------------------------------------ predict
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "weights_"):
+            raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(data) or load(directory) first")
+
+    def _design(self, risks: Mapping[str, np.ndarray], present: Mapping[str, np.ndarray]) -> pd.DataFrame:
+        """Meta-model columns: each base risk in SD units of its out-of-fold risk (0 where absent), then the
+        missingness indicators (free sign)."""
+        cols = {n: np.where(present[n], risks[n], 0.0) / self.scale_[j] for j, n in enumerate(self.names_)}
+        for n in self.indicators_:
+            cols[f"{n}_missing"] = (~present[n]).astype(np.float64)
+        return pd.DataFrame(cols)
+
+    def _combine(self, data: MultimodalData, images: ImageProvider | None,
+                 net_risk: np.ndarray | None = None) -> np.ndarray:
+        """The stacked risk: sum of weight x column (+ the intercept of a binary meta-model). A base model with
+        weight 0 and no indicator weight is not evaluated."""
+        risks: dict[str, np.ndarray] = {}
+        present: dict[str, np.ndarray] = {}
+        for n in self.names_:
+            if self.weights_.get(n, 0.0) == 0.0:  # only its missingness indicator, if any, can count
+                risks[n] = np.zeros(len(data))
+                present[n] = modality_present(data, self.base_modality_[n])
+            elif n == NETWORK:
+                net = self.network_model_
+                raw = net_risk if net_risk is not None else net.predict_risk(data, images=images)
+                risks[n], present[n] = raw - net.train_median_risk_, np.ones(len(data), dtype=bool)
+            else:
+                risks[n], present[n] = self.bases_[n].risk(data)
+        X = self._design(risks, present)
+        w = np.array([self.weights_[c] for c in X.columns])
+        return X.to_numpy() @ w + float(self.intercept_)
+
+    def _net_outputs(self, data: MultimodalData, times: np.ndarray | None, images: ImageProvider | None,
+                     response: bool = False) -> dict[str, np.ndarray] | None:
+        """The network's outputs in one pass, when the stack uses its risk or ``response`` is asked for."""
+        net = getattr(self, "network_model_", None)
+        used = self.weights_.get(NETWORK, 0.0) != 0.0 or self.weights_.get(f"{NETWORK}_missing", 0.0) != 0.0
+        if net is None or not (used or response):
+            return None
+        return net.predict_outputs(data, times if self.names_ == [NETWORK] else None, images=images)
+
+    def predict_risk(self, data: MultimodalData, images: ImageProvider | None = None) -> np.ndarray:
+        """Stacked log relative hazard (higher = riskier; minus the stacked response logit for a binary endpoint)."""
+        self._check_fitted()
+        outs = self._net_outputs(data, None, images)
+        return self._risk(data, outs, images)
+
+    def _risk(self, data: MultimodalData, outs: Mapping[str, np.ndarray] | None,
+              images: ImageProvider | None) -> np.ndarray:
+        return self._combine(data, images, None if outs is None else np.asarray(outs["risk"]))
+
+    def _survival(self, risk: np.ndarray, times: Any) -> np.ndarray:
+        if not hasattr(self, "baseline_times_"):
+            raise NotImplementedError("this model was fitted on a binary endpoint: it predicts response, not survival")
+        times = np.atleast_1d(np.asarray(times, dtype=np.float64))
+        pos = np.searchsorted(self.baseline_times_, times, side="right") - 1
+        h0 = np.where(pos >= 0, self.baseline_cumhaz_[np.clip(pos, 0, None)], 0.0)
+        return np.exp(-np.exp(risk)[:, None] * h0[None, :])
+
+    def _response(self, risk: np.ndarray, outs: Mapping[str, np.ndarray] | None) -> np.ndarray:
+        if self.task_ != "survival":
+            return 1.0 / (1.0 + np.exp(risk))  # risk = the stacked logit of non-response
+        if outs is None or "response" not in outs:
+            raise NotImplementedError("this model has no response head: add 'binary' to the network's heads")
+        return np.asarray(outs["response"], dtype=np.float64)
+
+    def predict_survival(self, data: MultimodalData, times: np.ndarray,
+                         images: ImageProvider | None = None) -> np.ndarray:
+        """Survival probabilities (patients x times, days): Breslow baseline of the stacked risk on the training
+        fold (the network's own curve when the stack is off)."""
+        self._check_fitted()
+        if self.names_ == [NETWORK]:
+            return self.network_model_.predict_survival(data, times, images=images)
+        return self._survival(self.predict_risk(data, images=images), times)
+
+    def predict_response(self, data: MultimodalData, images: ImageProvider | None = None) -> np.ndarray:
+        """P(response): the stacked logistic model for a binary endpoint; the network's binary head otherwise."""
+        self._check_fitted()
+        outs = self._net_outputs(data, None, images, response=self.task_ == "survival")
+        return self._response(self._risk(data, outs, images), outs)
+
+    def predict_outputs(self, data: MultimodalData, times: np.ndarray | None = None,
+                        images: ImageProvider | None = None) -> dict[str, np.ndarray]:
+        """``risk``, ``survival`` (when ``times`` is given) and ``response`` with one pass of the network, equal to
+        the separate ``predict_*`` calls."""
+        self._check_fitted()
+        outs = self._net_outputs(data, times, images, response=self.capabilities().response)
+        risk = self._risk(data, outs, images)
+        result = {"risk": risk}
+        if times is not None:
+            result["survival"] = (outs["survival"] if self.names_ == [NETWORK] else self._survival(risk, times))
+        if self.task_ != "survival" or (outs is not None and "response" in outs):
+            result["response"] = self._response(risk, outs)
+        return result
+
+    def attention(self, data: MultimodalData, images: ImageProvider | None = None, *,
+                  per_patient: bool = False) -> pd.Series | pd.DataFrame:
+        """The network's gated-attention weights (see FusedSurvivalModel.attention)."""
+        if getattr(self, "network_model_", None) is None:
+            raise ValueError("this fused model has no network (stack.network=false)")
+        return self.network_model_.attention(data, images=images, per_patient=per_patient)
+
+    def base_risks(self, data: MultimodalData, images: ImageProvider | None = None) -> pd.DataFrame:
+        """Each refitted base model's centred risk for ``data`` (NaN where its modality is absent)."""
+        self._check_fitted()
+        out = {}
+        for n in self.names_:
+            if n == NETWORK and getattr(self, "network_model_", None) is not None:
+                out[n] = self.network_model_.predict_risk(data, images=images) - self.network_model_.train_median_risk_
+            elif n in self.bases_:
+                r, p = self.bases_[n].risk(data)
+                out[n] = np.where(p, r, np.nan)
+        return pd.DataFrame(out, index=data.patients)
+
+    # ------------------------------------------------------------------------------------------ save/load
+    def save(self, directory: str | Path) -> Path:
+        """Write the fitted model (no pickle): ``config.json`` (settings, weights, scales, manifest, Breslow),
+        ``bases/<name>.skops`` (fitted preprocessing of each linear base), ``network/`` (the network's own layout)."""
+        self._check_fitted()
+        root = Path(directory)
+        (root / "bases").mkdir(parents=True, exist_ok=True)
+        for n, base in self.bases_.items():
+            save_trusted(base.transformer, root / "bases" / f"{n}.skops")
+        if getattr(self, "network_model_", None) is not None:
+            self.network_model_.save(root / NETWORK)
+        config = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "settings": self.get_params(), "task": self.task_, "names": self.names_, "weights": self.weights_,
+            "intercept": self.intercept_, "scale": self.scale_.tolist(), "indicators": self.indicators_,
+            "bases": {n: b.to_json() for n, b in self.bases_.items()}, "dropped": self.dropped_,
+            "base_modality": self.base_modality_,
+            "train_median_risk": self.train_median_risk_, "feature_manifest": self.feature_manifest_,
+            "baseline_times": getattr(self, "baseline_times_", np.empty(0)).tolist(),
+            "baseline_cumhaz": getattr(self, "baseline_cumhaz_", np.empty(0)).tolist(),
+            "versions": {"omics_risk": __version__},
+        }
+        (root / "config.json").write_text(json.dumps(plain(config), indent=2))
+        return root
+
+    @classmethod
+    def load(cls, directory: str | Path) -> FusedSuperLearner:
+        """Rebuild a model written by :meth:`save` (JSON, trusted skops, the network's weights-only torch)."""
+        root = Path(directory)
+        cfg_file = root / "config.json"
+        if not cfg_file.is_file():
+            raise FileNotFoundError(f"no config.json in {root}: not a saved {cls.__name__}")
+        cfg = json.loads(cfg_file.read_text())
+        if cfg.get("format") != FORMAT or int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{cfg_file} is not a {FORMAT} model of format version <= {FORMAT_VERSION}")
+        model = cls(**cfg["settings"])
+        model.task_, model.names_ = cfg["task"], list(cfg["names"])
+        model.weights_ = {k: float(v) for k, v in cfg["weights"].items()}
+        model.intercept_ = float(cfg["intercept"])
+        model.scale_ = np.asarray(cfg["scale"], dtype=np.float64)
+        model.indicators_, model.dropped_ = list(cfg["indicators"]), dict(cfg["dropped"])
+        model.base_modality_ = dict(cfg["base_modality"])
+        model.bases_ = {}
+        for n, spec in cfg["bases"].items():
+            model.bases_[n] = LinearBase(
+                spec["name"], spec["modality"], load_trusted(root / "bases" / f"{n}.skops"),
+                np.asarray(spec["coef"], dtype=np.float64), float(spec["intercept"]), float(spec["centre"]),
+                None if spec["columns"] is None else list(spec["columns"]), float(spec["sign"]))
+        if (root / NETWORK / "config.json").is_file():
+            model.network_model_ = FusedSurvivalModel.load(root / NETWORK)
+            model.preprocessors_ = model.network_model_.preprocessors_
+        model.train_median_risk_ = float(cfg["train_median_risk"])
+        if cfg["baseline_times"]:
+            model.baseline_times_ = np.asarray(cfg["baseline_times"], dtype=np.float64)
+            model.baseline_cumhaz_ = np.asarray(cfg["baseline_cumhaz"], dtype=np.float64)
+        model.feature_manifest_ = cfg["feature_manifest"]
+        model.modalities_ = list(model.feature_manifest_)
+        return model
