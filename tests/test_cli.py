@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from omics_risk.cli import main
+from omics_risk.cli import build_parser, main
 
 SMALL = ["--n", "12", "--fragments", "4000", "--metabolites", "40", "--ct-shape", "24", "24", "12", "--workers", "1",
          "--quiet"]
@@ -101,3 +101,12 @@ def test_score_outside_a_project_names_the_registry_it_looked_for(tmp_path: Path
     assert "came from the default, mlflow.db in the current folder" in lines[1]
     assert "--tracking-uri sqlite:////path/to/mlflow.db" in lines[1] and "Traceback" not in res.stderr
     assert list(run_dir.iterdir()) == []  # no empty mlflow.db left behind
+
+
+def test_convert_tcga_takes_a_project_and_tcga_lusc_is_its_alias() -> None:
+    args = build_parser().parse_args(["convert", "tcga", "--project", "luad"])
+    assert (args.project, args.src, args.out) == ("luad", None, None)  # defaults: ../shared/data/tcga_luad, data/...
+    alias = build_parser().parse_args(["convert", "tcga-lusc", "--out", "x"])
+    assert (alias.project, alias.out, alias.func) == ("LUSC", Path("x"), args.func)
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["convert", "tcga"])  # --project is required

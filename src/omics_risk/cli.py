@@ -68,10 +68,15 @@ def _cmd_extract(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from omics_risk.data.convert import convert_tcga_lusc  # lazy: pandas, only for convert
+    from omics_risk.data.convert import convert_tcga  # lazy: pandas, only for convert
+    from omics_risk.data.convert.tcga_projects import tcga_project  # lazy: as above
 
-    out = convert_tcga_lusc(args.src, args.out, overwrite=args.overwrite)
-    print(f"wrote the TCGA LUSC cohort to {out}; check it with: omics-risk validate {out}")
+    project = tcga_project(args.project)  # an unknown code: one line, before any file is read
+    folder = f"tcga_{project.code.lower()}"
+    src = args.src if args.src is not None else Path("../shared/data") / folder
+    out = args.out if args.out is not None else Path("data") / folder
+    out = convert_tcga(src, out, project.code, overwrite=args.overwrite)
+    print(f"wrote the TCGA {project.code} cohort to {out}; check it with: omics-risk validate {out}")
     return 0
 
 
@@ -288,11 +293,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("convert", help="convert a public data set into the data contract")
     conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
-    c = conv.add_parser("tcga-lusc", help="TCGA lung squamous carcinoma: RPPA, miRNA, copy number; PFI and OS")
-    c.add_argument("--src", type=Path, default=Path("../shared/data/tcga_lusc"), help="folder of the TCGA files")
-    c.add_argument("--out", type=Path, default=Path("data/tcga_lusc"), help="output cohort directory")
-    c.add_argument("--overwrite", action="store_true")
+    c = conv.add_parser("tcga", help="a TCGA project (LUSC, LUAD, BRCA, ...): its RPPA, miRNA, copy-number files "
+                                     "and TCGA-CDR endpoints, whichever the folder has")
+    c.add_argument("--project", required=True,
+                   help="TCGA project code, the files' prefix and the TCGA-CDR type (LUSC, LUAD, BRCA, ...)")
+    c.add_argument("--src", type=Path, default=None,
+                   help="folder of the TCGA files (default ../shared/data/tcga_<project>)")
+    c.add_argument("--out", type=Path, default=None, help="output cohort directory (default data/tcga_<project>)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
     c.set_defaults(func=_cmd_convert)
+    c = conv.add_parser("tcga-lusc", help="alias of `convert tcga --project LUSC`")
+    c.add_argument("--src", type=Path, default=None, help="folder of the TCGA files (default ../shared/data/tcga_lusc)")
+    c.add_argument("--out", type=Path, default=None, help="output cohort directory (default data/tcga_lusc)")
+    c.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
+    c.set_defaults(func=_cmd_convert, project="LUSC")
     return parser
 
 

@@ -1,5 +1,6 @@
-"""The TCGA LUSC converter: real data (counts and the README's stage-only C-indices) and a tiny synthetic source
-that exercises every rule for leaving samples and values out."""
+"""The TCGA converter on LUSC: real data (counts and the README's stage-only C-indices, ``convert tcga --project
+LUSC`` and its alias ``convert tcga-lusc``) and a tiny synthetic source that exercises every rule for leaving samples
+and values out. Other projects (a LUAD-named source, file discovery, errors): test_convert_tcga_projects.py."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from omics_risk.cli import main
 from omics_risk.data import load_cohort
 from omics_risk.data.convert import convert_tcga_lusc
 from omics_risk.data.convert.tcga import CDR_FILE, CNV_FILE, MIRNA_FILE, RPPA_FILE
@@ -74,6 +76,32 @@ def test_real_cohort_loads_and_counts_match_the_readme(tcga: Path) -> None:
     for mod in report["modalities"].values():
         assert mod["duplicates_dropped"]["count"] == 0
         assert mod["not_in_clinical_dropped"]["count"] == 0
+
+
+@needs_tcga
+def test_real_cohort_matches_its_reference_values_without_a_warning(tcga: Path) -> None:
+    report = _report(tcga)
+    assert report["project"] == "LUSC" and report["warnings"] == [] and report["notes"] == []
+    assert report["reference"]["patients"] == 504
+    assert report["reference"]["stage_only_harrell_c"] == {"pfi": 0.620, "os": 0.559}
+    assert report["clinical"]["stage_column"] == "ajcc_pathologic_tumor_stage"
+    # The sub-stage levels come from the patients' stages: for LUSC, AJCC 7th edition lung (IV not sub-staged).
+    assert report["clinical"]["stage_detail_levels"] == ["IA", "IB", "IIA", "IIB", "IIIA", "IIIB", "IV"]
+    assert report["modalities"]["mirna"]["platforms"] == {
+        "GA": {"file": MIRNA_FILE, "rows_in": 408, "measure_rows": 136}}
+
+
+@needs_tcga
+def test_convert_tcga_project_lusc_and_its_alias_write_the_same_cohort(tcga: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "tcga_lusc"
+    assert main(["convert", "tcga", "--project", "lusc", "--src", str(TCGA_SRC), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0] == f"tcga-lusc: 504 patients -> {out}"
+    assert "warning" not in printed and "note:" not in printed
+    assert printed.splitlines()[-1] == f"wrote the TCGA LUSC cohort to {out}; check it with: omics-risk validate {out}"
+    for path in sorted(p for p in tcga.rglob("*") if p.is_file()):
+        assert (out / path.relative_to(tcga)).read_bytes() == path.read_bytes(), path.name
 
 
 @needs_tcga
@@ -153,9 +181,11 @@ def test_real_conversion_is_deterministic_and_guards_its_output(tcga: Path, tmp_
 # ---------------------------------------------------------------------------------------- synthetic source
 
 
-def _write_mini_source(src: Path) -> None:
-    """Four patients and every awkward case: duplicates, normals, orphans, placeholders, events without time."""
+def _write_mini_source(src: Path, project: str = "LUSC") -> None:
+    """Four patients and every awkward case: duplicates, normals, orphans, placeholders, events without time; the
+    files named with ``project``'s prefix (the LUSC release's names for LUSC)."""
     src.mkdir()
+    names = {n: n.replace("LUSC_", f"{project}_", 1) for n in (CDR_FILE, RPPA_FILE, MIRNA_FILE, CNV_FILE)}
     na = "[Not Available]"
     cdr = pd.DataFrame(
         {
@@ -176,7 +206,7 @@ def _write_mini_source(src: Path) -> None:
             "PFI.time": ["50.0", "0.0", "150.0", "300.0"],
         }
     )
-    cdr.to_csv(src / CDR_FILE, index=False)
+    cdr.to_csv(src / names[CDR_FILE], index=False)
     rppa = pd.DataFrame(
         {
             "bcr_patient_barcode": [
@@ -189,7 +219,7 @@ def _write_mini_source(src: Path) -> None:
             "EGFR": [1.0, np.nan, 3.0, 4.0],
         }
     )
-    rppa.to_csv(src / RPPA_FILE, index=False)
+    rppa.to_csv(src / names[RPPA_FILE], index=False)
     rows = []
     for barcode, rpm in (("TCGA-AA-0001-01A-01T-0000-13", 1.5), ("TCGA-AA-0002-01A-01T-0000-13", 2.5)):
         rows += [
@@ -198,7 +228,7 @@ def _write_mini_source(src: Path) -> None:
             [f"{barcode}.2", "cross-mapped", "N", "Y"],
         ]
     pd.DataFrame(rows, columns=["sample_row", "miRNA_ID", "hsa-mir-21", "hsa-mir-155"]).to_csv(
-        src / MIRNA_FILE, index=False
+        src / names[MIRNA_FILE], index=False
     )
     cnv = pd.DataFrame(
         {
@@ -212,7 +242,7 @@ def _write_mini_source(src: Path) -> None:
             "Segment_Mean": [-0.5, 0.3, 0.0, 0.1, -0.1],
         }
     )
-    cnv.to_csv(src / CNV_FILE, index=False)
+    cnv.to_csv(src / names[CNV_FILE], index=False)
 
 
 @pytest.fixture
@@ -266,11 +296,27 @@ def test_mini_clinical_cleaning_stage_and_endpoints(mini: tuple[Path, Path]) -> 
     assert "histological_type" not in load_cohort(out).spec.clinical
 
 
-def test_mini_refuses_bad_sources_and_foreign_output_folders(tmp_path: Path) -> None:
+def test_mini_without_mirna_converts_the_others_with_a_note(tmp_path: Path) -> None:
     src = tmp_path / "src"
     _write_mini_source(src)
     (src / MIRNA_FILE).unlink()
-    with pytest.raises(FileNotFoundError, match=MIRNA_FILE):
+    out = convert_tcga_lusc(src, tmp_path / "cohort", verbose=False)
+    assert validate_cohort(out, workers=1).ok
+    cohort = load_cohort(out)
+    assert sorted(cohort.modalities) == ["cnv", "rppa"] and list(cohort.spec.modalities) == ["rppa", "cnv"]
+    report = _report(out)
+    assert report["notes"] == ["no miRNA file for LUSC (LUSC_miRNASeq_<platform>_<date>.csv.gz): the cohort has "
+                               "rppa, cnv only"]
+    assert list(report["modalities"]) == ["rppa", "cnv"] and MIRNA_FILE not in report["source"]
+    # Four patients, not LUSC's 504: the reference check says so (and the stage-only C of PFI departs from 0.620).
+    assert report["warnings"][0].startswith("4 LUSC patients, but the reference")
+
+
+def test_mini_refuses_bad_sources_and_foreign_output_folders(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    _write_mini_source(src)
+    (src / CDR_FILE).unlink()
+    with pytest.raises(FileNotFoundError, match=r"no clinical table for LUSC: expected LUSC_cdr_endpoints\.csv"):
         convert_tcga_lusc(src, tmp_path / "cohort", verbose=False)
     _write_mini_source(tmp_path / "src2")
     foreign = tmp_path / "not_a_cohort"

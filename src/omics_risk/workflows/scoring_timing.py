@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from omics_risk.data.multimodal import placeable_prediction_time
 from omics_risk.data.timing import PredictionTime, prediction_days
 from omics_risk.scoring.loading import BatchModel
 from omics_risk.workflows.inputs import model_inputs
@@ -58,8 +57,11 @@ def timed_inputs(bm: BatchModel, prep: PreparedCohort, store: Path | None,
     if bm.prediction_time is None:
         return None
     cohort = prep.cohort
-    pt = placeable_prediction_time(cohort, bm.prediction_time)  # a clinical-only cohort: the index date, as training
-    assert pt is not None
+    pt = bm.prediction_time
+    if pt.at == "timepoint" and not len(cohort.samples):
+        # A clinical-only cohort: the index date, as training (data.multimodal.placeable_prediction_time). Not that
+        # function here: its log line would repeat the note check_fit already puts in the result and its report.
+        pt = PredictionTime()
     patients = cohort.clinical["patient_id"].astype(str).drop_duplicates()
     if store is None or not extracted or not (store / "manifest.json").is_file():
         day = prediction_days(pt, cohort.samples, patients)

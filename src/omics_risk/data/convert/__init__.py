@@ -4,6 +4,7 @@ Each converter reads a data set as it is distributed and writes a cohort directo
 accepts, so public data can be trained on and benchmarked exactly like an in-house cohort.
 """
 
-from omics_risk.data.convert.tcga import convert_tcga_lusc
+from omics_risk.data.convert.tcga import convert_tcga, convert_tcga_lusc
+from omics_risk.data.convert.tcga_projects import PROJECTS, TcgaProject
 
-__all__ = ["convert_tcga_lusc"]
+__all__ = ["PROJECTS", "TcgaProject", "convert_tcga", "convert_tcga_lusc"]

@@ -1,10 +1,12 @@
-"""TCGA lung squamous cell carcinoma (LUSC) into the omics-risk cohort data contract.
+"""TCGA projects (LUSC, LUAD, BRCA, ...) into the omics-risk cohort data contract.
 
-The source folder (``shared/data/tcga_lusc``, see its README.md) holds the TCGA Pan-Cancer Clinical Data
-Resource endpoints (Liu et al., Cell 2018) and three Firehose 2016-01-28 omics tables (RPPA, miRNA-seq,
-SNP6 copy-number segments). :func:`convert_tcga_lusc` turns them into a cohort directory so that the real
-data validates, trains and benchmarks exactly like any other cohort. Nothing is dropped silently: every
-sample or value left out is counted (and, where few, listed) in ``conversion_report.json``.
+A source folder (``shared/data/tcga_lusc``, see its README.md) holds, per project, the TCGA Pan-Cancer Clinical Data
+Resource endpoints (Liu et al., Cell 2018) and Firehose omics tables (RPPA, miRNA-seq, SNP6 copy-number segments),
+found by the project prefix (:mod:`omics_risk.data.convert.tcga_projects`). :func:`convert_tcga` turns whichever
+of them a project has into a cohort directory so that the real data validates, trains and benchmarks exactly like
+any other cohort; :func:`convert_tcga_lusc` is its LUSC alias. Nothing is dropped silently: every sample or value
+left out is counted (and, where few, listed) in ``conversion_report.json``, and the result is checked against the
+project's reference values where it has any.
 
 The clinical table and endpoints are converted by :mod:`omics_risk.data.convert.tcga_clinical`; this module reads
 the omics tables and writes the cohort.
@@ -18,6 +20,7 @@ import json
 import re
 import shutil
 import tempfile
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -36,31 +39,41 @@ from omics_risk.data.convert.tcga_clinical import (
     _clinical_types,
     _endpoint_columns,
     _stage_c_index,
+    read_cdr,
 )
+from omics_risk.data.convert.tcga_projects import PROJECTS, TcgaProject, TcgaSources, find_sources, tcga_project
 
 __all__ = [
     "COHORT_NAME",
     "ENDPOINTS",
     "MODALITY_PATHS",
+    "PROJECTS",
     "REFERENCE_STAGE_C_INDEX",
     "SOURCE_FILES",
     "STAGE_DETAIL_LEVELS",
     "STAGE_LEVELS",
+    "convert_tcga",
     "convert_tcga_lusc",
 ]
 
-COHORT_NAME = "tcga-lusc"
+#: The LUSC release of ``shared/data/tcga_lusc`` (another project's files are found by its prefix).
+COHORT_NAME = PROJECTS["LUSC"].cohort_name
 CDR_FILE = "LUSC_cdr_endpoints.csv"
 RPPA_FILE = "LUSC_RPPA_20160128.csv"
 CNV_FILE = "LUSC_CNV_segments_20160128.csv.gz"
 MIRNA_FILE = "LUSC_miRNASeq_GA_20160128.csv.gz"
 SOURCE_FILES = (CDR_FILE, RPPA_FILE, CNV_FILE, MIRNA_FILE)
 REPORT_FILE = "conversion_report.json"
+#: How far a recomputed stage-only Harrell C may be from the project's reference before the conversion warns
+#: (the README's values have three decimals).
+C_INDEX_TOLERANCE = 0.005
 
 #: Sample barcode TCGA-TSS-PPPP-TT...: the first 12 characters are the patient, characters 14-15 the sample type.
 _BARCODE_RE = re.compile(r"^TCGA-[A-Z0-9]{2}-[A-Z0-9]{4}-\d{2}")
 #: R's make.unique suffix (".1", ".2") that RTCGA appended to repeated miRNA sample rows.
 _MAKE_UNIQUE_RE = re.compile(r"\.\d+$")
+_MIRNA_PLATFORM_RE = re.compile(r"_miRNASeq_(?P<platform>[A-Za-z0-9]+)_(?P<date>\d{8})")
+_DATE_RE = re.compile(r"_(\d{4})(\d{2})(\d{2})\.csv")
 PRIMARY_TUMOUR = "01"
 TIMEPOINT = "diagnosis"
 MIRNA_MEASURE = "reads_per_million_miRNA_mapped"
@@ -75,26 +88,44 @@ _CHROM_NAMES = {"23": "X", "24": "Y"}
 _CHROM_ORDER = {**{str(i): i for i in range(1, 23)}, "X": 23, "Y": 24}
 
 
-def convert_tcga_lusc(src: str | Path, out: str | Path, *, overwrite: bool = False, verbose: bool = True) -> Path:
-    """Convert the TCGA LUSC folder ``src`` into an omics-risk cohort at ``out``; return ``out``.
+def convert_tcga(src: str | Path, out: str | Path, project: str, *, overwrite: bool = False,
+                 verbose: bool = True) -> Path:
+    """Convert the TCGA ``project`` files (LUSC, LUAD, ...) of folder ``src`` into an omics-risk cohort at ``out``;
+    return ``out``.
+
+    The modalities the folder has for the project are converted (a missing one is a note; no omics at all gives a
+    clinical-only cohort). The result is checked against the project's reference values (patient count, stage-only
+    Harrell C); a project without any gets one warning saying so. Notes and warnings are printed with the summary
+    (``verbose``) and kept in ``conversion_report.json``.
 
     The cohort is written to a temporary sibling folder and moved into place at the end, so a failed run never
     leaves a half-written cohort. ``overwrite`` replaces an existing cohort (a folder holding cohort.yaml), never
     an unrelated non-empty folder. The output is byte-for-byte deterministic for the same input.
     """
+    info = tcga_project(project)
     src, out = Path(src), Path(out)
-    _check_source(src)
+    sources = find_sources(src, info)
     _check_out(out, overwrite)
 
-    clinical, clinical_report, endpoint_report = _clinical(src / CDR_FILE)
+    raw, read_report = read_cdr(sources)
+    clinical, clinical_report, endpoint_report = _clinical(raw, info, read_report)
     patients = set(clinical["patient_id"])
-    rppa, rppa_report = _table_modality(*_read_rppa(src / RPPA_FILE), patients, "rppa", RPPA_FILE)
-    mirna, mirna_report = _table_modality(*_read_mirna(src / MIRNA_FILE), patients, "mirna", MIRNA_FILE)
-    cnv, cnv_report = _cnv_modality(src / CNV_FILE, patients)
-    kept_ids = {"rppa": rppa["sample_id"], "mirna": mirna["sample_id"], "cnv": cnv["sample_id"].drop_duplicates()}
-    samples = _samples_table(kept_ids)
+    modalities: dict[str, tuple[pd.DataFrame, dict[str, Any]]] = {}
+    if sources.rppa is not None:
+        modalities["rppa"] = _table_modality(*_read_rppa(sources.rppa), patients, "rppa", sources.rppa.name)
+    if sources.mirna:
+        table, rows_in, platforms = _read_mirna(sources.mirna)
+        modalities["mirna"] = _table_modality(table, rows_in, patients, "mirna",
+                                              ", ".join(p.name for p in sources.mirna))
+        modalities["mirna"][1]["platforms"] = platforms
+    if sources.cnv is not None:
+        modalities["cnv"] = _cnv_modality(sources.cnv, patients)
+    for name, (_, mod_report) in modalities.items():
+        _check_belongs(name, mod_report, clinical_report["source_file"], info)
+    kept_ids = {name: table["sample_id"].drop_duplicates() for name, (table, _) in modalities.items()}
+    samples = _samples_table(kept_ids) if kept_ids else None
 
-    typed = _clinical_types(clinical)
+    typed = _clinical_types(clinical, clinical_report["stage_detail_levels"])
     clinical_report["typed_columns"] = sorted(typed)
     clinical_report["untyped_columns"] = sorted(
         set(clinical.columns)
@@ -102,29 +133,41 @@ def convert_tcga_lusc(src: str | Path, out: str | Path, *, overwrite: bool = Fal
         - {"patient_id"}
         - {col for pair in _endpoint_columns().values() for col in pair}
     )
+    notes = list(sources.notes)
+    if clinical_report["endpoints_without_outcome"]:
+        empty = ", ".join(clinical_report["endpoints_without_outcome"])
+        notes.append(f"no {info.code} patient has an outcome for {empty}: not declared in cohort.yaml")
+    if clinical_report["stage_column"] is None:
+        notes.append(f"no recognisable stage in the {info.code} rows: stage and stage_detail are empty and untyped")
+    stage_c = _stage_c_index(clinical)
+    reference, warnings = _reference_check(info, len(clinical), stage_c)
     report: dict[str, Any] = {
-        "cohort": COHORT_NAME,
-        "converter": "omics_risk.data.convert.tcga.convert_tcga_lusc",
+        "cohort": info.cohort_name,
+        "project": info.code,
+        "converter": "omics_risk.data.convert.tcga.convert_tcga",
         "omics_risk_version": __version__,
-        "source": {name: {"sha256": _sha256(src / name)} for name in SOURCE_FILES},
+        "source": {p.name: {"sha256": _sha256(p)} for p in sources.files},
         "index_date": "initial pathologic diagnosis (TCGA-CDR times are days from it)",
         "clinical": clinical_report,
         "endpoints": endpoint_report,
-        "modalities": {"rppa": rppa_report, "mirna": mirna_report, "cnv": cnv_report},
-        "stage_only_harrell_c": _stage_c_index(clinical),
-        "stage_only_harrell_c_reference": REFERENCE_STAGE_C_INDEX,
+        "modalities": {name: mod_report for name, (_, mod_report) in modalities.items()},
+        "stage_only_harrell_c": stage_c,
+        "stage_only_harrell_c_reference": dict(info.stage_c_index),
+        "reference": reference,
+        "notes": notes,
+        "warnings": warnings,
     }
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.converting-", dir=out.parent))
     try:
-        (tmp / "omics").mkdir()
-        (tmp / SPEC_FILE).write_text(_cohort_yaml(typed), encoding="utf-8")
+        (tmp / SPEC_FILE).write_text(_cohort_yaml(typed, info, sources, list(endpoint_report)), encoding="utf-8")
         _write_csv(clinical, tmp / CLINICAL_FILE)
-        _write_csv(samples, tmp / SAMPLES_FILE)
-        _write_csv(rppa, tmp / MODALITY_PATHS["rppa"])
-        _write_csv(mirna, tmp / MODALITY_PATHS["mirna"])
-        _write_csv(cnv, tmp / MODALITY_PATHS["cnv"])
+        if samples is not None:  # no samples.csv at all: a clinical-only cohort (docs/data_format.md)
+            (tmp / "omics").mkdir()
+            _write_csv(samples, tmp / SAMPLES_FILE)
+        for name, (table, _) in modalities.items():
+            _write_csv(table, tmp / MODALITY_PATHS[name])
         (tmp / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         tmp.chmod(0o755)
         if out.exists():  # _check_out allowed only an empty folder or a previous cohort here
@@ -138,15 +181,49 @@ def convert_tcga_lusc(src: str | Path, out: str | Path, *, overwrite: bool = Fal
     return out
 
 
+def convert_tcga_lusc(src: str | Path, out: str | Path, *, overwrite: bool = False, verbose: bool = True) -> Path:
+    """:func:`convert_tcga` of project LUSC (the converter's first name, kept for scripts that call it)."""
+    return convert_tcga(src, out, "LUSC", overwrite=overwrite, verbose=verbose)
+
+
 # --------------------------------------------------------------------------------------------------- checks
 
 
-def _check_source(src: Path) -> None:
-    if not src.is_dir():
-        raise FileNotFoundError(f"TCGA LUSC source folder not found: {src}")
-    missing = [name for name in SOURCE_FILES if not (src / name).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{src} lacks {', '.join(missing)} (expected the files listed in its README.md)")
+def _reference_check(project: TcgaProject, patients: int,
+                     stage_c: dict[str, float | None]) -> tuple[dict[str, Any], list[str]]:
+    """The project's reference values and the warnings where the conversion departs from them (one warning when the
+    project has none: nothing was checked)."""
+    if not project.has_reference:
+        return {}, [f"no reference values on file for TCGA {project.code} (patient count, stage-only Harrell C): "
+                    "this conversion is not checked against published numbers (conversion_report.json has the "
+                    "computed ones)"]
+    reference: dict[str, Any] = {"source": project.reference_source, "patients": project.patients,
+                                 "stage_only_harrell_c": dict(project.stage_c_index)}
+    warnings = []
+    if project.patients is not None and patients != project.patients:
+        warnings.append(f"{patients} {project.code} patients, but the reference ({project.reference_source}) has "
+                        f"{project.patients}: another release of the files?")
+    for name, ref in project.stage_c_index.items():
+        got = stage_c.get(name)
+        if got is None or abs(got - ref) > C_INDEX_TOLERANCE:
+            shown = "not computable" if got is None else f"{got:.3f}"
+            warnings.append(f"stage-only Harrell C of {name} is {shown}, the reference {ref:.3f} "
+                            f"({project.reference_source}): check the stage and endpoint columns")
+    return reference, warnings
+
+
+def _check_belongs(name: str, report: dict[str, Any], cdr_name: str, project: TcgaProject) -> None:
+    """A modality file with no usable sample is refused: none of its tumour samples a patient of the clinical table
+    means another project's file."""
+    if report["samples_out"]:
+        return
+    orphans = report["not_in_clinical_dropped"]["count"]
+    if orphans:
+        raise ValueError(f"{report['file']}: none of its {orphans} primary-tumour sample(s) is a patient of "
+                         f"{cdr_name} ({project.code}): it is another project's file; move it out of the folder (or "
+                         "rename it with its own project prefix)")
+    raise ValueError(f"{report['file']}: no primary-tumour sample (barcode type {PRIMARY_TUMOUR}) to convert as "
+                     f"{name}; move it out of the folder")
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
@@ -174,20 +251,32 @@ def _read_rppa(path: Path) -> tuple[pd.DataFrame, int]:
     return _numeric_features(df, path.name), len(df)
 
 
-def _read_mirna(path: Path) -> tuple[pd.DataFrame, int]:
+def _read_mirna(paths: list[Path]) -> tuple[pd.DataFrame, int, dict[str, Any]]:
     """miRNA-seq: keep the reads-per-million rows (one per sample) as distributed, without log transform.
 
     The source stacks three rows per sample (read_count, RPM, cross-mapped) whose ids R's make.unique suffixed with
     ``.1``/``.2``; the measure is taken from the miRNA_ID column and the suffix removed to recover the barcode.
-    Returns the RPM table and the number of source rows (all three measures).
+    Several platform files (GA, HiSeq) are stacked in file-name order (a miRNA one platform lacks is empty for its
+    samples). Returns the RPM table, the number of source rows (all three measures) and the rows per platform.
     """
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    rows = df[df["miRNA_ID"] == MIRNA_MEASURE].copy()
-    if rows.empty:
-        raise ValueError(f"{path.name}: no '{MIRNA_MEASURE}' rows")
-    rows.insert(0, "sample_id", rows["sample_row"].str.replace(_MAKE_UNIQUE_RE, "", regex=True))
-    rows = rows.drop(columns=["sample_row", "miRNA_ID"]).reset_index(drop=True)
-    return _numeric_features(rows, path.name), len(df)
+    tables, rows_in, platforms = [], 0, {}
+    for path in paths:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        missing = [c for c in ("sample_row", "miRNA_ID") if c not in df.columns]
+        if missing:
+            raise ValueError(f"{path.name}: no column {', '.join(missing)} (expected RTCGA's miRNASeq layout: "
+                             "sample_row, miRNA_ID, one column per miRNA)")
+        rows = df[df["miRNA_ID"] == MIRNA_MEASURE].copy()
+        if rows.empty:
+            raise ValueError(f"{path.name}: no '{MIRNA_MEASURE}' rows")
+        rows.insert(0, "sample_id", rows["sample_row"].str.replace(_MAKE_UNIQUE_RE, "", regex=True))
+        rows = rows.drop(columns=["sample_row", "miRNA_ID"]).reset_index(drop=True)
+        tables.append(_numeric_features(rows, path.name))
+        rows_in += len(df)
+        m = _MIRNA_PLATFORM_RE.search(path.name)
+        platforms[m["platform"] if m else path.name] = {"file": path.name, "rows_in": len(df),
+                                                        "measure_rows": len(rows)}
+    return pd.concat(tables, ignore_index=True, sort=False), rows_in, platforms
 
 
 def _numeric_features(df: pd.DataFrame, fname: str) -> pd.DataFrame:
@@ -321,26 +410,47 @@ def _samples_table(sample_ids: dict[str, pd.Series]) -> pd.DataFrame:
 # ---------------------------------------------------------------------------------------------------- output
 
 
-def _cohort_yaml(typed: dict[str, Any]) -> str:
+def _cohort_yaml(typed: dict[str, Any], project: TcgaProject, sources: TcgaSources, endpoints: list[str]) -> str:
+    columns = _endpoint_columns()
     spec = {
         "contract_version": CONTRACT_VERSION,
-        "name": COHORT_NAME,
+        "name": project.cohort_name,
         "time_unit": "days",
-        "endpoints": {n: {"type": "survival", "time": t, "event": e} for n, (t, e) in _endpoint_columns().items()},
+        "endpoints": {n: {"type": "survival", "time": columns[n][0], "event": columns[n][1]} for n in endpoints},
         "clinical": typed,
         "modalities": {
-            name: {"format": fmt, **({"extract": EXTRACT_SETTINGS[name]} if name in EXTRACT_SETTINGS else {})}
-            for name, fmt in MODALITY_FORMATS.items()
+            name: {"format": MODALITY_FORMATS[name],
+                   **({"extract": EXTRACT_SETTINGS[name]} if name in EXTRACT_SETTINGS else {})}
+            for name in sources.modalities
         },
     }
-    header = (
-        "# TCGA lung squamous cell carcinoma (LUSC), written by omics_risk.data.convert.tcga (docs/tcga_lusc.md).\n"
-        "# Endpoints: TCGA Pan-Cancer Clinical Data Resource (Liu et al., Cell 2018); times in days from diagnosis.\n"
-        "# PFI and OS are the recommended lung endpoints; DFI is defined for a disease-free subset only (use with\n"
-        "# caution). Omics: Firehose 2016-01-28 RPPA, miRNA-seq RPM (Illumina GA, not log-transformed), SNP6\n"
-        "# segments (hg19). conversion_report.json lists every sample and value that was left out.\n"
-    )
+    if not spec["modalities"]:
+        del spec["modalities"]
+    lung = project.code in ("LUSC", "LUAD")
+    advice = ("PFI and OS are the recommended lung endpoints; DFI is defined for a disease-free subset only (use "
+              "with caution)." if lung else "Liu et al. 2018 say which endpoints suit each cancer; DFI is defined "
+              "for a disease-free subset only (use with caution).")
+    omics = []
+    if sources.rppa is not None:
+        omics.append(f"Firehose {_release(sources.rppa)} RPPA")
+    if sources.mirna:
+        kinds = [m["platform"] if (m := _MIRNA_PLATFORM_RE.search(p.name)) else p.name for p in sources.mirna]
+        omics.append(f"miRNA-seq RPM (Illumina {' + '.join(kinds)}, not log-transformed)")
+    if sources.cnv is not None:
+        omics.append("SNP6 segments (hg19)")
+    doc = "docs/tcga_lusc.md" if project.code == "LUSC" else "docs/data_format.md, 'Public data: TCGA'"
+    text = (f"TCGA {project.title} ({project.code}), written by omics_risk.data.convert.tcga ({doc}). Endpoints: "
+            "TCGA Pan-Cancer Clinical Data Resource (Liu et al., Cell 2018); times in days from diagnosis. "
+            f"{advice} Omics: {', '.join(omics) if omics else 'none (a clinical-only cohort)'}. "
+            "conversion_report.json lists every sample and value that was left out.")
+    header = "".join(f"# {line}\n" for line in textwrap.wrap(text, width=114))
     return header + yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=120)
+
+
+def _release(path: Path) -> str:
+    """The Firehose run date of a file name (``..._20160128.csv`` -> 2016-01-28)."""
+    m = _DATE_RE.search(path.name)
+    return "-".join(m.groups()) if m else "(undated)"
 
 
 def _write_csv(df: pd.DataFrame, path: Path) -> None:
@@ -360,7 +470,7 @@ def _sha256(path: Path) -> str:
 
 def _summary(out: Path, report: dict[str, Any]) -> str:
     n = report["clinical"]["patients"]
-    lines = [f"{COHORT_NAME}: {n} patients -> {out}"]
+    lines = [f"{report['cohort']}: {n} patients -> {out}"]
     for name, ep in report["endpoints"].items():
         note = ""
         if ep["events_in_source"] != ep["events"]:
@@ -384,5 +494,7 @@ def _summary(out: Path, report: dict[str, Any]) -> str:
         for k, c in got.items()
     ]
     lines.append("  stage-only Harrell C: " + ", ".join(shown))
+    lines += [f"  note: {text}" for text in report["notes"]]
+    lines += [f"  warning: {text}" for text in report["warnings"]]
     lines.append(f"  details: {out / REPORT_FILE}")
     return "\n".join(lines)
