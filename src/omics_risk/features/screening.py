@@ -631,7 +631,7 @@ def make_screener(spec: Mapping[str, Any], task: str = "survival") -> FeatureScr
         elif m == "wilcoxon":
             selectors.append((m, WilcoxonSelector(**{"k": k, **opts(m)})))
         elif m == "random_forest":
-            rf = {"k": k if k is not None else 20, "random_state": seed, "keep_estimator": False, **opts(m)}
+            rf = {"k": k, "random_state": seed, "keep_estimator": False, **opts(m)}
             selectors.append((m, PermutationImportanceSelector(**rf)))
     clusters = (ConsensusSubtypes(**{"random_state": seed, **opts("consensus_clusters")})
                 if "consensus_clusters" in methods else None)

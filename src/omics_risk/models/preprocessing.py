@@ -36,7 +36,7 @@ pandas objects are not in the allow-list.)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ def _plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     def plain(v: Any) -> Any:
         if isinstance(v, Mapping):
             return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, list | tuple) or type(v).__name__ == "ListConfig":
+        if isinstance(v, Sequence) and not isinstance(v, str):
             return [plain(x) for x in v]
         return v
     return plain(spec)
