@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.metrics import adjusted_rand_score
@@ -80,3 +81,29 @@ def test_fixed_k_cdf_and_input_checks() -> None:
 def test_plot_consensus(fitted: tuple, tmp_path: Path) -> None:
     out = plot_consensus(fitted[0], tmp_path / "plots" / "consensus.png")
     assert out.is_file() and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+
+
+def test_consensus_subtypes_fit_on_training_rows_only() -> None:
+    from omics_risk.features.clustering import ConsensusSubtypes
+
+    rng = np.random.default_rng(5)
+    centers = np.array([[0.0, 0.0, 0.0], [6.0, 6.0, 0.0], [0.0, 6.0, 6.0]])
+    lab = rng.integers(0, 3, 150)
+    X = pd.DataFrame(centers[lab] + rng.normal(size=(150, 3)), columns=["a", "b", "c"])
+    X.iloc[3, 1] = np.nan  # imputed with the training median
+    train, test = X.iloc[:100], X.iloc[100:]
+    model = ConsensusSubtypes(ks=(2, 3, 4), n_resamples=20, random_state=0).fit(train)
+    assert model.best_k_ == 3 and model.pac_[list(model.ks_).index(3)] < 0.05
+    assert model.cluster_sizes_.sum() == 100
+    out = model.transform(test)
+    assert list(out.columns) == ["a", "b", "c", "subtype_0", "subtype_1", "subtype_2"]
+    hot = out[["subtype_0", "subtype_1", "subtype_2"]].to_numpy()
+    np.testing.assert_array_equal(hot.sum(axis=1), np.ones(50))
+    pairs = pd.crosstab(lab[100:], hot.argmax(axis=1))
+    assert (pairs.to_numpy() > 0).sum() == 3  # each true blob maps to exactly one subtype
+    # the test rows play no part in the fit: refitting on the same training rows gives the same centroids
+    again = ConsensusSubtypes(ks=(2, 3, 4), n_resamples=20, random_state=0).fit(train)
+    np.testing.assert_array_equal(again.centers_, model.centers_)
+    assert not hasattr(model, "consensus_")  # no training-patient matrix is kept in a saved model
+    with pytest.raises(ValueError, match="mode must be"):
+        ConsensusSubtypes(mode="stack").fit(train)

@@ -12,25 +12,31 @@ close to 0 or 1. Two summaries per k:
 Final labels come from average-linkage hierarchical clustering of 1 - consensus (scipy), and ``predict``
 assigns new patients to the nearest cluster centroid in the training feature space, so a fitted model
 scores new patients without refitting. Fit it on training folds (it is an estimator like any other).
+
+:class:`ConsensusSubtypes` turns the subgroups into model inputs (the seed trial NCT07291921 clusters plasma
+metabolomes before its random-forest and Wilcoxon screens): fitted on the training rows, it adds one-hot subtype
+membership columns (nearest training centroid) to, or in place of, the features.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
 from scipy.spatial.distance import squareform
-from sklearn.base import BaseEstimator, ClusterMixin
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.cluster import KMeans
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
 from omics_risk.progress import progress_bar
 
-__all__ = ["ConsensusKMeans", "consensus_cdf", "plot_consensus"]
+__all__ = ["ConsensusKMeans", "ConsensusSubtypes", "consensus_cdf", "plot_consensus"]
 
 
 def consensus_cdf(
@@ -177,6 +183,100 @@ class ConsensusKMeans(ClusterMixin, BaseEstimator):
 
     def fit_predict(self, X: Any, y: Any = None, **kwargs: Any) -> np.ndarray:
         return self.fit(X).labels_
+
+
+class ConsensusSubtypes(TransformerMixin, BaseEstimator):
+    """Consensus k-means subtypes of the training rows as one-hot features (Monti consensus, PAC-chosen k).
+
+    ``fit`` fills NaN with training medians, standardises with training means and SDs (``standardize``) and fits
+    :class:`ConsensusKMeans`; only the centroids, k and PAC per k are kept (not the training consensus matrix or
+    labels, so a saved model holds no per-patient relations). ``transform`` assigns each row to its nearest
+    centroid and returns ``X`` with ``k`` one-hot columns ``<prefix>_0 .. <prefix>_{k-1}`` appended
+    (``mode="append"``) or the one-hot columns alone (``mode="replace"``). DataFrame in, DataFrame out.
+
+    Fitted: ``best_k_``, ``ks_`` / ``pac_`` (arrays: PAC per candidate k), ``centers_`` (standardised space),
+    ``center_``/``scale_`` (standardisation), ``medians_``, ``cluster_sizes_`` (training rows per subtype).
+    """
+
+    def __init__(
+        self,
+        ks: Sequence[int] = (2, 3, 4),
+        *,
+        n_clusters: int | None = None,
+        n_resamples: int = 50,
+        item_fraction: float = 0.8,
+        feature_fraction: float = 1.0,
+        n_init: int = 3,
+        standardize: bool = True,
+        mode: str = "append",
+        prefix: str = "subtype",
+        random_state: int | None = 0,
+    ):
+        self.ks = ks
+        self.n_clusters = n_clusters
+        self.n_resamples = n_resamples
+        self.item_fraction = item_fraction
+        self.feature_fraction = feature_fraction
+        self.n_init = n_init
+        self.standardize = standardize
+        self.mode = mode
+        self.prefix = prefix
+        self.random_state = random_state
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        return tags
+
+    def _prepared(self, Xv: np.ndarray) -> np.ndarray:
+        Xf = np.where(np.isnan(Xv), self.medians_[None, :], Xv)
+        return (Xf - self.center_) / self.scale_
+
+    def fit(self, X: Any, y: Any = None) -> ConsensusSubtypes:
+        if self.mode not in ("append", "replace"):
+            raise ValueError(f"mode must be 'append' or 'replace', got {self.mode!r}")
+        Xv = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            self.medians_ = np.nan_to_num(np.nanmedian(Xv, axis=0))
+        Xf = np.where(np.isnan(Xv), self.medians_[None, :], Xv)
+        sd = Xf.std(axis=0)
+        self.center_ = Xf.mean(axis=0) if self.standardize else np.zeros(Xv.shape[1])
+        self.scale_ = np.where(sd > 0, sd, 1.0) if self.standardize else np.ones(Xv.shape[1])
+        model = ConsensusKMeans(
+            self.ks, n_clusters=self.n_clusters, n_resamples=self.n_resamples, item_fraction=self.item_fraction,
+            feature_fraction=self.feature_fraction, n_init=self.n_init, random_state=self.random_state,
+        ).fit(self._prepared(Xv))
+        self.best_k_ = int(model.best_k_)
+        self.ks_ = np.asarray(sorted(model.pac_), dtype=np.int64)
+        self.pac_ = np.asarray([model.pac_[k] for k in self.ks_], dtype=np.float64)
+        self.centers_ = np.asarray(model.cluster_centers_, dtype=np.float64)
+        self.cluster_sizes_ = np.bincount(model.labels_, minlength=self.best_k_)
+        return self
+
+    def membership(self, X: Any) -> np.ndarray:
+        """One-hot (n, k) nearest-centroid subtype membership; each row sums to 1."""
+        check_is_fitted(self, "centers_")
+        Xv = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        Z = self._prepared(Xv)
+        d = ((Z[:, None, :] - self.centers_[None, :, :]) ** 2).sum(axis=2)
+        return np.eye(self.best_k_)[d.argmin(axis=1)]
+
+    def subtype_names(self) -> list[str]:
+        check_is_fitted(self, "centers_")
+        return [f"{self.prefix}_{c}" for c in range(self.best_k_)]
+
+    def transform(self, X: Any) -> Any:
+        onehot = self.membership(X)
+        if isinstance(X, pd.DataFrame):
+            hot = pd.DataFrame(onehot, index=X.index, columns=self.subtype_names())
+            return hot if self.mode == "replace" else pd.concat([X, hot], axis=1)
+        return onehot if self.mode == "replace" else np.hstack([np.asarray(X, dtype=np.float64), onehot])
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "centers_")
+        names = list(_check_feature_names_in(self, input_features)) if self.mode == "append" else []
+        return np.asarray([*names, *self.subtype_names()], dtype=object)
 
 
 def plot_consensus(model: ConsensusKMeans, path: str | Path) -> Path:

@@ -19,29 +19,34 @@ ends up with zero features.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import stats
-from sklearn.base import BaseEstimator
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.feature_selection import SelectorMixin
 from sklearn.inspection import permutation_importance
 from sklearn.model_selection import train_test_split
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted, validate_data
 from sksurv.ensemble import RandomSurvivalForest
 from statsmodels.stats.multitest import multipletests
 
+from omics_risk.features.clustering import ConsensusSubtypes
+
 __all__ = [
+    "SCREENING_METHODS",
+    "FeatureScreen",
     "FrameSelector",
     "PermutationImportanceSelector",
     "UnivariateCoxSelector",
     "WilcoxonSelector",
     "bh_qvalues",
     "cox_univariate",
+    "make_screener",
     "parse_target",
     "survival_groups",
 ]
@@ -388,7 +393,8 @@ class PermutationImportanceSelector(_ScreeningSelector):
 
     Fitted: ``scores_`` (mean importance), ``importances_std_``, ``pvalues_`` (one-sided t-test of the
     ``n_repeats`` importances against 0: a heuristic that orders features, not a calibrated test), ``qvalues_``,
-    ``estimator_``, ``support_``. With ``k=None`` features with ``q < alpha`` are kept.
+    ``estimator_`` (unless ``keep_estimator=False``), ``support_``. With ``k=None`` features with ``q < alpha``
+    are kept.
     """
 
     _rank_by_pvalue = False
@@ -407,6 +413,7 @@ class PermutationImportanceSelector(_ScreeningSelector):
         scoring: str | None = None,
         random_state: int | None = None,
         n_jobs: int = 1,
+        keep_estimator: bool = True,
     ):
         self.k = k
         self.alpha = alpha
@@ -419,6 +426,7 @@ class PermutationImportanceSelector(_ScreeningSelector):
         self.scoring = scoring
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.keep_estimator = keep_estimator
 
     def fit(self, X: Any, y: Any) -> PermutationImportanceSelector:
         self._validate_rule()
@@ -468,7 +476,8 @@ class PermutationImportanceSelector(_ScreeningSelector):
             n_jobs=self.n_jobs,
         )
         imp = r.importances  # features x repeats
-        self.estimator_ = forest
+        if self.keep_estimator:  # off inside saved models: the forest is large and only ranked the features
+            self.estimator_ = forest
         self.scores_ = r.importances_mean
         self.importances_std_ = r.importances_std
         sd = imp.std(axis=1, ddof=1) if self.n_repeats > 1 else np.zeros(len(imp))
@@ -478,6 +487,157 @@ class PermutationImportanceSelector(_ScreeningSelector):
         self.pvalues_ = stats.t.sf(t, df=max(self.n_repeats - 1, 1))
         self._select()
         return self
+
+
+# ------------------------------------------------------------------------------------------- combinations
+#: Names a screening spec may list under ``methods`` (see :func:`make_screener`).
+SCREENING_METHODS = ("cox", "wilcoxon", "random_forest", "consensus_clusters")
+COMBINE_RULES = ("union", "intersection", "sequential")
+
+
+class FeatureScreen(TransformerMixin, BaseEstimator):
+    """Several screens as one fold-fitted step, optionally plus consensus-cluster subtype columns.
+
+    ``selectors``: ``[(name, selector), ...]`` (the selectors above). ``combine``: ``"union"`` (a feature kept by
+    any selector; each sees every feature), ``"intersection"`` (kept by all; when none is, the ``min_features``
+    with the best mean rank are kept) or ``"sequential"`` (each selector screens what the previous one kept).
+    ``clusters``: a :class:`~omics_risk.features.clustering.ConsensusSubtypes` fitted on ``cluster_input``
+    (``"all"`` input features or the ``"selected"`` ones); its one-hot subtype columns are appended to the kept
+    features (its ``mode="append"``) or replace them (``"replace"``). No selector: every feature is kept.
+
+    DataFrame in, DataFrame out (index kept); arrays in, arrays out. Fitted: ``support_`` (kept input columns),
+    ``selectors_`` (fitted clones), ``clusters_``, ``feature_names_out_``.
+    """
+
+    def __init__(
+        self,
+        selectors: Sequence[tuple[str, Any]] = (),
+        *,
+        combine: str = "union",
+        clusters: ConsensusSubtypes | None = None,
+        cluster_input: str = "all",
+        min_features: int = 1,
+    ):
+        self.selectors = selectors
+        self.combine = combine
+        self.clusters = clusters
+        self.cluster_input = cluster_input
+        self.min_features = min_features
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True
+        tags.target_tags.required = bool(self.selectors)
+        return tags
+
+    def fit(self, X: Any, y: Any = None) -> FeatureScreen:
+        if self.combine not in COMBINE_RULES:
+            raise ValueError(f"combine must be one of {', '.join(COMBINE_RULES)}, got {self.combine!r}")
+        if self.cluster_input not in ("all", "selected"):
+            raise ValueError(f"cluster_input must be 'all' or 'selected', got {self.cluster_input!r}")
+        if not self.selectors and self.clusters is None:
+            raise ValueError("a FeatureScreen needs at least one selector or clusters")
+        Xv = validate_data(self, X, ensure_all_finite="allow-nan", dtype=np.float64)
+        p = Xv.shape[1]
+        self.selectors_ = [(name, clone(sel)) for name, sel in self.selectors]
+        if not self.selectors_:
+            support = np.ones(p, dtype=bool)
+        elif self.combine == "sequential":
+            cols = np.arange(p)
+            for _, sel in self.selectors_:
+                sel.fit(Xv[:, cols], y)
+                cols = cols[sel.get_support()]
+            support = np.zeros(p, dtype=bool)
+            support[cols] = True
+        else:
+            masks = np.vstack([sel.fit(Xv, y).get_support() for _, sel in self.selectors_])
+            support = masks.any(axis=0) if self.combine == "union" else masks.all(axis=0)
+            if support.sum() < min(self.min_features, p):
+                mean_rank = np.mean([sel.ranking_ for _, sel in self.selectors_], axis=0)
+                support[np.argsort(mean_rank, kind="stable")[: self.min_features]] = True
+        self.support_ = support
+        self.clusters_ = None
+        if self.clusters is not None:
+            cin = Xv if self.cluster_input == "all" else Xv[:, support]
+            self.clusters_ = clone(self.clusters).fit(cin)
+        names = np.asarray(self.feature_names_in_ if hasattr(self, "feature_names_in_")
+                           else [f"x{i}" for i in range(p)], dtype=object)
+        kept = [] if self.clusters_ is not None and self.clusters_.mode == "replace" else list(names[support])
+        subtypes = self.clusters_.subtype_names() if self.clusters_ is not None else []
+        self.feature_names_out_ = np.asarray([*kept, *subtypes], dtype=object)
+        return self
+
+    def transform(self, X: Any) -> Any:
+        check_is_fitted(self, "support_")
+        Xv = validate_data(self, X, reset=False, ensure_all_finite="allow-nan", dtype=np.float64)
+        parts = [] if self.clusters_ is not None and self.clusters_.mode == "replace" else [Xv[:, self.support_]]
+        if self.clusters_ is not None:
+            cin = Xv if self.cluster_input == "all" else Xv[:, self.support_]
+            parts.append(self.clusters_.membership(cin))
+        out = np.hstack(parts)
+        if isinstance(X, pd.DataFrame):
+            return pd.DataFrame(out, index=X.index, columns=list(self.feature_names_out_))
+        return out
+
+    def get_support(self) -> np.ndarray:
+        """Which input columns are kept (subtype columns come on top)."""
+        check_is_fitted(self, "support_")
+        return self.support_
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        check_is_fitted(self, "support_")
+        names = _check_feature_names_in(self, input_features)
+        kept = [] if self.clusters_ is not None and self.clusters_.mode == "replace" else list(names[self.support_])
+        subtypes = self.clusters_.subtype_names() if self.clusters_ is not None else []
+        return np.asarray([*kept, *subtypes], dtype=object)
+
+
+_SPEC_KEYS = {"methods", "combine", "k", "random_state", "cluster_input", "min_features", *SCREENING_METHODS}
+
+
+def make_screener(spec: Mapping[str, Any], task: str = "survival") -> FeatureScreen:
+    """An unfitted :class:`FeatureScreen` from a plain spec (a config group's ``spec``; see docs/configuration.md).
+
+    Keys: ``methods`` (a list from :data:`SCREENING_METHODS`), ``combine`` (union | intersection | sequential),
+    ``k`` (default top-k of every selector; null = keep ``q < alpha``), ``random_state`` (seeds the forest and
+    the clustering), ``cluster_input``, ``min_features``, and one mapping per method with its own settings
+    (``cox`` -> :class:`UnivariateCoxSelector`, ``wilcoxon`` -> :class:`WilcoxonSelector`, ``random_forest`` ->
+    :class:`PermutationImportanceSelector`, ``consensus_clusters`` -> :class:`ConsensusSubtypes`), e.g.
+    ``{"methods": ["wilcoxon", "random_forest"], "combine": "union", "k": 20, "random_forest": {"n_estimators": 100}}``.
+    ``task`` (``survival`` or ``binary``) rejects a Cox screen on a binary endpoint.
+    """
+    spec = dict(spec)
+    unknown = sorted(set(spec) - _SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"unknown screening setting(s) {', '.join(unknown)} (known: {', '.join(sorted(_SPEC_KEYS))})")
+    methods = spec.get("methods") or []
+    methods = [methods] if isinstance(methods, str) else list(methods)
+    bad = [m for m in methods if m not in SCREENING_METHODS]
+    if bad or not methods:
+        raise ValueError(f"screening methods must be a non-empty list from {', '.join(SCREENING_METHODS)}, "
+                         f"got {methods!r}")
+    if "cox" in methods and task != "survival":
+        raise ValueError(f"the cox screen needs a survival endpoint, this one is {task}: use wilcoxon or random_forest")
+    k, seed = spec.get("k"), spec.get("random_state", 0)
+    k = None if k is None else int(k)
+
+    def opts(name: str) -> dict[str, Any]:
+        return dict(spec.get(name) or {})
+
+    selectors: list[tuple[str, Any]] = []
+    for m in methods:
+        if m == "cox":
+            selectors.append((m, UnivariateCoxSelector(**{"k": k, **opts(m)})))
+        elif m == "wilcoxon":
+            selectors.append((m, WilcoxonSelector(**{"k": k, **opts(m)})))
+        elif m == "random_forest":
+            rf = {"k": k, "random_state": seed, "keep_estimator": False, **opts(m)}
+            selectors.append((m, PermutationImportanceSelector(**rf)))
+    clusters = (ConsensusSubtypes(**{"random_state": seed, **opts("consensus_clusters")})
+                if "consensus_clusters" in methods else None)
+    return FeatureScreen(selectors, combine=str(spec.get("combine", "union")), clusters=clusters,
+                         cluster_input=str(spec.get("cluster_input", "all")),
+                         min_features=int(spec.get("min_features", 1)))
 
 
 @contextmanager

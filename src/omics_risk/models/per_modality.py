@@ -27,6 +27,7 @@ from omics_risk.models.tabular import (
     outcome_of,
     preprocessing_kind,
     resolve_clinical_types,
+    screening_spec,
 )
 
 __all__ = ["MIN_TRAIN", "ModalityModel", "penalised_logistic", "step_functions_at"]
@@ -80,6 +81,7 @@ class ModalityModel(BaselineModel):
                 max_features=max_features,
                 max_missing=self.max_missing,
                 scale=scale,
+                screening=screening_spec(self.preprocessing),
             )
 
         self.preprocessing_ = kind

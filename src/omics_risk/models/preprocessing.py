@@ -16,7 +16,10 @@ modality is not a row of zeros to learn scalers from). Steps (a scikit-learn ``P
 then, for every kind, an optional correlation filter (``max_correlation``: drop a column correlated above this
 with an earlier kept one) and optional supervised screening to at most ``k`` columns
 (:class:`~omics_risk.features.screening.UnivariateCoxSelector` for a survival target,
-:class:`~omics_risk.features.screening.WilcoxonSelector` for a binary one). Output values are clipped to
+:class:`~omics_risk.features.screening.WilcoxonSelector` for a binary one), or, when ``screening`` is given, the
+screen that spec describes (:func:`~omics_risk.features.screening.make_screener`: Cox, Wilcoxon, random-forest
+importance, consensus-cluster subtype columns, combined; the ``model/screening`` config group fills it in per
+modality). Either screen learns from ``y`` and is fitted here, on the training fold. Output values are clipped to
 ``+-clip`` (an outlier in a new cohort cannot saturate the network) and absent patients get zeros and
 ``present=False``.
 
@@ -33,7 +36,7 @@ pandas objects are not in the allow-list.)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +52,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from omics_risk.data.formats import PREPROCESSING_KINDS
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.features.metabolomics import make_metabolomics_pipeline
-from omics_risk.features.screening import FrameSelector, UnivariateCoxSelector, WilcoxonSelector
+from omics_risk.features.screening import FrameSelector, UnivariateCoxSelector, WilcoxonSelector, make_screener
 
 __all__ = [
     "TRUSTED_MODULE_PREFIXES",
@@ -130,6 +133,17 @@ def infer_clinical_types(frame: pd.DataFrame) -> dict[str, str]:
     return types
 
 
+def _plain_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A screening spec as plain dicts and lists (Hydra passes DictConfig / ListConfig)."""
+    def plain(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, Sequence) and not isinstance(v, str):
+            return [plain(x) for x in v]
+        return v
+    return plain(spec)
+
+
 def _target(y: Any, rows: np.ndarray) -> tuple[str, Any] | None:
     """The screening target restricted to ``rows``: ("survival", structured array) / ("binary", 0/1) / None."""
     if y is None:
@@ -150,6 +164,9 @@ class ModalityPreprocessor(BaseEstimator):
         variance_threshold: ``VarianceThreshold`` on the raw values (0 drops constant and all-NaN columns).
         max_correlation: correlation filter threshold (None: off).
         screening_test: ``"score"`` (fast, one Newton step) or ``"wald"`` for the univariate Cox screen.
+        screening: a :func:`~omics_risk.features.screening.make_screener` spec, e.g.
+            ``{"methods": ["wilcoxon", "random_forest"], "combine": "sequential", "k": 16}``; replaces the ``k``
+            screen (None: the ``k`` screen).
         clip: clip standardised outputs to ``[-clip, clip]`` (None: no clipping).
         metabolomics: keyword arguments of ``make_metabolomics_pipeline`` (``kind="metabolomics"``).
         clinical_types: ``{column: type or {"type", "levels"}}`` (``kind="clinical"``; None: inferred).
@@ -163,7 +180,8 @@ class ModalityPreprocessor(BaseEstimator):
     def __init__(self, kind: str = "tabular", k: int | None = 32, variance_threshold: float = 0.0,
                  max_correlation: float | None = None, screening_test: str = "score", clip: float | None = 10.0,
                  metabolomics: Mapping[str, Any] | None = None, clinical_types: Mapping[str, Any] | None = None,
-                 clinical_min_frequency: float | int | None = 0.05, min_patients: int = 10):
+                 clinical_min_frequency: float | int | None = 0.05, min_patients: int = 10,
+                 screening: Mapping[str, Any] | None = None):
         self.kind = kind
         self.k = k
         self.variance_threshold = variance_threshold
@@ -174,6 +192,7 @@ class ModalityPreprocessor(BaseEstimator):
         self.clinical_types = clinical_types
         self.clinical_min_frequency = clinical_min_frequency
         self.min_patients = min_patients
+        self.screening = screening
 
     # ------------------------------------------------------------------------------------------------ fit
     def _base_steps(self, frame: pd.DataFrame) -> list[tuple[str, Any]]:
@@ -232,7 +251,14 @@ class ModalityPreprocessor(BaseEstimator):
             Z = corr.transform(Z)
             fitted.append(("correlation", corr))
         target = _target(y, rows)
-        if self.k is not None and target is not None and Z.shape[1] > self.k:
+        if self.screening and target is not None:
+            kind, t = target
+            ok = np.ones(len(Z), dtype=bool) if kind == "survival" else np.isfinite(t)
+            screen = make_screener(_plain_spec(self.screening), task=kind)
+            screen.fit(Z.loc[ok], t[ok])
+            Z = screen.transform(Z)
+            fitted.append(("screen", screen))
+        elif self.k is not None and target is not None and Z.shape[1] > self.k:
             kind, t = target
             if kind == "survival":
                 screen: Any = UnivariateCoxSelector(k=int(self.k), test=self.screening_test)

@@ -51,7 +51,7 @@ from sksurv.util import Surv
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.features.clinical import ClinicalEncoder
 from omics_risk.features.metabolomics import MissingnessFilter, make_metabolomics_pipeline
-from omics_risk.features.screening import UnivariateCoxSelector, WilcoxonSelector
+from omics_risk.features.screening import UnivariateCoxSelector, WilcoxonSelector, make_screener
 from omics_risk.models.base import InsufficientTrainingData, ModelCapabilities, SurvivalModel
 from omics_risk.models.preprocessing import infer_clinical_types
 
@@ -74,6 +74,7 @@ __all__ = [
     "preprocessing_kind",
     "resolve_clinical_types",
     "risk_from_response",
+    "screening_spec",
 ]
 
 CLINICAL = "clinical"
@@ -203,9 +204,20 @@ def fill_absent(scores: np.ndarray, present: np.ndarray, fallback: float) -> np.
     return out
 
 
-def preprocessing_kind(data: MultimodalData, modality: str, kind: str = "auto") -> str:
+def screening_spec(preprocessing: Any) -> dict[str, Any] | None:
+    """The screening spec of a per-modality ``preprocessing`` setting given as ``{"kind": ..., "screening": spec}``
+    (the ``model/screening`` config group writes it; a plain kind string has none)."""
+    if isinstance(preprocessing, Mapping) and preprocessing.get("screening"):
+        return dict(preprocessing["screening"])
+    return None
+
+
+def preprocessing_kind(data: MultimodalData, modality: str, kind: Any = "auto") -> str:
     """``auto``: the modality's fold-fitted kind from the modality registry (its format's, see
-    :meth:`MultimodalData.preprocessing_kind`), with the registry's ``tabular`` called ``standard`` here."""
+    :meth:`MultimodalData.preprocessing_kind`), with the registry's ``tabular`` called ``standard`` here.
+    ``kind`` may be a mapping ``{"kind": ..., "screening": ...}`` (its ``kind``, default ``auto``)."""
+    if isinstance(kind, Mapping):
+        kind = kind.get("kind", "auto")
     if kind != "auto":
         if kind not in ("clinical", "standard", "metabolomics"):
             raise ValueError(f"preprocessing must be auto, clinical, standard or metabolomics, got {kind!r}")
@@ -268,6 +280,7 @@ def make_tabular_pipeline(
     max_features: int | None = None,
     max_missing: float = 0.5,
     scale: bool = True,
+    screening: Mapping[str, Any] | None = None,
 ) -> Pipeline:
     """An unfitted pipeline for one table (see the module docstring for the steps): DataFrame in, float array out.
 
@@ -275,7 +288,8 @@ def make_tabular_pipeline(
     blocks and clinical types); everything after it runs on a NumPy array, because scikit-learn's per-column
     DataFrame validation otherwise costs more than the models on wide omics tables. Output column names:
     ``pipeline.get_feature_names_out()``.
-    ``max_features`` adds univariate screening (learns from ``y``: pass ``y`` to ``fit``).
+    ``max_features`` adds univariate screening (learns from ``y``: pass ``y`` to ``fit``); ``screening`` (a
+    :func:`~omics_risk.features.screening.make_screener` spec) adds that screen instead.
     """
     steps: list[tuple[str, Any]] = []
     if kind == "clinical":
@@ -295,7 +309,9 @@ def make_tabular_pipeline(
     steps.append(("constant", VarianceThreshold(threshold=0.0)))
     if scale:
         steps.append(("scale", StandardScaler()))
-    if max_features is not None:
+    if screening:
+        steps.append(("screen", make_screener(screening, task=task)))
+    elif max_features is not None:
         if int(max_features) < 1:
             raise ValueError(f"max_features must be a positive integer or None, got {max_features!r}")
         screen: Any = (
