@@ -1,0 +1,120 @@
+"""The fused super learner: never below its clinical backbone when the omics are noise, above every base model when
+the signal is split across modalities, weights >= 0 from out-of-fold risks, the network as one base model, a
+binary endpoint, and a save / load round trip without pickle."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from lifelines import CoxPHFitter
+from sklearn.metrics import roc_auc_score
+from sksurv.metrics import concordance_index_censored
+from test_baselines import TYPES, make_toy
+
+from omics_risk.models.base import capabilities_of
+from omics_risk.models.baselines import ClinicalCox, ModalityCoxnet
+from omics_risk.models.super_learner import NETWORK, FusedSuperLearner, fit_nonnegative_meta
+
+NET = {"epochs": 40, "patience": 8, "n_members": 1, "k": 8, "seed": 0, "clinical_types": TYPES, "device": "cpu"}
+
+
+def cindex(data, risk) -> float:  # type: ignore[no-untyped-def]
+    return float(concordance_index_censored(data.event.astype(bool), data.time, risk)[0])
+
+
+def quiet_fit(model, data):  # type: ignore[no-untyped-def]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(data)
+
+
+@pytest.fixture(scope="module")
+def split_signal():  # type: ignore[no-untyped-def]
+    data, _ = make_toy(600, seed=11, weights=(0.7, 1.0, 1.0))
+    train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
+    return train, test, quiet_fit(FusedSuperLearner(stack={"inner_folds": 3}, **NET), train)
+
+
+def test_meta_weights_match_lifelines_and_clip_a_harmful_column() -> None:
+    rng = np.random.default_rng(0)
+    n = 800
+    X = rng.normal(size=(n, 3))
+    lp = 0.8 * X[:, 0] + 0.4 * X[:, 1] - 0.5 * X[:, 2]
+    time = rng.exponential(np.exp(-lp))
+    event = (rng.random(n) < 0.8).astype(float)
+    # Unconstrained where the truth is positive: lifelines' Cox fit (Efron ties) on the same two columns.
+    w, _ = fit_nonnegative_meta(X[:, :2], np.array([True, True]), time=time, event=event, penalizer=0.0)
+    import pandas as pd
+
+    ref = CoxPHFitter().fit(pd.DataFrame({"a": X[:, 0], "b": X[:, 1], "t": time, "e": event}), "t", "e").params_
+    np.testing.assert_allclose(w, ref.to_numpy(), atol=1e-3)  # torchsurv validates its input in float32
+    # A column that lowers risk gets weight 0 when constrained, its negative weight when free.
+    w_nn, _ = fit_nonnegative_meta(X, np.array([True, True, True]), time=time, event=event, penalizer=0.0)
+    w_free, _ = fit_nonnegative_meta(X, np.array([True, True, False]), time=time, event=event, penalizer=0.0)
+    assert w_nn[2] == 0.0 and w_free[2] < -0.3 and w_nn[0] > 0.5
+
+
+def test_beats_every_base_model_when_the_signal_is_split(split_signal) -> None:  # type: ignore[no-untyped-def]
+    train, test, model = split_signal
+    c_fused = cindex(test, model.predict_risk(test))
+    for base in (ClinicalCox(clinical_types=TYPES), ModalityCoxnet("a", n_alphas=15), ModalityCoxnet("b", n_alphas=15)):
+        assert c_fused > cindex(test, quiet_fit(base, train).predict_risk(test)) + 0.03, base.name
+    assert all(model.weights_[n] >= 0 for n in model.names_)
+    assert model.weights_["coxnet_a"] > 0.2 and model.weights_["coxnet_b"] > 0.2 and model.weights_["clinical"] > 0.1
+    assert model.weights_["coxnet_noise"] < 0.1  # a modality without signal adds (almost) nothing
+    surv = model.predict_survival(test, np.array([30.0, 365.0, 1000.0]))
+    assert surv.shape == (len(test), 3) and np.all(np.diff(surv, axis=1) <= 1e-12) and np.all((surv >= 0) & (surv <= 1))
+    outs = model.predict_outputs(test, np.array([30.0, 365.0, 1000.0]))
+    np.testing.assert_allclose(outs["risk"], model.predict_risk(test))
+    np.testing.assert_allclose(outs["survival"], surv)
+
+
+def test_never_below_the_clinical_backbone_when_the_omics_are_noise() -> None:
+    data, _ = make_toy(600, seed=5, weights=(1.0, 0.0, 0.0))
+    train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
+    fused = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3, "network": False}, **NET), train)
+    clinical = quiet_fit(ClinicalCox(clinical_types=TYPES), train)
+    assert cindex(test, fused.predict_risk(test)) >= cindex(test, clinical.predict_risk(test)) - 0.005
+    assert fused.weights_["clinical"] > 0.5
+    assert max(fused.weights_[n] for n in fused.names_ if n.startswith("coxnet_")) < 0.15
+
+
+def test_save_and_load_give_the_same_scores(split_signal, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    _, test, model = split_signal
+    model.save(tmp_path / "m")
+    assert not list(tmp_path.rglob("*.pkl"))
+    loaded = FusedSuperLearner.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_risk(test), model.predict_risk(test), rtol=1e-6, atol=1e-6)
+    times = np.array([100.0, 700.0])
+    np.testing.assert_allclose(loaded.predict_survival(test, times), model.predict_survival(test, times), atol=1e-6)
+    assert loaded.weights_ == model.weights_ and set(loaded.feature_manifest_) >= {"clinical", "a", "b"}
+
+
+def test_binary_endpoint_stacks_logistic_models_with_non_negative_weights() -> None:
+    data, _ = make_toy(600, seed=2, binary=True, weights=(0.7, 1.2, 1.2))
+    train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
+    net = {**NET, "heads": ["binary"]}
+    model = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3}, **net), train)
+    assert capabilities_of(model).response and not capabilities_of(model).survival
+    p = model.predict_response(test)
+    assert np.all((p > 0) & (p < 1))
+    auc = roc_auc_score(test.label, p)
+    base = quiet_fit(ModalityCoxnet("a", n_alphas=10, task="binary"), train).predict_response(test)
+    assert auc > roc_auc_score(test.label, base) + 0.02 and auc > 0.7
+    assert all(model.weights_[n] >= 0 for n in model.names_)
+    np.testing.assert_allclose(model.predict_outputs(test)["response"], p)
+
+
+def test_stack_off_is_the_network_alone(split_signal) -> None:  # type: ignore[no-untyped-def]
+    train, test, _ = split_signal
+    model = quiet_fit(FusedSuperLearner(stack={"enabled": False}, **NET), train)
+    assert model.names_ == [NETWORK] and model.bases_ == {}
+    raw = model.network_model_.predict_risk(test)
+    np.testing.assert_allclose(model.predict_risk(test), raw - model.network_model_.train_median_risk_)
+
+
+def test_unknown_stack_setting_is_one_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown stack setting.*inner_fold"):
+        FusedSuperLearner(stack={"inner_fold": 3}, **NET)
