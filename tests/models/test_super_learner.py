@@ -116,5 +116,5 @@ def test_stack_off_is_the_network_alone(split_signal) -> None:  # type: ignore[n
 
 
 def test_unknown_stack_setting_is_one_clear_error() -> None:
-    with pytest.raises(ValueError, match="unknown stack setting.*inner_fold"):
+    with pytest.raises(ValueError, match=r"unknown stack setting.*inner_fold"):
         FusedSuperLearner(stack={"inner_fold": 3}, **NET)
