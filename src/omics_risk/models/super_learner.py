@@ -42,6 +42,8 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy.optimize import minimize
+from sklearn.metrics import roc_auc_score
+from sksurv.metrics import concordance_index_censored
 from torchsurv.loss.cox import neg_partial_log_likelihood
 
 from omics_risk import __version__
@@ -78,6 +80,9 @@ STACK_DEFAULTS: dict[str, Any] = {
     "clinical_cox": {},         # ClinicalCox settings over the baselines' defaults
     "preprocessing": {},        # modality -> ModalityCoxnet ``preprocessing`` (kind, or {kind, screening})
     "meta_penalizer": 0.01,     # ridge penalty of the meta-model (per patient; columns are in SD units)
+    "select": True,             # forward selection of base models from the clinical backbone (second-level CV)
+    "min_gain": 0.002,          # the second-level CV C-index gain a base model must bring to enter
+    "indicators": True,         # missingness indicators of base models whose modality some patients lack
 }
 
 
@@ -353,17 +358,21 @@ class FusedSuperLearner(SurvivalModel):
         self.names_ = [names[i] for i in keep]
         oof, present = oof[:, keep], present[:, keep]
         self.scale_, self.indicators_ = oof_scales(oof, present, self.names_)
+        if not self.stack["indicators"]:
+            self.indicators_ = []
         X = self._design({n: oof[:, j] for j, n in enumerate(self.names_)},
                          {n: present[:, j] for j, n in enumerate(self.names_)})
-        nonneg = np.array([c in self.names_ for c in X.columns])
         survival = out.task == "survival"
         # A binary endpoint's label is 1 = response (favourable): the meta-model predicts non-response, so that
         # every base risk (higher = worse) enters with a non-negative weight.
-        w, self.intercept_ = fit_nonnegative_meta(
-            X.to_numpy(), nonneg, time=out.time[rows] if survival else None,
-            event=out.event[rows] if survival else None, label=None if survival else 1.0 - out.label[rows],
-            penalizer=float(self.stack["meta_penalizer"]))
-        self.weights_ = {c: float(v) for c, v in zip(X.columns, w, strict=True)}
+        target = ({"time": out.time[rows], "event": out.event[rows]} if survival
+                  else {"label": 1.0 - out.label[rows]})
+        self.selection_ = self._select(X, target, out.strata(rows))
+        cols = [c for c in X.columns if c in self.selection_ or c.removesuffix("_missing") in self.selection_]
+        nonneg = np.array([c in self.names_ for c in cols])
+        w, self.intercept_ = fit_nonnegative_meta(X[cols].to_numpy(), nonneg, **target,
+                                                  penalizer=float(self.stack["meta_penalizer"]))
+        self.weights_ = {c: 0.0 for c in X.columns} | {c: float(v) for c, v in zip(cols, w, strict=True)}
         self.oof_risk_ = pd.DataFrame(np.where(present, oof, np.nan), index=d.patients, columns=self.names_)
         self.base_modality_ = {n: self._modality_of(n, specs) for n in self.names_}
         used = [n for n in self.names_ if self.weights_[n] > 0 and n != NETWORK]
@@ -376,6 +385,53 @@ class FusedSuperLearner(SurvivalModel):
         self._finish(d, out, rows, images)
         self.fit_seconds_ = _time.perf_counter() - t0
         return self
+
+    def _cv_score(self, X: pd.DataFrame, cols: list[str], target: Mapping[str, np.ndarray],
+                  splits: list[tuple[np.ndarray, np.ndarray]]) -> float:
+        """Second-level cross-validation of the meta-model on the out-of-fold risks: the pooled held-out Harrell C
+        (survival) or AUC (binary) of a meta-model fitted on columns ``cols`` of the other folds."""
+        nonneg = np.array([c in self.names_ for c in cols])
+        pred = np.zeros(len(X))
+        Z = X[cols].to_numpy()
+        for tr, va in splits:
+            w, b = fit_nonnegative_meta(Z[tr], nonneg, **{k: v[tr] for k, v in target.items()},
+                                        penalizer=float(self.stack["meta_penalizer"]))
+            pred[va] = Z[va] @ w + b
+        if "label" in target:
+            return float(roc_auc_score(target["label"], pred)) if len(np.unique(target["label"])) > 1 else 0.5
+        return float(concordance_index_censored(target["event"] > 0.5, target["time"], pred)[0])
+
+    def _select(self, X: pd.DataFrame, target: Mapping[str, np.ndarray], strata: np.ndarray) -> list[str]:
+        """The base models the meta-model may use: forward selection from the clinical backbone, adding the base
+        model (with its missingness indicator) that most raises the second-level cross-validated C-index, while it
+        raises it by more than ``stack.min_gain``. A modality that does not help held-out patients stays out, so on
+        data where the omics carry nothing the fused model is its clinical backbone."""
+        if not self.stack["select"]:
+            return list(self.names_)
+        splits = inner_splits(strata, int(self.stack["inner_folds"]), self.seed + 1, survival="label" not in target)
+
+        def cols_of(chosen: list[str]) -> list[str]:
+            return [c for c in X.columns if c in chosen or c.removesuffix("_missing") in chosen]
+
+        def score(chosen: list[str]) -> float:
+            return self._cv_score(X, cols_of(chosen), target, splits)
+
+        chosen = ["clinical"] if "clinical" in self.names_ else []
+        if not chosen:  # no clinical backbone: start from the best single base model
+            chosen = [max(self.names_, key=lambda n: score([n]))]
+        best = score(chosen)
+        self.selection_path_ = [(list(chosen), best)]
+        while True:
+            rest = [n for n in self.names_ if n not in chosen]
+            if not rest:
+                break
+            scores = {n: score([*chosen, n]) for n in rest}
+            top = max(scores, key=lambda n: scores[n])
+            if scores[top] <= best + float(self.stack["min_gain"]):
+                break
+            chosen, best = [*chosen, top], scores[top]
+            self.selection_path_.append((list(chosen), best))
+        return chosen
 
     @staticmethod
     def _modality_of(name: str, specs: Mapping[str, Callable[[], SurvivalModel]]) -> str:
