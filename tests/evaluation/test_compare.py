@@ -236,5 +236,7 @@ def test_compare_progress_names_the_model_and_counts_overall(capsys: pytest.Capt
             for i, (m, r) in enumerate(sim.risks.items())]
     compare_runs(runs, reference="clinical_cox", n_boot=5, progress=True)
     err = capsys.readouterr().err
-    assert "comparing models (3/3: noise)" in err and "3/3" in err
+    assert "bootstrap fused (1/3)" in err and "bootstrap noise (3/3)" in err and "3/3" in err
     assert "bootstrap metrics" not in err
+    compare_runs(runs, reference="clinical_cox", n_boot=5, progress=False)
+    assert capsys.readouterr().err == ""  # quiet when progress is off

@@ -79,7 +79,7 @@ def model_run_ids(job_run_id: str, client: MlflowClient | None = None) -> dict[s
 
 def headline_tags(row: Mapping[str, float], reference: str | None) -> dict[str, str]:
     """A model's comparison row as the text tags of its run: C-index (95% CI), ΔC vs the reference (95% CI), p."""
-    shown = headline_table(pd.DataFrame([dict(row)]), reference).iloc[0].tolist()[1:]
+    shown = headline_table(pd.DataFrame([dict(row)]), reference).iloc[0].tolist()[1:4]  # the other p stays a metric
     c, d, p = (str(v) for v in shown)
     tags = dict(zip(HEADLINE_TAGS, (c, d, p or "–"), strict=True))
     note = f"**C-index** {c}"
