@@ -100,3 +100,21 @@ def test_pooling_over_repeats_resamples_patients_jointly() -> None:
     # no folds (a hold-out): no t-test, and the corrected-t headline falls back to the bootstrap p
     hold = paired_comparison(time, event, model[0], ref[0], n_boot=20, headline_p="corrected_t")
     assert np.isnan(hold.p_corrected_t) and hold.p == hold.p_bootstrap and hold.p_method == "bootstrap"
+
+
+def test_resampled_c_equals_scikit_survival_on_every_resample_with_ties() -> None:
+    """The pair-matrix C of a resample is scikit-survival's Harrell's C of that resample (ties in time, in risk,
+    events and censorings at the same day, copies of one patient)."""
+    from omics_risk.evaluation.bootstrap import _resampled_c
+
+    rng = np.random.default_rng(5)
+    n = 70
+    time = np.round(rng.exponential(30, n)) + 1  # many tied days
+    event = rng.random(n) < 0.6
+    risks = np.round(rng.normal(size=(n, 2)), 1)  # tied risks
+    idx = bootstrap_indices(n, 200, 9)
+    fast = _resampled_c(time, event, risks, idx)
+    slow = np.array([np.mean([harrell_c(time[i], event[i], risks[i, j]) for j in range(2)]) for i in idx])
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-12)
+    none = _resampled_c(time, np.zeros(n, bool), risks, idx[:3])  # no event: no comparable pair
+    assert np.isnan(none).all()

@@ -182,8 +182,39 @@ def _mean_c(time: np.ndarray, event: np.ndarray, risks: np.ndarray) -> float:
     return float(np.mean([harrell_c(time, event, risks[:, j]) for j in range(risks.shape[1])]))
 
 
-def _mean_c_difference(time: np.ndarray, event: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
-    return _mean_c(time, event, a) - _mean_c(time, event, b)
+#: Patients up to which resampled C-indices come from the pair matrices (two n x n float arrays per score) rather
+#: than one scikit-survival call per resample.
+DENSE_MAX = 4000
+
+
+def _resampled_c(time: np.ndarray, event: np.ndarray, risks: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Harrell's C on each resample ``idx`` (rows of patient indices), averaged over the repeats (columns of
+    ``risks``); NaN where a resample has no comparable pair.
+
+    A resample is the original patients with multiplicities w, so its C is sum w_i w_j A_ij / sum w_i w_j M_ij over
+    the original pairs, M_ij = 1 when (i, j) is comparable and A_ij = M_ij x (1 if i is ranked riskier, 1/2 on a
+    tie): the pair rules of ``sksurv.metrics.concordance_index_censored`` (event i before j, or at the time j was
+    censored; risks within 1e-8 tie; copies of one patient are never comparable), whose C on every resample it
+    equals (tests check it). One matrix product per resample set instead of a scikit-survival call per resample:
+    1,000 resamples of a few hundred patients take well under a second.
+    """
+    time, event = np.asarray(time, dtype=float), np.asarray(event).astype(bool)
+    n, n_boot = len(time), len(idx)
+    if n > DENSE_MAX:
+        return np.array([_mean_c(time[i], event[i], risks[i]) for i in idx], dtype=float)
+    later = time[None, :] > time[:, None]
+    tied_censored = (time[None, :] == time[:, None]) & ~event[None, :]
+    comparable = (event[:, None] & (later | tied_censored)).astype(float)
+    counts = np.bincount((idx + n * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * n)
+    w = counts.reshape(n_boot, n).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = ((w @ comparable) * w).sum(axis=1)
+        out = np.zeros(n_boot)
+        for j in range(risks.shape[1]):
+            d = risks[:, j][:, None] - risks[:, j][None, :]
+            score = comparable * np.where(np.abs(d) <= 1e-8, 0.5, (d > 0).astype(float))
+            out += ((w @ score) * w).sum(axis=1) / den
+    return np.where(den > 0, out / risks.shape[1], np.nan)
 
 
 def _p_two_sided(b: np.ndarray) -> float:
@@ -201,9 +232,9 @@ def paired_bootstrap_difference(time: np.ndarray, event: np.ndarray, risk_a: np.
     a, b = _by_patient(risk_a, len(time)), _by_patient(risk_b, len(time))
     if a.shape != b.shape:
         raise ValueError(f"risk_a {a.shape} and risk_b {b.shape} differ in repeats")
-    diff = _mean_c_difference(time, event, a, b)
-    boots = np.array([_mean_c_difference(time[idx], event[idx], a[idx], b[idx])
-                      for idx in bootstrap_indices(len(time), n_boot, seed)], dtype=float)
+    diff = _mean_c(time, event, a) - _mean_c(time, event, b)
+    idx = bootstrap_indices(len(time), n_boot, seed)
+    boots = _resampled_c(time, event, a, idx) - _resampled_c(time, event, b, idx)
     boots = boots[np.isfinite(boots)]
     if len(boots) == 0:
         return Estimate(float(diff), float("nan"), float("nan"), 0), float("nan")
@@ -228,7 +259,13 @@ def pooled_cindex(time: np.ndarray, event: np.ndarray, risk: np.ndarray, folds: 
     averaged over repeats, with its percentile bootstrap CI (patients resampled jointly across repeats)."""
     time, event = np.asarray(time), np.asarray(event)
     ranks = _by_patient(_ranks(risk, folds), len(time))
-    return bootstrap_metric(_mean_c, time, event, ranks, n_boot=n_boot, seed=seed, alpha=alpha)
+    value = _mean_c(time, event, ranks)
+    boots = _resampled_c(time, event, ranks, bootstrap_indices(len(time), n_boot, seed))
+    boots = boots[np.isfinite(boots)]
+    if len(boots) == 0:
+        return Estimate(value, float("nan"), float("nan"), 0)
+    low, high = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
+    return Estimate(value, float(low), float(high), len(boots))
 
 
 def fold_cindex(time: np.ndarray, event: np.ndarray, risk: np.ndarray, folds: np.ndarray) -> np.ndarray:

@@ -290,12 +290,13 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
                 notes += dropped
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                est = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
-                                        train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
-                                        exclude=rank_invalid_patterns(groups=True), n_jobs=n_jobs,
-                                        progress=False)  # ranks are not log hazards; no groups here
-            if s.risk.shape[0] > 1:  # the pooled C of train()'s summary: every repeat
-                est[PRIMARY] = pooled_cindex(time, event, s.risk, s.folds, n_boot=n_boot, seed=seed, alpha=alpha)
+                rest = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
+                                         train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
+                                         exclude=[*rank_invalid_patterns(groups=True), PRIMARY], n_jobs=n_jobs,
+                                         progress=False)  # ranks are not log hazards; no groups here
+            # Harrell's C from the engine of train()'s summary (every repeat; the same resamples)
+            est = {PRIMARY: pooled_cindex(time, event, s.risk, s.folds, n_boot=n_boot, seed=seed, alpha=alpha),
+                   **rest}
             row.update(source=OOF_ARTIFACT, n=len(time), events=int(event.sum()), repeats_pooled=s.risk.shape[0])
             for k, e in est.items():
                 row.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})

@@ -247,12 +247,12 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
             surv_kw = {"surv": s[:, grid], "times": times[grid]}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            metrics[name] = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=time,
-                                              train_event=event, groups=groups[name], n_boot=n_boot, seed=seed,
-                                              alpha=alpha, exclude=exclude, progress=False, **surv_kw)
-        if n_rep > 1:  # the pooled C of summary.json: every repeat
-            metrics[name][PRIMARY] = pooled_cindex(time, event, full[name], fold_ids, n_boot=n_boot, seed=seed,
-                                                   alpha=alpha)
+            rest = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=time,
+                                     train_event=event, groups=groups[name], n_boot=n_boot, seed=seed, alpha=alpha,
+                                     exclude=[*exclude, PRIMARY], progress=False, **surv_kw)
+        # Harrell's C from the engine of summary.json (every repeat; the same resamples)
+        metrics[name] = {PRIMARY: pooled_cindex(time, event, full[name], fold_ids, n_boot=n_boot, seed=seed,
+                                                alpha=alpha), **rest}
         paired = None
         if reference is not None and name != reference:
             paired = paired_comparison(time, event, full[name], full[reference], fold_ids, n_boot=n_boot, seed=seed,
