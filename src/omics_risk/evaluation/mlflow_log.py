@@ -99,8 +99,8 @@ def _job_note(comparison: pd.DataFrame, reference: str | None) -> str:
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
     best = _best_text(comparison, reference)
     return (f"**Best model**: {best}\n\n" if best else "") + "\n".join(lines) + (
-        "\n\nPooled out-of-fold predictions, 95% bootstrap CIs, paired bootstrap p; every metric: "
-        "evaluation/report.html")
+        "\n\nPooled out-of-fold predictions, 95% bootstrap CIs, p of the paired comparison (evaluation.headline_p); "
+        "every metric: evaluation/report.html")
 
 
 def log_run_report(*, metrics: Mapping[str, Mapping[str, Estimate]], comparison: pd.DataFrame,
