@@ -41,6 +41,7 @@ def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
 def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
     # lazy: MLflow, torch and the models load once the config composed (a typo costs a second, not the imports)
+    from omics_risk.evaluation.bootstrap import bootstrap_settings  # lazy: as below
     from omics_risk.evaluation.compare import compare_experiment
     from omics_risk.evaluation.metrics import EvaluationError  # lazy: as above
     from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri  # lazy: as above
@@ -49,6 +50,7 @@ def evaluate(cfg: DictConfig) -> Any:
     out = Path(cfg.paths.output_dir)
     uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
     ev = cfg.evaluation
+    boot = bootstrap_settings(ev)  # evaluation.bootstrap + seed (evaluation.n_boot: the old name)
     settings = {k: v for k, v in flatten_params(cfg).items() if not k.startswith(("paths.", "hydra"))}
     if cfg.mode == "external":
         if not cfg.data.root:
@@ -60,8 +62,8 @@ def evaluate(cfg: DictConfig) -> Any:
             extract=bool(cfg.data.extract), workers=cfg.data.workers,
             endpoint=OmegaConf.select(cfg, "task.endpoint", default=None),
             response=OmegaConf.select(cfg, "task.response", default=None), horizons=_horizons(cfg),
-            train_cohort=cfg.data.train_root, train_features_dir=cfg.data.train_features_dir, n_boot=int(ev.n_boot),
-            seed=int(ev.seed), alpha=float(ev.alpha), risk_groups=str(ev.risk_groups),
+            train_cohort=cfg.data.train_root, train_features_dir=cfg.data.train_features_dir, n_boot=boot.n,
+            seed=boot.seed, alpha=float(ev.alpha), risk_groups=str(ev.risk_groups),
             slow_metrics=bool(ev.slow_metrics), contribution=bool(cfg.contribution.enabled),
             contribution_n_boot=int(cfg.contribution.n_boot), top_features=bool(cfg.top_features.enabled),
             top_n=int(cfg.top_features.n), top_repeats=int(cfg.top_features.n_repeats),
@@ -72,9 +74,10 @@ def evaluate(cfg: DictConfig) -> Any:
         runs = cfg.runs if isinstance(cfg.runs, str) else list(cfg.runs)
         result = compare_experiment(
             str(cfg.experiment_name), output_dir=out, reference=str(cfg.reference), runs=runs,
-            horizons=_horizons(cfg), n_boot=int(ev.n_boot), seed=int(ev.seed), alpha=float(ev.alpha),
-            repeat=int(ev.repeat), tracking_uri=uri, log_to_mlflow=bool(cfg.tracking.enabled), params=settings,
-            n_jobs=int(ev.n_jobs), progress=bool(cfg.progress))
+            horizons=_horizons(cfg), n_boot=boot.n, seed=boot.seed, alpha=float(ev.alpha),
+            repeat=None if ev.repeat is None else int(ev.repeat), tracking_uri=uri,
+            log_to_mlflow=bool(cfg.tracking.enabled), params=settings, n_jobs=int(ev.n_jobs),
+            progress=bool(cfg.progress), headline_p=boot.headline_p)
     else:
         raise EvaluationError(f"mode must be 'external' or 'compare', got {cfg.mode!r}")
     print(result.to_text())

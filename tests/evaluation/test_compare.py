@@ -236,5 +236,33 @@ def test_compare_progress_names_the_model_and_counts_overall(capsys: pytest.Capt
             for i, (m, r) in enumerate(sim.risks.items())]
     compare_runs(runs, reference="clinical_cox", n_boot=5, progress=True)
     err = capsys.readouterr().err
-    assert "comparing models (3/3: noise)" in err and "3/3" in err
+    assert "bootstrap fused (1/3)" in err and "bootstrap noise (3/3)" in err and "3/3" in err
     assert "bootstrap metrics" not in err
+    compare_runs(runs, reference="clinical_cox", n_boot=5, progress=False)
+    assert capsys.readouterr().err == ""  # quiet when progress is off
+
+
+def test_compare_pools_every_repeat_or_the_one_asked_for() -> None:
+    """Two CV repeats in the out-of-fold tables: by default C, ΔC and p are paired_comparison's over both repeats
+    (what train() reports), with the corrected t-test beside; repeat=1 uses that repeat alone."""
+    from omics_risk.evaluation.bootstrap import paired_comparison
+
+    sim = _simulate(n=80)
+    rng = np.random.default_rng(2)
+    folds = np.vstack([sim.folds, rng.permutation(sim.folds)])
+    risks = {m: np.vstack([r, r + rng.normal(0, 0.5, len(r))]) for m, r in sim.risks.items()}
+    runs = [ModelRun(run_id=f"r{i}", model=m, job_run_id="job", job_name="demo", start_time=0, metrics={},
+                     oof=oof_table(sim.patients, sim.time, sim.event, r, folds))
+            for i, (m, r) in enumerate(risks.items())]
+    both, _ = compare_runs(runs, reference="clinical_cox", n_boot=30, seed=4)
+    one, _ = compare_runs(runs, reference="clinical_cox", n_boot=30, seed=4, repeat=1)
+    for table, sel, reps in ((both, slice(None), 2), (one, slice(1, 2), 1)):
+        want = paired_comparison(sim.time, sim.event, risks["fused"][sel], risks["clinical_cox"][sel], folds[sel],
+                                 n_boot=30, seed=4)
+        row = table.set_index("model").loc["fused"]
+        assert row["repeats_pooled"] == reps
+        assert (row["harrell_c"], row["harrell_c_ci_low"], row["delta_c"], row["p_value"]) == (
+            want.cindex.value, want.cindex.low, want.difference.value, want.p_bootstrap)
+        assert row["p_corrected_t"] == pytest.approx(want.p_corrected_t) and np.isfinite(row["p_corrected_t"])
+    with pytest.raises(EvaluationError, match="no repeat 5"):
+        compare_runs(runs, reference="clinical_cox", n_boot=5, repeat=5)

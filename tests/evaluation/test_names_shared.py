@@ -34,7 +34,7 @@ def test_training_and_compare_share_metric_names_and_values(tmp_path: Path, mlfl
             f"paths.root_dir={tmp_path}", f"paths.output_dir={tmp_path / 'run'}", "tracking=mlflow",
             f"tracking.uri={uri}", "tracking.experiment=names", "training.progress=false", "extract.workers=1",
             "data=cohort", f"data.root={cohort}", "debug=fast", "model.estimator.epochs=2",
-            "task.prediction_time=null", f"seed={SEED}", f"evaluation.report.n_boot={N_BOOT}"])
+            "task.prediction_time=null", f"seed={SEED}", f"evaluation.bootstrap={N_BOOT}", f"evaluation.seed={SEED}"])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(cfg)

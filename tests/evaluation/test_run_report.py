@@ -259,3 +259,31 @@ def test_model_card_is_logged_to_the_version_run_and_describes_the_version(tmp_p
     mv = client.get_model_version("omics-risk-rfs", info.registered_model_version)
     assert mv.description.startswith("# ") and "Full model card" in mv.description
     assert len(mv.description) <= 5000
+
+
+def test_run_report_pools_repeats_with_the_shared_comparison_and_labels_its_progress(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """With (n_repeats, n) risks the report's C, difference and p are paired_comparison's over every repeat (the
+    numbers of summary.json); its one progress bar names the model and the overall count, and is quiet when off."""
+    from omics_risk.evaluation.bootstrap import paired_comparison
+
+    data, risks, folds, _ = _data(n=90, seed=4)
+    rng = np.random.default_rng(1)
+    folds2 = np.vstack([folds, rng.permutation(folds)])
+    two = {m: np.vstack([r, r * np.where(folds2[1] % 2, 3.0, 0.5) + rng.normal(0, 0.3, len(r))])
+           for m, r in risks.items() if m != "coxnet_ct"}
+    monkeypatch.setenv("OMICS_RISK_PROGRESS", "1")
+    rep = build_run_report(two, data, output_dir=tmp_path / "r", horizons=[365], folds=folds2, n_boot=12, seed=2,
+                           progress=True)
+    err = capsys.readouterr().err
+    assert "bootstrap fused (1/2)" in err and "bootstrap clinical_cox (2/2)" in err and "bootstrap metrics" not in err
+    want = paired_comparison(data.time, data.event, two["fused"], two["clinical_cox"], folds2, n_boot=12, seed=2)
+    row = rep.comparison.set_index("model").loc["fused"]
+    assert (row["harrell_c"], row["harrell_c_ci_low"], row["harrell_c_ci_high"]) == (
+        want.cindex.value, want.cindex.low, want.cindex.high)
+    assert (row["delta_c"], row["p_value"], row["p_corrected_t"], row["repeats_pooled"]) == (
+        want.difference.value, want.p_bootstrap, want.p_corrected_t, 2)
+    assert rep.metrics["fused"]["harrell_c"] == want.cindex  # the metrics table shows the pooled C too
+    assert any("2 CV repeats" in n for n in rep.notes)
+    build_run_report(two, data, output_dir=tmp_path / "q", horizons=None, folds=folds2, n_boot=5, progress=False)
+    assert capsys.readouterr().err == ""

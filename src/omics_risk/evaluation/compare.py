@@ -20,15 +20,17 @@ response_prob   optional: out-of-fold response probability (models with a respon
 label           optional: the response label (NaN = not assessed)
 ==============  ===================================================================================
 
-For every model: the risks of repeat 0 (as ``train()`` pools them) are ranked within their test fold, then
-Harrell's and Uno's C and the time-dependent AUC at the horizons get percentile bootstrap CIs, and the C-index
-difference to the reference model **of the same job** (same folds, same patients; matched by ``patient_id``, i.e. by
-pseudonym) gets a paired bootstrap CI and p-value (:func:`~omics_risk.evaluation.metrics.paired_bootstrap_difference`).
-Patients are resampled in the artifact's row order, which is the training data's patient order, so the paired test of
-a job's models reproduces the one ``train()`` logged with the same ``n_boot`` and seed. Model runs
-without the artifact (runs logged before it existed) fall back to the numbers the training run logged (pooled
-C-index with CI; the paired test from the job's ``summary.json``, available only against the training reference),
-marked ``source = training metrics``.
+For every model: the risks of each CV repeat are ranked within their test fold; Harrell's C (the mean over the
+repeats, as ``train()`` pools them; ``repeat=`` picks one repeat instead) gets a percentile bootstrap CI, Uno's C
+and the time-dependent AUC at the horizons (of the first repeat) too, and the C-index difference to the reference
+model **of the same job** (same folds, same patients; matched by ``patient_id``, i.e. by pseudonym) gets a paired
+bootstrap CI and p-value and, with folds, the corrected resampled t-test of the per-fold differences: the one
+comparison of :func:`~omics_risk.evaluation.bootstrap.paired_comparison` that ``train()`` reports. Patients are
+resampled in the artifact's row order, which is the training data's patient order, so the paired test of a job's
+models reproduces the one ``train()`` logged with the same bootstrap (``evaluation.bootstrap``, ``evaluation.seed``).
+Model runs without the artifact (runs logged before it existed) fall back to the numbers the training run logged
+(pooled C-index with CI; the paired test from the job's ``summary.json``, available only against the training
+reference), marked ``source = training metrics``.
 
 The comparison is printed, written as ``comparison.csv`` + forest plot + ``report.html``, and logged as a new run of
 the same experiment tagged ``omics_risk.level=comparison`` (never itself compared).
@@ -52,8 +54,9 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
+from omics_risk.evaluation.bootstrap import paired_comparison, pooled_cindex
 from omics_risk.evaluation.metric_defs import PRIMARY, headline_metrics, rank_invalid_patterns
-from omics_risk.evaluation.metrics import EvaluationError, evaluate_survival, paired_bootstrap_difference
+from omics_risk.evaluation.metrics import EvaluationError, evaluate_survival
 from omics_risk.evaluation.mlflow_log import log_outputs
 from omics_risk.evaluation.plots import plot_model_comparison, save_figure
 from omics_risk.evaluation.pooling import usable_horizons, within_fold_ranks
@@ -204,16 +207,46 @@ def _job_summary(client: Any, job_run_id: str) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------------ comparing
-def _scores(oof: pd.DataFrame, repeat: int) -> pd.DataFrame:
-    f = oof[oof["repeat"] == repeat] if "repeat" in oof else oof
-    if f.empty:
-        raise EvaluationError(f"the out-of-fold table has no repeat {repeat}")
-    # one row per patient, in the artifact's row order: the training data's order, which train() bootstrapped in
-    # (ids are keyed pseudonyms now, and sorting by them would tie the resamples to the project's key)
-    f = f.drop_duplicates("patient_id").set_index("patient_id")
-    score = within_fold_ranks(f["risk"].to_numpy(float), f["fold"].to_numpy()) if "fold" in f else f["risk"]
-    return pd.DataFrame({"time": f["time"].astype(float), "event": f["event"].astype(bool), "score": score},
-                        index=f.index)
+@dataclass
+class _OOF:
+    """One model run's out-of-fold predictions as arrays: outcome per patient (artifact row order), risks and test
+    folds ``(n_repeats, n)`` (folds None when the table has none)."""
+
+    patients: pd.Index
+    time: np.ndarray
+    event: np.ndarray
+    risk: np.ndarray
+    folds: np.ndarray | None
+
+    @property
+    def first_ranks(self) -> np.ndarray:
+        """The first repeat's risks ranked within its test folds (Uno's C, td-AUC)."""
+        return within_fold_ranks(self.risk[0], self.folds[0]) if self.folds is not None else self.risk[0]
+
+    def take(self, patients: pd.Index) -> _OOF:
+        i = self.patients.get_indexer(patients)
+        return _OOF(patients, self.time[i], self.event[i], self.risk[:, i],
+                    None if self.folds is None else self.folds[:, i])
+
+
+def _arrays(oof: pd.DataFrame, repeat: int | None) -> _OOF:
+    """The artifact's repeats (all of them, or ``repeat``) as arrays, one row per patient in the artifact's row
+    order: the training data's order, which train() bootstrapped in (ids are keyed pseudonyms now, and sorting by
+    them would tie the resamples to the project's key); patients missing from a repeat are dropped."""
+    reps = sorted(int(r) for r in oof["repeat"].unique()) if "repeat" in oof else [0]
+    if repeat is not None:
+        if int(repeat) not in reps:
+            raise EvaluationError(f"the out-of-fold table has no repeat {repeat} (has {reps})")
+        reps = [int(repeat)]
+    frames = [(oof[oof["repeat"] == r] if "repeat" in oof else oof).drop_duplicates("patient_id")
+              .set_index("patient_id") for r in reps]
+    patients = frames[0].index
+    for f in frames[1:]:
+        patients = patients[patients.isin(f.index)]
+    first = frames[0].loc[patients]
+    risk = np.vstack([f.loc[patients, "risk"].to_numpy(float) for f in frames])
+    folds = (np.vstack([f.loc[patients, "fold"].to_numpy() for f in frames]) if "fold" in first else None)
+    return _OOF(patients, first["time"].to_numpy(float), first["event"].to_numpy().astype(bool), risk, folds)
 
 
 def _row_base(run: ModelRun) -> dict[str, Any]:
@@ -223,13 +256,15 @@ def _row_base(run: ModelRun) -> dict[str, Any]:
 
 def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_cox",
                  horizons: Sequence[float] | None = None, strict_horizons: bool = False, n_boot: int = 1000,
-                 seed: int = 0, alpha: float = 0.05, repeat: int = 0, client: Any = None, n_jobs: int = 1,
-                 progress: bool = False) -> tuple[pd.DataFrame, list[str]]:
+                 seed: int = 0, alpha: float = 0.05, repeat: int | None = None, client: Any = None, n_jobs: int = 1,
+                 progress: bool = False, headline_p: str = "bootstrap") -> tuple[pd.DataFrame, list[str]]:
     """The comparison table (one row per model run) and notes; see the module docstring.
 
-    Columns: label, model, job, job_run_id, run_id, source, n, events, ``harrell_c`` (+ ``_ci_low``/``_ci_high``),
-    ``uno_c``, ``auc_<h>d``, ``mean_auc`` (each with CI; from out-of-fold tables only), ``delta_c`` (+ CI) and
-    ``p_value`` of the paired test against the reference of the same job (NaN for the reference itself).
+    Columns: label, model, job, job_run_id, run_id, source, n, events, repeats_pooled, ``harrell_c`` (+
+    ``_ci_low``/``_ci_high``), ``uno_c``, ``auc_<h>d``, ``mean_auc`` (each with CI; from out-of-fold tables only),
+    ``delta_c`` (+ CI), ``p_value`` (the headline p, ``headline_p``) and ``p_method``, ``p_bootstrap``,
+    ``p_corrected_t``, ``delta_c_fold_mean`` (+ CI) of the comparison with the reference of the same job (NaN for
+    the reference itself). ``repeat``: None pools every CV repeat (as ``train()``), an int uses that one only.
     """
     refs = {r.job_run_id: r for r in model_runs if r.model == reference}
     if not refs:
@@ -241,25 +276,28 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
     rows: list[dict[str, Any]] = []
     summaries: dict[str, dict[str, Any]] = {}
     h_used: np.ndarray | None = None
-    bar = progress_bar(total=len(model_runs), desc="comparing models", unit="model", disable=not progress)
+    bar = progress_bar(total=len(model_runs), desc="bootstrap", unit="model", disable=not progress)
     for i, run in enumerate(model_runs):
-        bar.set_description_str(f"comparing models ({i + 1}/{len(model_runs)}: {run.label or run.model})")
+        bar.set_description_str(f"bootstrap {run.label or run.model} ({i + 1}/{len(model_runs)})")
         ref = refs.get(run.job_run_id, latest_ref)
         row = _row_base(run)
         if run.oof is not None:
-            s = _scores(run.oof, repeat)
-            time, event, score = s["time"].to_numpy(), s["event"].to_numpy(), s["score"].to_numpy(float)
+            s = _arrays(run.oof, repeat)
+            time, event, score = s.time, s.event, s.first_ranks
             h, dropped = usable_horizons(horizons, time, event, strict=strict_horizons)
             if h_used is None:
                 h_used = h
                 notes += dropped
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
-                est = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
-                                        train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
-                                        exclude=rank_invalid_patterns(groups=True), n_jobs=n_jobs,
-                                        progress=False)  # ranks are not log hazards; no groups here
-            row.update(source=OOF_ARTIFACT, n=len(s), events=int(event.sum()))
+                rest = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
+                                         train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
+                                         exclude=[*rank_invalid_patterns(groups=True), PRIMARY], n_jobs=n_jobs,
+                                         progress=False)  # ranks are not log hazards; no groups here
+            # Harrell's C from the engine of train()'s summary (every repeat; the same resamples)
+            est = {PRIMARY: pooled_cindex(time, event, s.risk, s.folds, n_boot=n_boot, seed=seed, alpha=alpha),
+                   **rest}
+            row.update(source=OOF_ARTIFACT, n=len(time), events=int(event.sum()), repeats_pooled=s.risk.shape[0])
             for k, e in est.items():
                 row.update({k: e.value, f"{k}_ci_low": e.low, f"{k}_ci_high": e.high})
             row.update(delta_c=np.nan, delta_c_ci_low=np.nan, delta_c_ci_high=np.nan, p_value=np.nan)
@@ -268,18 +306,19 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
                     notes.append(f"{run.label}: the reference run {ref.run_id[:8]} has no {OOF_ARTIFACT}: no paired "
                                  "test")
                 else:
-                    r = _scores(ref.oof, repeat)
-                    both = s.index.intersection(r.index)
-                    if len(both) < len(s):
-                        notes.append(f"{run.label}: paired test on the {len(both)} of {len(s)} patients the "
+                    r = _arrays(ref.oof, repeat)
+                    both = s.patients[s.patients.isin(r.patients)]  # in the model's (the training data's) order
+                    if len(both) < len(time):
+                        notes.append(f"{run.label}: paired test on the {len(both)} of {len(time)} patients the "
                                      f"reference ({ref.label}) also scored")
-                    if len(both) >= 10:
-                        diff, p = paired_bootstrap_difference(s.loc[both, "time"].to_numpy(),
-                                                              s.loc[both, "event"].to_numpy(),
-                                                              s.loc[both, "score"].to_numpy(float),
-                                                              r.loc[both, "score"].to_numpy(float), n_boot=n_boot,
-                                                              seed=seed, alpha=alpha)
-                        row.update(delta_c=diff.value, delta_c_ci_low=diff.low, delta_c_ci_high=diff.high, p_value=p)
+                    if r.risk.shape[0] != s.risk.shape[0]:
+                        notes.append(f"{run.label}: {s.risk.shape[0]} CV repeats but the reference ({ref.label}) has "
+                                     f"{r.risk.shape[0]}: no paired test")
+                    elif len(both) >= 10:
+                        a, b = s.take(both), r.take(both)
+                        pc = paired_comparison(a.time, a.event, a.risk, b.risk, a.folds, n_boot=n_boot, seed=seed,
+                                               alpha=alpha, headline_p=headline_p)
+                        row.update(pc.row())
                     else:
                         notes.append(f"{run.label}: fewer than 10 patients shared with the reference: no paired test")
         else:
@@ -298,7 +337,9 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
             key = f"{run.model}/delta_vs_{reference}"
             if run.model != reference and key in sm:
                 row.update(delta_c=sm[key], delta_c_ci_low=sm.get(f"{key}_ci_low", np.nan),
-                           delta_c_ci_high=sm.get(f"{key}_ci_high", np.nan), p_value=sm.get(f"{key}_p", np.nan))
+                           delta_c_ci_high=sm.get(f"{key}_ci_high", np.nan), p_value=sm.get(f"{key}_p", np.nan),
+                           p_method="bootstrap", p_bootstrap=sm.get(f"{key}_p", np.nan),
+                           p_corrected_t=sm.get(f"{run.model}/p_vs_{reference}_corrected_t", np.nan))
             elif run.model != reference:
                 notes.append(f"{run.label}: no {OOF_ARTIFACT} and no training-time test against {reference}")
         rows.append(row)
@@ -310,7 +351,7 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
                      "it): their C-index and paired test are the ones train() logged (pooled out-of-fold C with "
                      "bootstrap CI; paired test from the job's summary.json), and Uno's C / td-AUC are missing")
     table = pd.DataFrame(rows)
-    first = ["label", "model", "job", "job_run_id", "run_id", "source", "n", "events", "harrell_c",
+    first = ["label", "model", "job", "job_run_id", "run_id", "source", "n", "events", "repeats_pooled", "harrell_c",
              "harrell_c_ci_low", "harrell_c_ci_high", "delta_c", "delta_c_ci_low", "delta_c_ci_high", "p_value"]
     table = table[[c for c in first if c in table] + [c for c in table if c not in first]]
     table.attrs["horizons"] = [] if h_used is None else [float(x) for x in h_used]
@@ -327,12 +368,19 @@ def _fmt(v: float, lo: float, hi: float) -> str:
 def display_table(table: pd.DataFrame) -> pd.DataFrame:
     """The comparison as a human-readable table: estimates with CIs as text, one row per model run."""
     out = pd.DataFrame({"model": table["label"], "n": table["n"], "events": table["events"]})
-    metric_cols = [c for c in table.columns if f"{c}_ci_low" in table.columns and c != "delta_c"]
+    metric_cols = [c for c in table.columns if f"{c}_ci_low" in table.columns
+                   and c not in ("delta_c", "delta_c_fold_mean")]
     for c in metric_cols:
         out[c] = [_fmt(*v) for v in table[[c, f"{c}_ci_low", f"{c}_ci_high"]].to_numpy(float)]
     out[f"delta_c vs {table.attrs.get('reference', 'reference')}"] = [
         _fmt(*v) for v in table[["delta_c", "delta_c_ci_low", "delta_c_ci_high"]].to_numpy(float)]
     out["p"] = [format_p(p) for p in table["p_value"]]
+    if "p_corrected_t" in table and np.isfinite(table["p_corrected_t"].to_numpy(float)).any():
+        out["p (bootstrap)"] = [format_p(p) for p in table["p_bootstrap"]]
+        out["p (corrected t)"] = [format_p(p) for p in table["p_corrected_t"]]
+        out["ΔC per fold (corrected t 95% CI)"] = [
+            _fmt(*v) for v in table[["delta_c_fold_mean", "delta_c_fold_mean_ci_low",
+                                     "delta_c_fold_mean_ci_high"]].to_numpy(float)]
     out["source"] = table["source"]
     return out
 
@@ -394,10 +442,10 @@ def _comparison_flat(table: pd.DataFrame, reference: str, several: bool) -> dict
 
 def compare_experiment(experiment: str, *, output_dir: str | Path, reference: str = "clinical_cox",
                        runs: str | Sequence[str] = "latest", horizons: Sequence[float] | None = None,
-                       n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, repeat: int = 0,
+                       n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, repeat: int | None = None,
                        tracking_uri: str | None = None, log_to_mlflow: bool = True,
                        params: Mapping[str, Any] | None = None, n_jobs: int = 1,
-                       progress: bool = False) -> CompareResult:
+                       progress: bool = False, headline_p: str = "bootstrap") -> CompareResult:
     """Compare the model runs of an experiment's training jobs (see the module docstring).
 
     Args:
@@ -409,7 +457,10 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
             comma-separated string.
         horizons: td-AUC horizons (days); default: the newest job's ``evaluation.horizons``, those the follow-up
             cannot support left out (explicit horizons must all be supported: :class:`HorizonError`).
-        repeat: which CV repeat's out-of-fold predictions to use (``train()`` pools repeat 0).
+        n_boot, seed: the bootstrap (``evaluation.bootstrap``, ``evaluation.seed``); with train.py's settings the
+            paired test of a job's models is the one its summary.json, report and model card show.
+        repeat: None pools every CV repeat (as ``train()``); an int uses that repeat's predictions only.
+        headline_p: the p the tables and the forest plot show (``bootstrap`` or ``corrected_t``).
         n_jobs: processes for the bootstrap of each model's metrics (one metric per process).
     """
     out = Path(output_dir)
@@ -427,7 +478,7 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
             horizons = None
     table, notes = compare_runs(model_runs, reference=reference, horizons=horizons, strict_horizons=explicit,
                                 n_boot=n_boot, seed=seed, alpha=alpha, repeat=repeat, client=client,
-                                n_jobs=n_jobs, progress=progress)
+                                n_jobs=n_jobs, progress=progress, headline_p=headline_p)
     ref_label = next(r.label for r in sorted(model_runs, key=lambda r: -r.start_time) if r.model == reference)
     shown = display_table(table)
     paths = {"comparison": out / "comparison.csv", "comparison_table": out / "comparison_table.csv"}
@@ -451,17 +502,23 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         with mu.start_run_tree(experiment, uri=uri, run_name=f"compare-vs-{reference}", parent_run_id=None,
                                tags=tags, patient_ids=sorted(ids)) as run:
             mu.safe_log_params({"reference": reference, "runs": runs if isinstance(runs, str) else ",".join(runs),
-                                "n_boot": n_boot, "seed": seed, "repeat": repeat,
+                                "n_boot": n_boot, "seed": seed, "repeat": "all" if repeat is None else repeat,
+                                "headline_p": headline_p,
                                 "horizons": json.dumps(table.attrs.get("horizons", [])), **dict(params or {})})
             log_outputs(paths, metrics=flat)
             result.run_id = run.info.run_id
     meta = {"experiment": experiment, "reference": reference, "job runs": ", ".join(
         dict.fromkeys(f"{r.job_name} ({r.job_run_id[:8]})" for r in model_runs)),
-        "bootstrap resamples": n_boot, "comparison run": result.run_id or "not logged"}
+        "bootstrap": f"{n_boot} resamples, seed {seed}",
+        "CV repeats pooled": "all" if repeat is None else f"repeat {repeat} only",
+        "comparison run": result.run_id or "not logged"}
     sections = {"How to read this comparison": (
         "Each model's risks are its pooled out-of-fold predictions (ranked within each test fold, as train() pools "
-        "them), so every model is scored on the same patients with the same folds. delta_c is the model's C-index "
-        f"minus {reference}'s on the same bootstrap resamples of patients, with a two-sided paired bootstrap p. "
+        "them), so every model is scored on the same patients with the same folds; with several CV repeats, "
+        "Harrell's C and the comparison are the mean over the repeats on the same resampled patients (Uno's C and "
+        f"td-AUC: the first repeat). delta_c is the model's C-index minus {reference}'s on the same bootstrap "
+        "resamples of patients, with a two-sided paired bootstrap p; p_corrected_t is the corrected resampled "
+        "t-test (Nadeau & Bengio 2003) of the per-fold differences, which also covers training variability. "
         "Intervals are 95% percentile bootstrap CIs."),
         "Notes": "\n\n".join(notes) if notes else "None."}
     paths["report"] = write_html_report(out / "report.html", title=f"Model comparison: {experiment}",

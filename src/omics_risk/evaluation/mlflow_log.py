@@ -79,7 +79,7 @@ def model_run_ids(job_run_id: str, client: MlflowClient | None = None) -> dict[s
 
 def headline_tags(row: Mapping[str, float], reference: str | None) -> dict[str, str]:
     """A model's comparison row as the text tags of its run: C-index (95% CI), ΔC vs the reference (95% CI), p."""
-    shown = headline_table(pd.DataFrame([dict(row)]), reference).iloc[0].tolist()[1:]
+    shown = headline_table(pd.DataFrame([dict(row)]), reference).iloc[0].tolist()[1:4]  # the other p stays a metric
     c, d, p = (str(v) for v in shown)
     tags = dict(zip(HEADLINE_TAGS, (c, d, p or "–"), strict=True))
     note = f"**C-index** {c}"
@@ -99,8 +99,8 @@ def _job_note(comparison: pd.DataFrame, reference: str | None) -> str:
     lines += ["| " + " | ".join(str(v) for v in r) + " |" for r in table.itertuples(index=False)]
     best = _best_text(comparison, reference)
     return (f"**Best model**: {best}\n\n" if best else "") + "\n".join(lines) + (
-        "\n\nPooled out-of-fold predictions, 95% bootstrap CIs, paired bootstrap p; every metric: "
-        "evaluation/report.html")
+        "\n\nPooled out-of-fold predictions, 95% bootstrap CIs, p of the paired comparison (evaluation.headline_p); "
+        "every metric: evaluation/report.html")
 
 
 def log_run_report(*, metrics: Mapping[str, Mapping[str, Estimate]], comparison: pd.DataFrame,

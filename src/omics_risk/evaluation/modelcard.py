@@ -21,6 +21,7 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from omics_risk.evaluation.bootstrap import Estimate
+from omics_risk.evaluation.tables import format_p, is_p_value
 
 __all__ = ["DEFAULT_ETHICS", "DEFAULT_OUT_OF_SCOPE", "REQUIRED_SECTIONS", "model_card", "write_model_card"]
 
@@ -146,6 +147,8 @@ def _metric_rows(metrics: Mapping[str, Estimate | float], digits: int) -> list[t
         if isinstance(est, Estimate):
             rows.append((name, f"{est.value:.{digits}f}", f"{est.low:.{digits}f}–{est.high:.{digits}f}",
                          str(est.n_boot)))
+        elif is_p_value(name) or str(name).startswith("p vs "):  # as every report shows p: 0.003, <0.001
+            rows.append((name, format_p(float(est)), "–", "–"))
         else:
             rows.append((name, f"{float(est):.{digits}f}", "–", "–"))
     return rows

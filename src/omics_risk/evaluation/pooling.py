@@ -73,12 +73,12 @@ def td_auc_curve(time: np.ndarray, event: np.ndarray, risk: np.ndarray, horizons
     h = np.asarray(horizons, dtype=float)
     auc, _ = time_dependent_auc(time, event, risk, h, train_time=train_time, train_event=train_event)
     time, event, risk = np.asarray(time, float), np.asarray(event).astype(bool), np.asarray(risk, float)
-    rng = np.random.default_rng(seed)
+    from omics_risk.evaluation.bootstrap import bootstrap_indices  # here: bootstrap imports this module
+
     boots = np.full((n_boot, len(h)), np.nan)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for b in range(n_boot):
-            idx = rng.integers(0, len(time), len(time))
+        for b, idx in enumerate(bootstrap_indices(len(time), n_boot, seed)):  # the resamples of every output
             for j, x in enumerate(h):
                 try:
                     boots[b, j] = time_dependent_auc(time[idx], event[idx], risk[idx], [x], train_time=train_time,

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.bootstrap import paired_comparison, pooled_cindex
 from omics_risk.evaluation.card_registry import (
     DEFAULT_INTENDED_USE,
     DEFAULT_LIMITATIONS,
@@ -44,7 +45,7 @@ from omics_risk.evaluation.card_registry import (
     register_model_card,
 )
 from omics_risk.evaluation.metric_defs import PRIMARY, describe_metric, rank_invalid_patterns, slow_metric_patterns
-from omics_risk.evaluation.metrics import Estimate, calibration_table, evaluate_survival, paired_bootstrap_difference
+from omics_risk.evaluation.metrics import Estimate, calibration_table, evaluate_survival
 from omics_risk.evaluation.mlflow_log import log_outputs, log_run_report
 from omics_risk.evaluation.plots import (
     DAYS_PER_MONTH,
@@ -73,6 +74,7 @@ from omics_risk.evaluation.tables import (
     metrics_long,
     metrics_wide,
 )
+from omics_risk.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -127,47 +129,47 @@ class RunReport:
         return self.paths["report"]
 
 
-def _comparison(time: np.ndarray, event: np.ndarray, scores: Mapping[str, np.ndarray],
-                metrics: Mapping[str, Mapping[str, Estimate]], reference: str | None, n_boot: int, seed: int,
-                alpha: float) -> pd.DataFrame:
-    rows = []
-    for name, risk in scores.items():
-        c = metrics[name][PRIMARY]
-        row = {"model": name, PRIMARY: c.value, f"{PRIMARY}_ci_low": c.low, f"{PRIMARY}_ci_high": c.high,
-               "delta_c": np.nan, "delta_c_ci_low": np.nan, "delta_c_ci_high": np.nan, "p_value": np.nan}
-        if reference is not None and name != reference:
-            diff, p = paired_bootstrap_difference(time, event, risk, scores[reference], n_boot=n_boot, seed=seed,
-                                                  alpha=alpha)
-            row.update(delta_c=diff.value, delta_c_ci_low=diff.low, delta_c_ci_high=diff.high, p_value=p)
-        rows.append(row)
-    return pd.DataFrame(rows)
+def _comparison_row(name: str, c: Estimate, paired: Mapping[str, Any] | None) -> dict[str, Any]:
+    row: dict[str, Any] = {"model": name, PRIMARY: c.value, f"{PRIMARY}_ci_low": c.low, f"{PRIMARY}_ci_high": c.high,
+                           "delta_c": np.nan, "delta_c_ci_low": np.nan, "delta_c_ci_high": np.nan, "p_value": np.nan}
+    row.update(paired or {})
+    return row
 
 
 def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, output_dir: str | Path,
                      horizons: Sequence[float] | None = None, folds: np.ndarray | None = None,
                      survival: Mapping[str, np.ndarray] | None = None, times: np.ndarray | None = None,
-                     fused: str | None = None, reference: str | None = "clinical_cox", n_boot: int = 200,
-                     seed: int = 0, alpha: float = 0.05, risk_groups: str | Sequence[float] = "median",
+                     fused: str | None = None, reference: str | None = "clinical_cox", n_boot: int = 1000,
+                     seed: int = 0, alpha: float = 0.05, headline_p: str = "bootstrap",
+                     risk_groups: str | Sequence[float] = "median",
                      slow_metrics: bool = False, mlflow_run: str | bool | None = None,
                      artifact_path: str = "evaluation", title: str | None = None,
                      meta: Mapping[str, Any] | None = None, progress: bool = False) -> RunReport:
     """Metrics with CIs, plots and ``report.html`` of one training run; logged to MLflow when asked.
 
     Args:
-        risks: ``{model: risk (n,)}``, the pooled out-of-fold risks of one CV repeat (higher = riskier), in the
-            patient order of ``data``. The first model is the fused model unless ``fused`` names another.
+        risks: ``{model: risk}``, the pooled out-of-fold risks (higher = riskier) in the patient order of ``data``:
+            ``(n,)`` for one CV repeat or ``(n_repeats, n)`` for repeated CV. With repeats, Harrell's C, its CI and
+            the paired comparison use every repeat (mean over repeats on the same resampled patients, as
+            ``summary.json``); the other metrics and the plots are of repeat 0 (said in the report's notes). The
+            first model is the fused model unless ``fused`` names another.
         data: the training patients (``time``/``event`` in days).
         output_dir: where ``report.html``, ``metrics.csv``, ``comparison.csv``, ``risk_groups_<model>.csv`` and
             ``plots/*.png`` go (created).
         horizons: evaluation horizons in days (td-AUC, calibration); those the follow-up cannot support are left
             out with a note in the report.
-        folds: the test-fold id of each patient; risks are then ranked within their fold before pooling (see the
-            module docstring). Without it the risks are used as they are (one model fitted once, e.g. a hold-out).
+        folds: the test-fold id of each patient (``(n,)`` or ``(n_repeats, n)`` like the risks); risks are then ranked
+            within their fold before pooling (see the module docstring), and the comparison adds the corrected
+            resampled t-test of the per-fold C differences. Without it the risks are used as they are (one model
+            fitted once, e.g. a hold-out).
         survival: ``{model: (n, len(times))}`` out-of-fold survival probabilities on ``times`` (days): adds the
             integrated Brier score, Brier scores and calibration at the horizons, and the calibration plot of
             the fused model.
         reference: model of the paired C-index tests (skipped when not in ``risks``).
-        n_boot: bootstrap resamples for every CI (patients resampled; 200 is enough for a run summary).
+        n_boot, seed: the run's one bootstrap (``evaluation.bootstrap``, ``evaluation.seed``), for every CI and the
+            paired test: the same resamples as summary.json's, the model card's and ``evaluate.py mode=compare``'s.
+        headline_p: the p the tables and the forest plot show (``bootstrap`` or ``corrected_t``); both are in
+            ``comparison.csv``.
         risk_groups: ``median``, ``tertiles`` or quantiles (:class:`RiskGroups`).
         slow_metrics: also bootstrap the calibration slope and group hazard ratios (lifelines Cox fits, ~30 ms per
             resample each); the slope is never computed on within-fold ranks.
@@ -187,13 +189,22 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
     plots.mkdir(parents=True, exist_ok=True)
     time, event = np.asarray(data.time, float), np.asarray(data.event).astype(bool)
     n = len(time)
-    scores: dict[str, np.ndarray] = {}
+    scores: dict[str, np.ndarray] = {}  # repeat 0 (ranked within folds): the metrics table and plots
+    full: dict[str, np.ndarray] = {}  # every repeat: Harrell's C and the paired comparison
+    fold_ids = None if folds is None else np.atleast_2d(np.asarray(folds))
     for name, r in risks.items():
-        r = np.asarray(r, dtype=float)
-        if r.shape != (n,) or not np.isfinite(r).all():
+        r = np.atleast_2d(np.asarray(r, dtype=float))
+        if r.shape[1:] != (n,) or not np.isfinite(r).all():
             raise ValueError(f"risks['{name}'] must hold one finite score per patient ({n}), got shape {r.shape} "
-                             f"with {int((~np.isfinite(r)).sum()) if r.shape == (n,) else '?'} non-finite")
-        scores[name] = within_fold_ranks(r, folds) if folds is not None else r
+                             f"with {int((~np.isfinite(r)).sum()) if r.shape[1:] == (n,) else '?'} non-finite")
+        if fold_ids is not None and fold_ids.shape != r.shape:
+            raise ValueError(f"folds {fold_ids.shape} and risks['{name}'] {r.shape} differ in shape")
+        full[name] = r
+        scores[name] = within_fold_ranks(r[0], fold_ids[0]) if fold_ids is not None else r[0]
+    repeats = {r.shape[0] for r in full.values()}
+    if len(repeats) > 1:
+        raise ValueError(f"every model's risks need the same number of repeats, got {sorted(repeats)}")
+    n_rep = repeats.pop()
     fused = fused or next(iter(scores))
     if fused not in scores:
         raise ValueError(f"fused model '{fused}' is not in risks (has: {', '.join(scores)})")
@@ -204,6 +215,10 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
         exclude.extend(rank_invalid_patterns())
         notes.append("Risks are percentile ranks within their test fold (pooled out-of-fold predictions of "
                      "different fits); the calibration slope needs log hazards and is not reported.")
+    if n_rep > 1:
+        notes.append(f"{n_rep} CV repeats: Harrell's C, its CI, the difference from the reference and p pool every "
+                     "repeat (mean over the repeats of each repeat's pooled out-of-fold C, on the same resampled "
+                     "patients); the other metrics, risk groups and plots are of repeat 1.")
     if not slow_metrics:
         notes.append("Quick setting: calibration slope and group hazard ratios are not bootstrapped "
                      "(hazard ratios with Wald CIs are in the Kaplan-Meier legends and risk_groups_*.csv).")
@@ -219,7 +234,10 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
 
     metrics: dict[str, dict[str, Estimate]] = {}
     groups: dict[str, RiskGroups] = {}
-    for name, risk in scores.items():
+    rows: list[dict[str, Any]] = []
+    bar = progress_bar(total=len(scores), desc="bootstrap", unit="model", disable=not progress)
+    for i, (name, risk) in enumerate(scores.items()):
+        bar.set_description_str(f"bootstrap {name} ({i + 1}/{len(scores)})")
         groups[name] = RiskGroups(risk_groups).fit(risk)
         surv_kw: dict[str, Any] = {}
         if survival is not None and name in survival and grid is not None and grid.sum() >= 2:
@@ -229,11 +247,21 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
             surv_kw = {"surv": s[:, grid], "times": times[grid]}
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            metrics[name] = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=time,
-                                              train_event=event, groups=groups[name], n_boot=n_boot, seed=seed,
-                                              alpha=alpha, exclude=exclude, progress=progress, **surv_kw)
+            rest = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=time,
+                                     train_event=event, groups=groups[name], n_boot=n_boot, seed=seed, alpha=alpha,
+                                     exclude=[*exclude, PRIMARY], progress=False, **surv_kw)
+        # Harrell's C from the engine of summary.json (every repeat; the same resamples)
+        metrics[name] = {PRIMARY: pooled_cindex(time, event, full[name], fold_ids, n_boot=n_boot, seed=seed,
+                                                alpha=alpha), **rest}
+        paired = None
+        if reference is not None and name != reference:
+            paired = paired_comparison(time, event, full[name], full[reference], fold_ids, n_boot=n_boot, seed=seed,
+                                       alpha=alpha, headline_p=headline_p, cindex=metrics[name][PRIMARY]).row()
+        rows.append(_comparison_row(name, metrics[name][PRIMARY], paired))
+        bar.update(1)
+    bar.close()
     long = metrics_long(metrics)
-    comparison = _comparison(time, event, scores, metrics, reference, n_boot, seed, alpha)
+    comparison = pd.DataFrame(rows)
 
     paths: dict[str, Path] = {}
     figures: dict[str, Path] = {}
@@ -271,8 +299,10 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
         fig = plot_model_comparison(comparison, reference=reference, metric=PRIMARY,
                                     title="Pooled out-of-fold C-index" if folds is not None else "C-index")
         figures["model_comparison"] = save_figure(fig, plots / "model_comparison.png")
-        captions["model_comparison"] = ("Harrell's C with 95% bootstrap CIs; p from the paired bootstrap of the "
-                                        f"difference to {reference} on the same resampled patients."
+        p_from = ("the corrected resampled t-test of the per-fold differences" if headline_p == "corrected_t"
+                  else "the paired bootstrap of the difference")
+        captions["model_comparison"] = (f"Harrell's C with 95% bootstrap CIs; p from {p_from} to {reference} "
+                                        "(the p of summary.csv and the model card)."
                                         if reference else "Harrell's C with 95% bootstrap CIs.")
     if survival is not None and fused in survival and len(h):
         s = np.asarray(survival[fused], dtype=float)
@@ -293,16 +323,21 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
             "Every number is computed on held-out predictions: each patient's risk comes from the model fitted "
             "without that patient (cross-validation), pooled over folds as " + what + ". Risk scores follow one "
             "convention: higher = riskier. Intervals are 95% percentile bootstrap CIs over patients "
-            f"({n_boot} resamples); IPCW metrics (Uno's C, td-AUC, Brier) weight by the censoring distribution of "
-            "this cohort."),
+            f"({n_boot} resamples, seed {seed}; the same resamples as summary.json, the model card and evaluate.py "
+            "mode=compare)" + (f", pooled over the {n_rep} CV repeats for Harrell's C and the comparison"
+                               if n_rep > 1 else "") + ". The corrected resampled t-test (Nadeau & Bengio 2003) of "
+            "the per-fold C differences, beside the bootstrap p, also covers the variability of training "
+            "(other folds, other fits), which the patient bootstrap does not. IPCW metrics (Uno's C, td-AUC, Brier) "
+            "weight by the censoring distribution of this cohort."),
         "Notes": "\n\n".join(notes) if notes else "None.",
     }
-    run_meta = {"patients": n, "events": int(event.sum()), "endpoint": data.endpoint,
+    run_meta = {"patients": n, "events": int(event.sum()), "endpoint": data.endpoint, "CV repeats pooled": n_rep,
+                "bootstrap": f"{n_boot} resamples, seed {seed}",
                 "horizons (days)": ", ".join(f"{x:g}" for x in h) or "none", "reference": reference or "none",
                 **dict(meta or {})}
     headline = headline_table(comparison, reference)
     table = _with_difference(metrics_wide(long), headline)
-    head_note = _headline_note(reference, n_boot)
+    head_note = _headline_note(reference, n_boot, headline_p, n_rep)
     paths["report"] = write_html_report(out / "report.html", title=title or f"Training run: {data.endpoint}",
                                         metrics_table=table, figures=figures, captions=captions, sections=sections,
                                         meta=run_meta, headline=headline, headline_note=head_note)
@@ -321,12 +356,17 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
                      horizons=[float(x) for x in h], notes=notes, model_plots=model_plots, model_runs=model_runs)
 
 
-def _headline_note(reference: str | None, n_boot: int) -> str:
+def _headline_note(reference: str | None, n_boot: int, headline_p: str = "bootstrap", n_rep: int = 1) -> str:
+    pooled = f" (mean over the {n_rep} CV repeats)" if n_rep > 1 else ""
     if not reference:
-        return f"Harrell's C with its 95% percentile bootstrap CI ({n_boot} resamples of patients)."
-    return (f"Harrell's C with its 95% percentile bootstrap CI; ΔC = the model's C minus {reference}'s on the same "
-            f"{n_boot} bootstrap resamples of patients (paired), with its 95% CI and two-sided bootstrap p "
-            "(<0.001 when no resample crosses 0). p-values are never given with a CI.")
+        return f"Harrell's C{pooled} with its 95% percentile bootstrap CI ({n_boot} resamples of patients)."
+    p_text = ("p from the corrected resampled t-test of the per-fold differences (Nadeau & Bengio 2003), the "
+              "paired bootstrap p beside it" if headline_p == "corrected_t" else
+              "two-sided bootstrap p (<0.001 when no resample crosses 0), the corrected resampled t-test of the "
+              "per-fold differences (Nadeau & Bengio 2003) beside it where there are folds")
+    return (f"Harrell's C{pooled} with its 95% percentile bootstrap CI; ΔC = the model's C minus {reference}'s on "
+            f"the same {n_boot} bootstrap resamples of patients (paired), with its 95% CI; {p_text}. p-values are "
+            "never given with a CI.")
 
 
 def _with_difference(wide: pd.DataFrame, headline: pd.DataFrame) -> pd.DataFrame:

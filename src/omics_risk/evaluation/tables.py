@@ -9,6 +9,7 @@ p-values are shown as values (``0.003``, ``<0.001``), never with a CI: a bootstr
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -116,11 +117,24 @@ def flat_metrics(metrics: Mapping[str, Mapping[str, Estimate]], prefix: str = ""
     return out
 
 
+def _other_p(row: Mapping[str, Any]) -> tuple[str, float] | None:
+    """The comparison's p that is not the headline one, with its label: the corrected resampled t p beside a
+    bootstrap headline, or the bootstrap p beside a corrected-t headline; None when there is none."""
+    if str(row.get("p_method", "bootstrap")) == "corrected_t":
+        p = row.get("p_bootstrap", np.nan)
+        return ("bootstrap", float(p)) if p is not None and np.isfinite(p) else None
+    p = row.get("p_corrected_t", np.nan)
+    return ("corrected_t", float(p)) if p is not None and np.isfinite(p) else None
+
+
 def comparison_metrics(row: Mapping[str, float], reference: str, prefix: str = "") -> dict[str, float]:
     """One model's row of a comparison (``harrell_c`` + CI, ``delta_c`` + CI, ``p_value``) under the MLflow names
     that training and ``evaluate.py mode=compare`` share: ``<prefix>harrell_c`` (+ ``_ci_low``/``_ci_high``),
-    ``<prefix>delta_c_vs_<reference>`` (+ CI), ``<prefix>p_vs_<reference>``; the reference's own row has no
-    difference. ``prefix`` is ``<model>/`` on runs that hold several models (job and comparison runs)."""
+    ``<prefix>delta_c_vs_<reference>`` (+ CI), ``<prefix>p_vs_<reference>`` (the headline p,
+    ``evaluation.headline_p``); with folds also ``<prefix>p_vs_<reference>_corrected_t`` (or ``_bootstrap`` when
+    the corrected t is the headline) and ``<prefix>delta_c_vs_<reference>_corrected_t`` (+ CI: the mean per-fold
+    difference with its corrected t interval); the reference's own row has no difference. ``prefix`` is
+    ``<model>/`` on runs that hold several models (job and comparison runs)."""
     out = {f"{prefix}harrell_c": row["harrell_c"], f"{prefix}harrell_c_ci_low": row["harrell_c_ci_low"],
            f"{prefix}harrell_c_ci_high": row["harrell_c_ci_high"]}
     if np.isfinite(row.get("delta_c", np.nan)):
@@ -129,23 +143,39 @@ def comparison_metrics(row: Mapping[str, float], reference: str, prefix: str = "
                     f"{prefix}{d}_ci_high": row["delta_c_ci_high"]})
         if np.isfinite(row.get("p_value", np.nan)):
             out[f"{prefix}{p_name(reference)}"] = row["p_value"]
+        other = _other_p(row)
+        if other is not None:
+            out[f"{prefix}{p_name(reference)}_{other[0]}"] = other[1]
+        if np.isfinite(row.get("delta_c_fold_mean", np.nan)):
+            out.update({f"{prefix}{d}_corrected_t{s}": row.get(f"delta_c_fold_mean{s}", np.nan)
+                        for s in ("", "_ci_low", "_ci_high")})
     return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}
+
+
+_P_LABEL = {"bootstrap": "p (bootstrap)", "corrected_t": "p (corrected t)"}
 
 
 def headline_table(comparison: pd.DataFrame, reference: str | None, *, label: str = "model",
                    digits: int = 3) -> pd.DataFrame:
     """The comparison as people read it, one row per model: ``model``, ``C-index (95% CI)``,
-    ``ΔC vs <reference> (95% CI)`` (``reference`` in the reference's row) and ``p`` (never with a CI); narrow
-    enough for a 120-column terminal and MLflow's file viewer."""
+    ``ΔC vs <reference> (95% CI)`` (``reference`` in the reference's row) and ``p`` (the headline p, never with a
+    CI), then the comparison's other p where there is one (``p (corrected t)`` beside a bootstrap headline, ``p
+    (bootstrap)`` beside a corrected-t one); narrow enough for a 120-column terminal and MLflow's file viewer."""
     ref = reference or "reference"
+    records = comparison.to_dict(orient="records")
+    others = {lab for r in records if (o := _other_p(r)) is not None for lab in [_P_LABEL[o[0]]]}
     rows = []
-    for r in comparison.to_dict(orient="records"):
+    for r in records:
         c = _text(r.get("harrell_c", np.nan), r.get("harrell_c_ci_low", np.nan), r.get("harrell_c_ci_high", np.nan),
                   digits)
         is_ref = r.get("model") == reference and not np.isfinite(r.get("delta_c", np.nan))
         d = "reference" if is_ref else _text(r.get("delta_c", np.nan), r.get("delta_c_ci_low", np.nan),
                                              r.get("delta_c_ci_high", np.nan), digits, signed=True)
-        rows.append({"model": r.get(label, r.get("model")), "C-index (95% CI)": c,
-                     f"ΔC vs {ref} (95% CI)": d, "p": "" if is_ref else format_p(r.get("p_value", np.nan))})
-    return pd.DataFrame(rows, columns=["model", "C-index (95% CI)", f"ΔC vs {ref} (95% CI)", "p"])
+        row = {"model": r.get(label, r.get("model")), "C-index (95% CI)": c, f"ΔC vs {ref} (95% CI)": d,
+               "p": "" if is_ref else format_p(r.get("p_value", np.nan))}
+        other = _other_p(r)
+        for lab in sorted(others):
+            row[lab] = "" if is_ref else format_p(other[1]) if other and _P_LABEL[other[0]] == lab else "–"
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["model", "C-index (95% CI)", f"ΔC vs {ref} (95% CI)", "p", *sorted(others)])
 

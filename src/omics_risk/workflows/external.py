@@ -332,7 +332,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         if len(h):
             curve_h = _curve_horizons(time, event, h, train_time)
             curve = td_auc_curve(time, event, risk, curve_h, train_time=train_time, train_event=train_event,
-                                 n_boot=min(n_boot, 200), seed=seed, alpha=alpha)
+                                 n_boot=min(n_boot, 200), seed=seed, alpha=alpha)  # a plot's band on a dense
+            # grid of horizons (one sksurv call per horizon and resample): the first 200 of the table's resamples
             curve.to_csv(out / "td_auc.csv", index=False)
             mean = metrics.get("mean_auc")
             fig = plot_td_auc(curve["horizon_days"], curve["auc"], curve["low"], curve["high"],

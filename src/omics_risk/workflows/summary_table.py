@@ -1,7 +1,8 @@
 """The held-out metrics table ``train.py`` prints, within 120 columns.
 
 summary.csv keeps every column with full precision; the printed table is for reading in a terminal: a C-index
-with its CI in one cell, the difference from the reference with its sign, p-values as values (``<0.001``), and the
+with its CI in one cell, the difference from the reference with its sign, p-values as values (``<0.001``), the other
+p-value of the comparison (bootstrap or corrected resampled t, whichever is not the headline ``p``) beside it, and the
 columns that do not fit left out by name (they are in summary.csv, whose path ends the table).
 """
 
@@ -55,6 +56,13 @@ def _display(table: pd.DataFrame) -> pd.DataFrame:
     if "p" in table:
         cols["p"] = [_p(v) for v in table["p"]]
         used.add("p")
+    for col, label in (("p_bootstrap", "p (bootstrap)"), ("p_corrected_t", "p (corrected t)")):
+        if col in table:  # the other p of the comparison; the headline one is already the p column
+            used.add(col)
+            same = "p" in table and all((pd.isna(a) and pd.isna(b)) or a == b for a, b in zip(table["p"], table[col],
+                                                                                             strict=True))
+            if not same and table[col].notna().any():
+                cols[label] = [_p(v) for v in table[col]]
     if {"response_auc", "response_auc_ci_low", "response_auc_ci_high"} <= set(table):
         cols["response AUC [95% CI]"] = _with_ci(table, "response_auc", "response_auc_ci_low", "response_auc_ci_high")
         used |= {"response_auc", "response_auc_ci_low", "response_auc_ci_high"}

@@ -32,15 +32,16 @@ from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort, load_cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.bootstrap import (
+    BootstrapSettings,
+    PairedComparison,
+    bootstrap_settings,
+    paired_comparison,
+    pooled_cindex,
+)
 from omics_risk.evaluation.compare import log_oof_risks, oof_table
 from omics_risk.evaluation.metric_defs import cindex_summary, model_run_metrics
-from omics_risk.evaluation.metrics import (
-    bootstrap_metric,
-    harrell_c,
-    paired_bootstrap_difference,
-    response_auc,
-)
-from omics_risk.evaluation.pooling import within_fold_ranks
+from omics_risk.evaluation.metrics import bootstrap_metric, harrell_c, response_auc
 from omics_risk.evaluation.splits import repeated_stratified_folds
 from omics_risk.features.clinical import clinical_types
 from omics_risk.models.base import InsufficientTrainingData
@@ -150,6 +151,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if prediction_times_of(cfg) is not None:  # several prediction times side by side: one complete run each
         return run_prediction_times(cfg, train)
     seed_everything(int(cfg.seed))
+    boot = bootstrap_settings(cfg.evaluation)  # a removed key fails here, before any training
     root = Path(cfg.data.root)
     cohort = load_cohort(root)  # parsed once: extraction, data, CT images and the logged model all read it
     store = _store(root, cfg.data.features_dir)
@@ -218,7 +220,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
                 if name in left_out:
                     _leave_out(cfg, name, left_out[name], mu)
                     continue
-                summary_m = _summarise(name, data, oof[name], oof_resp[name], fold_of, fold_c[name], cfg)
+                summary_m = _summarise(name, data, oof[name], oof_resp[name], fold_of, fold_c[name], boot)
                 summary_m[f"{name}/fit_seconds"] = fit_seconds[name]
                 metrics.update(summary_m)
                 if mu:
@@ -231,19 +233,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
         factories = {name: make for name, make in factories.items() if name not in left_out}
         oof = {name: risk for name, risk in oof.items() if name not in left_out}
         ref = str(cfg.evaluation.reference)
-        comparisons = _compare(data, oof, fold_of, ref, cfg) if ref in oof else {}
-        metrics.update(comparisons)
+        paired = _compare(data, oof, fold_of, ref, boot) if ref in oof else {}
+        metrics.update(_comparison_metrics(paired, ref))
         scores_file, scores = (_deep_radiomic_scores(data, oof[CT_ONLY], fold_of, output_dir) if CT_ONLY in oof
                                else (None, None))
-        external = _external(cfg, factories, data, images) if cfg.data.validation_root else {}
+        external = _external(cfg, factories, data, images, boot) if cfg.data.validation_root else {}
         metrics.update(external)
         final_info = _final_model(cfg, factories, data, mu, images, cohort=cohort, store=store) \
             if cfg.training.final_model else {}
-        table = _table(metrics, list(factories), ref)
+        table = _table(metrics, list(factories), ref, boot)
         summary = {"task": cfg.task.name, "endpoint": cfg.task.endpoint, "cohort": cohort.spec.name,
                    "n_patients": n, "n_events": int(data.event.sum()), "modalities": data.modality_names,
                    "cv": {"folds": int(cfg.training.cv.folds), "repeats": n_rep}, "reference": ref,
-                   "metrics": metrics, "table": table.to_dict(orient="records"), **final_info,
+                   "statistics": _statistics(boot, n_rep, int(cfg.training.cv.folds)), "metrics": metrics,
+                   "table": table.to_dict(orient="records"), **final_info,
                    **({"prediction_time": pts} if (pts := prediction_time_summary(inputs)) else {}),
                    **({"models_left_out": left_out} if left_out else {})}
         if cfg.task.response:
@@ -255,10 +258,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             summary["ct_images"] = {"patients": len(images), "timepoints": ct_tps,
                                     "deep_radiomic_score": str(scores_file) if scores_file else None}
         summary.update(_run_report(cfg, data, oof, fold_of, list(factories), output_dir, cohort, final_info,
-                                   metrics, active_run=mu is not None))
+                                   metrics, boot, active_run=mu is not None))
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         table.to_csv(output_dir / "summary.csv", index=False)
-        print(_format_table(table, cfg))
+        print(_format_table(table, cfg, boot))
         if mu:
             import mlflow  # lazy: only a tracked run logs
 
@@ -271,47 +274,76 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
 
 
+def _statistics(boot: BootstrapSettings, repeats: int, folds: int) -> dict[str, Any]:
+    """summary.json's account of how its CIs and p-values were computed."""
+    return {"bootstrap": int(boot.n), "seed": int(boot.seed), "repeats_pooled": int(repeats),
+            "headline_p": boot.headline_p,
+            "pooling": (f"C-index, CI, difference and p over all {repeats} CV repeats: per repeat the out-of-fold "
+                        "risks are ranked within their test folds and pooled; a bootstrap resample draws the same "
+                        "patients in every repeat, and its statistic is the mean over the repeats"
+                        if repeats > 1 else "one CV repeat: pooled out-of-fold risks ranked within their test folds"),
+            "corrected_t": (f"corrected resampled t-test (Nadeau & Bengio 2003) on the {repeats * folds} per-fold "
+                            "C-index differences: covers training variability as well as patient sampling")}
+
+
 def _summarise(name: str, data: MultimodalData, oof: np.ndarray, oof_resp: np.ndarray, fold_of: np.ndarray,
-               fold_c: list[float], cfg: DictConfig) -> dict[str, float]:
-    """Mean per-fold C, and a bootstrap CI of the pooled out-of-fold C (percentile ranks within folds); with a
-    response endpoint, the pooled out-of-fold response AUC with its bootstrap CI."""
-    pooled = within_fold_ranks(oof[0], fold_of[0])
-    est = bootstrap_metric(harrell_c, data.time, data.event, pooled, n_boot=int(cfg.evaluation.bootstrap),
-                           seed=int(cfg.seed))
+               fold_c: list[float], boot: BootstrapSettings) -> dict[str, float]:
+    """Mean per-fold C, and the pooled out-of-fold C over every repeat (percentile ranks within folds) with its
+    bootstrap CI; with a response endpoint, the pooled out-of-fold response AUC (mean over repeats) with its CI."""
+    est = pooled_cindex(data.time, data.event, oof, fold_of, n_boot=boot.n, seed=boot.seed)
     out = cindex_summary(name, fold_c, est)
-    if data.extra_labels and np.isfinite(oof_resp[0]).any():
-        out.update(_response_metrics(name, next(iter(data.extra_labels.values())), oof_resp[0], cfg))
+    if data.extra_labels and np.isfinite(oof_resp).any():
+        out.update(_response_metrics(name, next(iter(data.extra_labels.values())), oof_resp, boot))
     return out
 
 
-def _response_metrics(name: str, label: np.ndarray, prob: np.ndarray, cfg: DictConfig) -> dict[str, float]:
-    """Response AUC of ``prob`` with its percentile-bootstrap CI over the labelled patients."""
-    ok = np.isfinite(label) & np.isfinite(prob)
-    auc = bootstrap_metric(response_auc, label[ok], prob[ok], n_boot=int(cfg.evaluation.bootstrap),
-                           seed=int(cfg.seed))
+def _mean_auc(label: np.ndarray, probs: np.ndarray) -> float:
+    """Response AUC of each repeat's probabilities (columns), averaged over the repeats."""
+    return float(np.mean([response_auc(label, probs[:, j]) for j in range(probs.shape[1])]))
+
+
+def _response_metrics(name: str, label: np.ndarray, prob: np.ndarray, boot: BootstrapSettings) -> dict[str, float]:
+    """Response AUC of ``prob`` (``(n,)`` or ``(n_repeats, n)``, averaged over repeats) with its percentile-bootstrap
+    CI over the labelled patients (resampled jointly across repeats)."""
+    probs = np.atleast_2d(np.asarray(prob, dtype=float))
+    probs = probs[np.isfinite(probs).any(axis=1)]  # repeats that predicted a response
+    ok = np.isfinite(label) & np.isfinite(probs).all(axis=0)
+    auc = bootstrap_metric(_mean_auc, label[ok], probs[:, ok].T, n_boot=boot.n, seed=boot.seed)
     return {f"{name}/response_auc": auc.value, f"{name}/response_auc_ci_low": auc.low,
             f"{name}/response_auc_ci_high": auc.high, f"{name}/response_n": float(ok.sum())}
 
 
-
 def _compare(data: MultimodalData, oof: dict[str, np.ndarray], fold_of: np.ndarray, ref: str,
-             cfg: DictConfig) -> dict[str, float]:
-    """Paired bootstrap of the pooled out-of-fold C-index difference of every model against ``ref``."""
+             boot: BootstrapSettings) -> dict[str, PairedComparison]:
+    """Every model against ``ref`` on the pooled out-of-fold risks of all repeats (paired bootstrap, and the
+    corrected resampled t-test of the per-fold differences): the one comparison every output reports."""
+    return {name: paired_comparison(data.time, data.event, risk, oof[ref], fold_of, n_boot=boot.n, seed=boot.seed,
+                                    headline_p=boot.headline_p)
+            for name, risk in oof.items() if name != ref}
+
+
+def _comparison_metrics(paired: Mapping[str, PairedComparison], ref: str) -> dict[str, float]:
+    """summary.json's keys of the comparisons: ``<model>/delta_vs_<ref>`` (+ CI, ``_p``: the paired bootstrap p),
+    ``<model>/p_vs_<ref>_corrected_t`` and ``<model>/delta_vs_<ref>_corrected_t`` (+ CI): the mean per-fold
+    difference with its corrected t interval."""
     out: dict[str, float] = {}
-    ref_risk = within_fold_ranks(oof[ref][0], fold_of[0])
-    for name, risk in oof.items():
-        if name == ref:
-            continue
-        diff, p = paired_bootstrap_difference(data.time, data.event, within_fold_ranks(risk[0], fold_of[0]), ref_risk,
-                                              n_boot=int(cfg.evaluation.bootstrap), seed=int(cfg.seed))
-        out.update({f"{name}/delta_vs_{ref}": diff.value, f"{name}/delta_vs_{ref}_ci_low": diff.low,
-                    f"{name}/delta_vs_{ref}_ci_high": diff.high, f"{name}/delta_vs_{ref}_p": p})
+    for name, pc in paired.items():
+        d = pc.difference
+        out.update({f"{name}/delta_vs_{ref}": d.value, f"{name}/delta_vs_{ref}_ci_low": d.low,
+                    f"{name}/delta_vs_{ref}_ci_high": d.high, f"{name}/delta_vs_{ref}_p": pc.p_bootstrap})
+        if pc.fold_difference is not None:
+            f = pc.fold_difference
+            out.update({f"{name}/delta_vs_{ref}_corrected_t": f.value,
+                        f"{name}/delta_vs_{ref}_corrected_t_ci_low": f.low,
+                        f"{name}/delta_vs_{ref}_corrected_t_ci_high": f.high,
+                        f"{name}/p_vs_{ref}_corrected_t": pc.p_corrected_t})
     return out
 
 
 def _external(cfg: DictConfig, factories: dict[str, ModelFactory], data: MultimodalData,
-              images: Any = None) -> dict[str, float]:
+              images: Any = None, boot: BootstrapSettings | None = None) -> dict[str, float]:
     """Train on the whole training cohort, evaluate on the validation cohort (the trial's 200 + 100 design)."""
+    boot = boot or bootstrap_settings(cfg.evaluation)
     vroot = Path(cfg.data.validation_root)
     vinputs = _inputs(cfg, load_cohort(vroot), _store(vroot, cfg.data.validation_features_dir),
                       modalities=data.modality_names, what="validation", images=images is not None)
@@ -319,23 +351,35 @@ def _external(cfg: DictConfig, factories: dict[str, ModelFactory], data: Multimo
     out: dict[str, float] = {"external/n_patients": float(len(vdata))}
     for name, make in factories.items():
         risk, resp = _fit_predict(make(), data, vdata, None, images, vimages)
-        est = bootstrap_metric(harrell_c, vdata.time, vdata.event, risk, n_boot=int(cfg.evaluation.bootstrap),
-                               seed=int(cfg.seed))
+        est = bootstrap_metric(harrell_c, vdata.time, vdata.event, risk, n_boot=boot.n, seed=boot.seed)
         out.update({f"external/{name}/cindex": est.value, f"external/{name}/cindex_ci_low": est.low,
                     f"external/{name}/cindex_ci_high": est.high})
         if resp is not None and vdata.extra_labels:
-            out.update(_response_metrics(f"external/{name}", next(iter(vdata.extra_labels.values())), resp, cfg))
+            out.update(_response_metrics(f"external/{name}", next(iter(vdata.extra_labels.values())), resp, boot))
     return out
 
 
+def _headline_p(metrics: Mapping[str, float], name: str, ref: str, boot: BootstrapSettings) -> float | None:
+    """The p that tables headline (``evaluation.headline_p``; the bootstrap p where the t-test could not run)."""
+    t = metrics.get(f"{name}/p_vs_{ref}_corrected_t")
+    if boot.headline_p == "corrected_t" and t is not None and np.isfinite(t):
+        return t
+    return metrics.get(f"{name}/delta_vs_{ref}_p")
 
-def _table(metrics: Mapping[str, float], names: list[str], ref: str) -> pd.DataFrame:
+
+def _table(metrics: Mapping[str, float], names: list[str], ref: str,
+           boot: BootstrapSettings | None = None) -> pd.DataFrame:
+    """summary.csv: ``p`` is the headline p (``evaluation.headline_p``), ``p_bootstrap`` and ``p_corrected_t``
+    both p-values of the comparison with the reference."""
+    boot = boot or BootstrapSettings()
     rows = []
     for name in names:
         row = {"model": name, "cindex": metrics.get(f"{name}/cindex"), "cindex_sd": metrics.get(f"{name}/cindex_sd"),
                "cindex_pooled": metrics.get(f"{name}/cindex_pooled"),
                "ci_low": metrics.get(f"{name}/cindex_ci_low"), "ci_high": metrics.get(f"{name}/cindex_ci_high"),
-               f"delta_vs_{ref}": metrics.get(f"{name}/delta_vs_{ref}"), "p": metrics.get(f"{name}/delta_vs_{ref}_p"),
+               f"delta_vs_{ref}": metrics.get(f"{name}/delta_vs_{ref}"), "p": _headline_p(metrics, name, ref, boot),
+               "p_bootstrap": metrics.get(f"{name}/delta_vs_{ref}_p"),
+               "p_corrected_t": metrics.get(f"{name}/p_vs_{ref}_corrected_t"),
                "fit_seconds": metrics.get(f"{name}/fit_seconds")}
         if any(f"{m}/response_auc" in metrics for m in names):
             row.update({"response_auc": metrics.get(f"{name}/response_auc"),
@@ -349,11 +393,17 @@ def _table(metrics: Mapping[str, float], names: list[str], ref: str) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def _format_table(table: pd.DataFrame, cfg: DictConfig) -> str:
+def _format_table(table: pd.DataFrame, cfg: DictConfig, boot: BootstrapSettings | None = None) -> str:
     """The printed table, within 120 columns (summary.csv, named at its end, keeps every column)."""
-    head = (f"Held-out metrics ({cfg.training.cv.folds}-fold CV x {cfg.training.cv.repeats}, endpoint "
-            f"{cfg.task.endpoint}): pooled C = C-index of the pooled out-of-fold risks with its 95% bootstrap CI; "
-            "diff = its paired difference from the reference (p: paired bootstrap); C mean±sd over folds")
+    boot = boot or bootstrap_settings(cfg.evaluation)
+    reps = int(cfg.training.cv.repeats)
+    pooled = f"mean over the {reps} repeats of " if reps > 1 else ""
+    p_what = ("corrected resampled t-test of the per-fold differences" if boot.headline_p == "corrected_t"
+              else "paired bootstrap")
+    head = (f"Held-out metrics ({cfg.training.cv.folds}-fold CV x {reps}, endpoint "
+            f"{cfg.task.endpoint}): pooled C = {pooled}the C-index of the pooled out-of-fold risks with its 95% "
+            f"bootstrap CI ({boot.n} resamples, seed {boot.seed}); diff = its paired difference from the reference "
+            f"(p: {p_what}); C mean±sd over folds")
     if "response_auc" in table:
         head += f"; response AUC ({cfg.task.response}) of pooled out-of-fold probabilities with its 95% CI"
     return format_summary_table(table, head=head, csv_path=Path(cfg.paths.output_dir) / "summary.csv")

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.bootstrap import BootstrapSettings, Estimate, bootstrap_settings
 from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.evaluation.run_report import build_run_report, card_metrics, register_model_card
 from omics_risk.models.base import capabilities_of
@@ -31,22 +32,25 @@ log = logging.getLogger(__name__)
 
 def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndarray], fold_of: np.ndarray,
                 names: list[str], output_dir: Path, cohort: Cohort, final_info: Mapping[str, Any],
-                metrics: Mapping[str, float], *, active_run: bool) -> dict[str, Any]:
+                metrics: Mapping[str, float], boot: BootstrapSettings | None = None, *,
+                active_run: bool) -> dict[str, Any]:
     """The run's evaluation report (metrics with CIs, plots, report.html; logged to the job run) and the model card
-    of the registered model. A failure here is reported in summary.json and the log, never lost, and does not
-    discard the trained models."""
+    of the registered model, with the run's one bootstrap (``evaluation.bootstrap``) over every CV repeat. A failure
+    here is reported in summary.json and the log, never lost, and does not discard the trained models."""
     rep = cfg.evaluation.get("report", None)
     if rep is None or not rep.get("enabled", True):
         return {}
+    boot = boot or bootstrap_settings(cfg.evaluation)
     out: dict[str, Any] = {}
     fused = str(cfg.model.name)
+    ref = str(cfg.evaluation.reference)
     report_metrics: dict[str, Any] = {}  # the fused model's report metrics, added to its model card
     try:
-        risks = {m: oof[m][0] for m in [fused, *[n for n in names if n != fused]] if np.isfinite(oof[m][0]).all()}
+        risks = {m: oof[m] for m in [fused, *[n for n in names if n != fused]] if np.isfinite(oof[m]).all()}
         report = build_run_report(risks, data, output_dir=output_dir / "evaluation",
-                                  horizons=list(cfg.evaluation.horizons), folds=fold_of[0], fused=fused,
-                                  reference=str(cfg.evaluation.reference), n_boot=int(rep.get("n_boot", 200)),
-                                  seed=int(cfg.seed), risk_groups=rep.get("risk_groups", "median"),
+                                  horizons=list(cfg.evaluation.horizons), folds=fold_of, fused=fused,
+                                  reference=ref, n_boot=boot.n, seed=boot.seed, headline_p=boot.headline_p,
+                                  risk_groups=rep.get("risk_groups", "median"),
                                   slow_metrics=bool(rep.get("slow_metrics", False)),
                                   mlflow_run=True if active_run else None,
                                   title=f"{cohort.spec.name}: {cfg.task.endpoint} ({cfg.run_name})",
@@ -65,7 +69,8 @@ def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndar
             card = register_model_card(
                 registered_model_name=str(final_info["registered_model"]), version=version,
                 alias=final_info.get("alias"), data=data,
-                metrics={**card_metrics(metrics, fused, n_boot=int(cfg.evaluation.bootstrap)), **report_metrics},
+                metrics={**card_metrics(metrics, fused, n_boot=boot.n), **card_comparison(metrics, fused, ref, boot),
+                         **report_metrics},
                 cohort=cohort.spec.name, cv=f"{int(cfg.training.cv.folds)}-fold stratified CV x "
                 f"{int(cfg.training.cv.repeats)} repeat(s), patient level", endpoint=str(cfg.task.endpoint),
                 horizons=list(cfg.evaluation.horizons), output_dir=output_dir)
@@ -73,6 +78,28 @@ def _run_report(cfg: DictConfig, data: MultimodalData, oof: Mapping[str, np.ndar
         except Exception as exc:
             log.exception("the model card of the registered model failed")
             out["model_card_error"] = f"{type(exc).__name__}: {exc}"
+    return out
+
+
+def card_comparison(metrics: Mapping[str, float], model: str, reference: str,
+                    boot: BootstrapSettings) -> dict[str, Estimate | float]:
+    """The model card's rows of ``model``'s comparison with ``reference``, read from ``train()``'s flat metrics (the
+    numbers of summary.json, report.html and the forest plot): ΔC with its bootstrap CI, the headline p, and the
+    other p of the comparison."""
+    key = f"{model}/delta_vs_{reference}"
+    if model == reference or key not in metrics:
+        return {}
+    out: dict[str, Estimate | float] = {
+        f"ΔC vs {reference} (pooled out-of-fold, paired bootstrap)": Estimate(
+            float(metrics[key]), float(metrics.get(f"{key}_ci_low", np.nan)),
+            float(metrics.get(f"{key}_ci_high", np.nan)), int(boot.n))}
+    p_boot = float(metrics.get(f"{key}_p", np.nan))
+    p_t = float(metrics.get(f"{model}/p_vs_{reference}_corrected_t", np.nan))
+    t_first = boot.headline_p == "corrected_t" and np.isfinite(p_t)
+    for label, p in ((f"p vs {reference} (corrected resampled t)", p_t), (f"p vs {reference} (paired bootstrap)",
+                                                                           p_boot))[:: 1 if t_first else -1]:
+        if np.isfinite(p):
+            out[label] = p
     return out
 
 
