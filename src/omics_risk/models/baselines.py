@@ -5,6 +5,8 @@ modalities; SurvBoard: elastic-net Cox and forests match deep models), so each r
 
 - :class:`~omics_risk.models.clinical_cox.ClinicalCox` (``clinical_cox``): penalised lifelines ``CoxPHFitter`` on
   the encoded clinical table;
+- :class:`~omics_risk.models.reference.ClinicalReference` (``reference_<column>``, when ``clinical_reference`` names
+  a clinical column, e.g. stage): a one-covariate Cox model on that column alone, the bar any model must clear;
 - :class:`~omics_risk.models.coxnet.ModalityCoxnet` (``coxnet_<modality>``): scikit-survival elastic-net Cox on one
   modality, alpha chosen by inner cross-validated C-index on the training fold;
 - :class:`~omics_risk.models.rsf.ModalityRSF` (``rsf_<modality>``): scikit-survival random survival forest on one
@@ -34,6 +36,7 @@ from omics_risk.models.clinical_cox import ClinicalCox
 from omics_risk.models.coxnet import ModalityCoxnet
 from omics_risk.models.deepprog import DeepProgStyle
 from omics_risk.models.per_modality import MIN_TRAIN
+from omics_risk.models.reference import REFERENCE_PREFIX, ClinicalReference, reference_name
 from omics_risk.models.rsf import ModalityRSF
 from omics_risk.models.stacking import LateFusionStacker
 from omics_risk.models.tabular import CLINICAL
@@ -43,6 +46,7 @@ __all__ = [
     "LATE_FUSION_BASE_DEFAULTS",
     "MIN_TRAIN",
     "ClinicalCox",
+    "ClinicalReference",
     "ModalityCoxnet",
     "ModalityRSF",
     "make_baselines",
@@ -57,9 +61,11 @@ BASELINE_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "n_jobs": 1,
     "clinical_types": None,
+    "clinical_reference": None,  # a clinical column (e.g. stage) fitted alone as reference_<column>; None = none
     "preprocessing": {},  # modality -> auto | standard | metabolomics | clinical
     "clinical_cox": {"penalizer": 0.1, "l1_ratio": 0.0},
-    "coxnet": {"l1_ratio": 0.5, "n_alphas": 30, "cv_folds": 3, "max_features": None},
+    # 5 inner folds: with 3, alpha was tuned on 2/3 of the fold and lost to scikit-survival's own CV (BENCHMARKS.md)
+    "coxnet": {"l1_ratio": 0.5, "n_alphas": 30, "cv_folds": 5, "max_features": None, "one_se": False},
     "rsf": {"n_estimators": 100, "min_samples_leaf": 10, "max_features": "sqrt", "screen_features": None},
     "deepprog": {"latent_dim": 8, "epochs": 30, "batch_size": 64},
     "late_fusion": {"inner_folds": 5, "base": "coxnet", "base_settings": {}, "meta_penalizer": 0.1},
@@ -68,7 +74,7 @@ BASELINE_DEFAULTS: dict[str, Any] = {
 #: Leaner settings of the stacker's per-modality base models (fitted ``inner_folds + 1`` times per fold), merged
 #: over the family's settings above and under ``late_fusion.base_settings``.
 LATE_FUSION_BASE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "coxnet": {"n_alphas": 20, "max_features": 50},
+    "coxnet": {"n_alphas": 20, "max_features": 50, "cv_folds": 3},
     "rsf": {"n_estimators": 50},
 }
 
@@ -93,7 +99,7 @@ def _merge(defaults: dict[str, Any], given: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _wanted(name: str, include: Sequence[str] | None, exclude: Sequence[str]) -> bool:
-    family = name.split("_", 1)[0] if name.startswith(("coxnet_", "rsf_")) else name
+    family = name.split("_", 1)[0] if name.startswith(("coxnet_", "rsf_", REFERENCE_PREFIX)) else name
     if name in exclude or family in exclude:
         return False
     return include is None or name in include or family in include
@@ -104,7 +110,8 @@ def make_baselines(
 ) -> dict[str, SurvivalModel]:
     """The standard baselines of a run, unfitted, keyed by name.
 
-    ``clinical_cox``; ``coxnet_<m>`` and ``rsf_<m>`` for ``clinical`` and every modality in ``modalities``;
+    ``clinical_cox``; ``reference_<column>`` (family ``reference``) when ``settings["clinical_reference"]`` names
+    a clinical column; ``coxnet_<m>`` and ``rsf_<m>`` for ``clinical`` and every modality in ``modalities``;
     ``deepprog`` over the omics modalities; ``late_fusion`` stacking one base model per modality (incl.
     clinical, through ClinicalCox). ``settings`` overrides :data:`BASELINE_DEFAULTS` key by key (a nested dict
     per family is merged), e.g. ``{"rsf": {"n_estimators": 50}, "include": ["clinical_cox", "coxnet"]}``.
@@ -122,6 +129,8 @@ def make_baselines(
 
     models: dict[str, SurvivalModel] = {}
     models["clinical_cox"] = ClinicalCox(**s["clinical_cox"], clinical_types=types, **common)
+    if (column := s["clinical_reference"]) is not None:
+        models[reference_name(str(column))] = ClinicalReference(str(column), clinical_types=types, **common)
     for m in tables:
         models[f"coxnet_{m}"] = ModalityCoxnet(
             m, **s["coxnet"], preprocessing=prep.get(m, "auto"), clinical_types=types, **common

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import ModelContext, SurvivalModel, fit_kwargs, predict_kwargs
 from omics_risk.models.baselines import make_baselines
+from omics_risk.models.reference import check_reference_column
 from omics_risk.workflows.inputs import CTInputs
 
 __all__ = ["CT_ONLY", "RESPONSE_REFERENCE", "ModelFactory", "ResponseReference"]
@@ -117,7 +118,10 @@ def _factories(cfg: DictConfig, data: MultimodalData, types: dict[str, Any],
         factories[CT_ONLY] = lambda: instantiate(est, **ct_only)
     if cfg.baselines.enabled:
         settings = OmegaConf.to_container(cfg.baselines.settings, resolve=True) or {}
-        settings = {**settings, "clinical_types": types, "seed": int(cfg.seed)}
+        reference = OmegaConf.select(cfg, "data.clinical_reference", default=None)  # e.g. stage: reference_stage
+        if reference is not None:
+            check_reference_column(str(reference), list(data.clinical.columns), str(cfg.data.root))
+        settings = {**settings, "clinical_types": types, "seed": int(cfg.seed), "clinical_reference": reference}
         names = list(make_baselines(mods, "survival", settings))
         for name in names:
             factories[name] = (lambda n=name: make_baselines(mods, "survival", settings)[n])
