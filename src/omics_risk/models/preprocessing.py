@@ -74,6 +74,7 @@ TRUSTED_MODULE_PREFIXES = (
     "omics_risk.features.",
     "omics_risk.models.preprocessing.",
     "omics_risk.models.tabular.",
+    "omics_risk.models.reference.",
 )
 
 

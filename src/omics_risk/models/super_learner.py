@@ -55,10 +55,7 @@ from omics_risk.models.fused_io import plain
 from omics_risk.models.fused_training import breslow_baseline
 from omics_risk.models.images import ImageProvider
 from omics_risk.models.preprocessing import load_trusted, save_trusted
-try:  # TEMP until the reference baseline lands
-    from omics_risk.models.reference import ClinicalReference
-except ImportError:  # pragma: no cover
-    ClinicalReference = ClinicalCox  # type: ignore[misc,assignment]
+from omics_risk.models.reference import ClinicalReference
 from omics_risk.models.stacking import oof_scales
 from omics_risk.models.tabular import CLINICAL, inner_splits, modality_frame, modality_present, outcome_of
 
@@ -131,7 +128,11 @@ class LinearBase:
 def linear_base_of(name: str, model: SurvivalModel, data: MultimodalData) -> LinearBase:
     """The :class:`LinearBase` form of a fitted ClinicalCox, ClinicalReference or ModalityCoxnet (centred on the
     median risk of ``data``, its training patients)."""
-    if isinstance(model, ClinicalCox | ClinicalReference):
+    if isinstance(model, ClinicalReference):
+        binary = model.task_ != "survival"
+        base = LinearBase(name, CLINICAL, model.pipeline_, model.coef_.to_numpy(dtype=np.float64),
+                          float(model.model_.intercept_[0]) if binary else 0.0, sign=-1.0 if binary else 1.0)
+    elif isinstance(model, ClinicalCox):
         binary = model.task_ != "survival"
         clf = getattr(model, "clf_", None)
         base = LinearBase(name, CLINICAL, model.encoder_, model.coef_.to_numpy(dtype=np.float64),
@@ -424,8 +425,9 @@ class FusedSuperLearner(SurvivalModel):
         """The base models the meta-model may use: forward selection from the clinical backbone, adding the base
         model (with its missingness indicator) that most raises the second-level cross-validated log-likelihood,
         while it raises it by more than ``stack.min_gain`` (3.32 = half the 99% chi-square quantile of one degree of
-        freedom: a likelihood-ratio test at p < 0.01, about 5% family-wise over a handful of candidates). A modality that does not help held-out patients stays out, so on data
-        where the omics carry nothing the fused model is its clinical backbone."""
+        freedom: a likelihood-ratio test at p < 0.01, about 5% family-wise over a handful of candidates). A modality
+        that does not help held-out patients stays out, so on data where the omics carry nothing the fused model is its
+        clinical backbone."""
         if not self.stack["select"]:
             return list(self.names_)
         splits = inner_splits(strata, int(self.stack["inner_folds"]), self.seed + 1, survival="label" not in target)
