@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.bootstrap import BootstrapSettings, bootstrap_indices
 from omics_risk.evaluation.contribution import _permuted, hide_modality, modality_ablation, top_features
 from omics_risk.evaluation.metrics import harrell_c, paired_bootstrap_difference, response_auc
 from omics_risk.models.baselines import ClinicalCox, ModalityCoxnet
@@ -111,6 +112,20 @@ def test_ablation_matches_paired_bootstrap_reference(fitted):
     ref, p = paired_bootstrap_difference(test.time, test.event, full, without, n_boot=60, seed=7)
     assert res["delta_cindex"] == pytest.approx(ref.value)
     assert (res["low"], res["high"], res["p_value"]) == pytest.approx((ref.low, ref.high, p))
+
+
+def test_ablation_draws_the_run_bootstrap(fitted):
+    """By default the ablation uses the engine's size (evaluation.bootstrap's default) and its resamples:
+    bootstrap_indices(n, size, seed), C of each resample by scikit-survival, full minus ablated."""
+    model, test = fitted
+    boot = BootstrapSettings(seed=5)
+    res = modality_ablation(model, test, modalities=["sig", "noise"], seed=boot.seed).set_index("modality")
+    assert (res["n_boot"] == boot.n).all()
+    full, without = model.predict_risk(test), model.predict_risk(hide_modality(test, "noise"))
+    d = np.array([harrell_c(test.time[i], test.event[i], full[i]) - harrell_c(test.time[i], test.event[i], without[i])
+                  for i in bootstrap_indices(len(test), boot.n, boot.seed)])
+    assert (res.loc["noise", "low"], res.loc["noise", "high"]) == pytest.approx(tuple(np.quantile(d, [0.025, 0.975])))
+    assert res.loc["noise", "p_value"] == pytest.approx(2 * min((d <= 0).mean(), (d >= 0).mean()))
 
 
 def test_ablation_of_clinical_on_clinical_cox_is_chance():

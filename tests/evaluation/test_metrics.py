@@ -345,6 +345,22 @@ def test_evaluate_survival_skips_metrics_without_inputs(data):
     assert "hr_b_risky_vs_a_safe" in res and res["hr_b_risky_vs_a_safe"].value > 1
 
 
+@pytest.mark.parametrize("n_jobs", [1, 2])
+def test_evaluate_survival_progress_names_the_model_and_counts_metrics(data, n_jobs, capsys, monkeypatch):
+    """``bootstrap <model> (i/n)`` over the metrics when progress is on (as the run report's per-model bar), the
+    same numbers either way, and nothing at all when it is off."""
+    train, test, risk = data
+    monkeypatch.setenv("OMICS_RISK_PROGRESS", "1")  # a bar even though stderr is captured
+    kw = {"train_time": train.time, "train_event": train.event, "horizons": [365, 730], "n_boot": 5, "n_jobs": n_jobs}
+    on = evaluate_survival(test.time, test.event, risk, progress=True, label="fused", **kw)
+    err = capsys.readouterr().err
+    n = len(on)  # harrell_c, calibration_slope, uno_c, auc_365d, auc_730d, mean_auc
+    assert n == 6 and f"bootstrap fused ({n}/{n})" in err and "bootstrap metrics" not in err
+    off = evaluate_survival(test.time, test.event, risk, progress=False, label="fused", **kw)
+    assert capsys.readouterr().err == ""
+    assert {k: (e.value, e.low, e.high) for k, e in on.items()} == {k: (e.value, e.low, e.high) for k, e in off.items()}
+
+
 def test_evaluate_survival_warns_when_resamples_fail(data):
     """A grid starting at the earliest time is invalid in every resample that misses that patient (~37 %)."""
     train, test, risk = data

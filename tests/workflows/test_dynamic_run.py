@@ -84,6 +84,22 @@ def test_the_run_reports_each_landmark_for_both_models(run: tuple[dict[str, floa
     assert "fused/cindex" not in metrics and "table" not in summary  # the single-time run's entries are not made
 
 
+def test_the_landmark_bootstrap_is_the_evaluation_bootstrap(run: tuple[dict[str, float], dict], advanced: Path,
+                                                            tmp_path: Path) -> None:
+    """evaluation.bootstrap / evaluation.seed (bootstrap_settings) drive the landmark CIs and p, not the run's seed:
+    another evaluation.seed moves the CIs and keeps the fits (same point estimates)."""
+    _, summary = run
+    assert summary["dynamic"]["bootstrap"] == {"n": 20, "seed": 0, "headline_p": "bootstrap"}
+    _, other = _run(tmp_path, advanced, "evaluation.seed=3")
+    assert other["dynamic"]["bootstrap"]["seed"] == 3
+    a, b = summary["dynamic"]["comparison"]["per_landmark"], other["dynamic"]["comparison"]["per_landmark"]
+    assert [r["c_difference"] for r in a] == pytest.approx([r["c_difference"] for r in b])
+    assert all(r["n_boot"] <= 20 for r in a)
+    lows = [(x["c_difference_ci_low"], y["c_difference_ci_low"]) for x, y in zip(a, b, strict=True)
+            if np.isfinite(x["c_difference_ci_low"])]
+    assert lows and any(x != y for x, y in lows)
+
+
 def test_the_baseline_only_model_sees_index_date_inputs_at_every_landmark(advanced: Path) -> None:
     cohort = load_cohort(advanced)
     inp = dynamic_inputs(cohort, advanced / "features", PredictionTime(at="landmarks", landmarks=tuple(LANDMARKS)),

@@ -54,7 +54,7 @@ import numpy as np
 import pandas as pd
 from mlflow.tracking import MlflowClient
 
-from omics_risk.evaluation.bootstrap import paired_comparison, pooled_cindex
+from omics_risk.evaluation.bootstrap import metric_resamples, paired_comparison, pooled_cindex
 from omics_risk.evaluation.metric_defs import PRIMARY, headline_metrics, rank_invalid_patterns
 from omics_risk.evaluation.metrics import EvaluationError, evaluate_survival
 from omics_risk.evaluation.mlflow_log import log_outputs
@@ -291,7 +291,8 @@ def compare_runs(model_runs: Sequence[ModelRun], *, reference: str = "clinical_c
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", RuntimeWarning)
                 rest = evaluate_survival(time, event, score, horizons=h if len(h) else None, train_time=time,
-                                         train_event=event, n_boot=n_boot, seed=seed, alpha=alpha,
+                                         train_event=event, n_boot=metric_resamples(n_boot), seed=seed,
+                                         alpha=alpha,  # the first 200 of the same resamples, as the run report
                                          exclude=[*rank_invalid_patterns(groups=True), PRIMARY], n_jobs=n_jobs,
                                          progress=False)  # ranks are not log hazards; no groups here
             # Harrell's C from the engine of train()'s summary (every repeat; the same resamples)
@@ -519,7 +520,9 @@ def compare_experiment(experiment: str, *, output_dir: str | Path, reference: st
         f"td-AUC: the first repeat). delta_c is the model's C-index minus {reference}'s on the same bootstrap "
         "resamples of patients, with a two-sided paired bootstrap p; p_corrected_t is the corrected resampled "
         "t-test (Nadeau & Bengio 2003) of the per-fold differences, which also covers training variability. "
-        "Intervals are 95% percentile bootstrap CIs."),
+        f"Intervals are 95% percentile bootstrap CIs ({n_boot} resamples"
+        + (f"; Uno's C and td-AUC: the first {metric_resamples(n_boot)} of them, as the run report"
+           if metric_resamples(n_boot) < n_boot else "") + ")."),
         "Notes": "\n\n".join(notes) if notes else "None."}
     paths["report"] = write_html_report(out / "report.html", title=f"Model comparison: {experiment}",
                                         metrics_table=shown, figures={"comparison": paths["plot"]},

@@ -7,6 +7,10 @@ any ``predict(data) -> risk`` callable) on modified copies of the evaluation dat
   NaN and ``present[m] = False``, see :mod:`omics_risk.data.multimodal`), so a model is scored exactly as it
   would score patients lacking that modality. The drop in Harrell's C (higher = the model leans on it) gets a
   paired percentile-bootstrap CI: each resample draws the same patients for the full and every ablated score.
+  The resamples are the run's one bootstrap (:func:`~omics_risk.evaluation.bootstrap.bootstrap_indices` with
+  ``evaluation.bootstrap`` / ``evaluation.seed``), and the resampled C-indices come from the engine's
+  :func:`~omics_risk.evaluation.bootstrap.resampled_cindex` (one matrix product per score, not a
+  scikit-survival call per resample).
 - :func:`top_features` permutes one feature at a time among the patients that have it (the missingness pattern
   is kept) and reports the mean drop in C over ``n_repeats`` permutations. To stay cheap it only tries a short
   candidate list (see its docstring); ``method="coefficients"`` instead returns a linear model's ``coef_``.
@@ -26,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.evaluation.bootstrap import bootstrap_indices, resampled_cindex
 from omics_risk.evaluation.metrics import harrell_c, response_auc
 from omics_risk.progress import progress_bar
 
@@ -64,6 +69,16 @@ class _Scorer:
         if self.metric == "harrell_c":
             return harrell_c(*outcome, r)
         return response_auc(*outcome, -r)  # higher risk = lower response probability
+
+    def resampled(self, risk: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """The metric of ``risk`` on every resample (rows of ``idx``); NaN where a resample cannot be evaluated."""
+        if self.metric == "harrell_c":
+            return resampled_cindex(*self.outcome, risk, idx)
+        out = np.full(len(idx), np.nan)
+        for b, i in enumerate(idx):
+            if len(np.unique(self.outcome[0][i])) == 2:  # both classes drawn
+                out[b] = self(risk, i)
+        return out
 
 
 def _risk(predict: RiskFn, data: MultimodalData, what: str) -> np.ndarray:
@@ -112,7 +127,7 @@ def _n_present(data: MultimodalData, modality: str) -> int:
 
 # ------------------------------------------------------------------------------------------------ ablation
 def modality_ablation(model: Any, data: MultimodalData, *, modalities: Sequence[str] | None = None,
-                      n_boot: int = 200, seed: int = 0, alpha: float = 0.05, predict: RiskFn | None = None,
+                      n_boot: int = 1000, seed: int = 0, alpha: float = 0.05, predict: RiskFn | None = None,
                       progress: bool = False) -> pd.DataFrame:
     """Drop in C-index when each modality is hidden from a fitted model, with paired bootstrap CIs.
 
@@ -120,7 +135,9 @@ def modality_ablation(model: Any, data: MultimodalData, *, modalities: Sequence[
         model: a fitted model with ``predict_risk(data)`` (higher = riskier).
         data: evaluation patients with their outcome (held-out ideally).
         modalities: which to hide, one at a time (default: ``clinical`` and every modality of ``data``).
-        n_boot: bootstrap resamples of patients; the full and ablated scores are compared on the same resample.
+        n_boot, seed: the bootstrap (``evaluation.bootstrap``, ``evaluation.seed``: the resamples of
+            :func:`~omics_risk.evaluation.bootstrap.bootstrap_indices`, as every other output of the run); the
+            full and ablated scores are compared on the same resamples.
         predict: overrides ``model.predict_risk``, e.g. ``lambda d: model.predict_risk(d, images=provider)``;
             note that modalities read from elsewhere than ``data`` (CT image tensors through an image
             provider) are not hidden by blanking their table.
@@ -140,11 +157,10 @@ def modality_ablation(model: Any, data: MultimodalData, *, modalities: Sequence[
     for m in progress_bar(mods, desc="modality ablation", disable=not progress):
         ablated[m] = _risk(predict, hide_modality(data, m), f"without {m}")[ok]
 
-    n = score.n
-    boots = np.full((n_boot, len(mods)), np.nan)
-    for b, idx in enumerate(np.random.default_rng(seed).integers(0, n, size=(n_boot, n))):
-        c_full = score(full, idx)  # the same resampled patients for the full and every ablated score
-        boots[b] = [c_full - score(ablated[m], idx) for m in mods]
+    idx = bootstrap_indices(score.n, n_boot, seed)  # the same resampled patients for the full and every ablated score
+    c_full_boot = score.resampled(full, idx)
+    boots = np.column_stack([c_full_boot - score.resampled(ablated[m], idx) for m in mods]) if mods \
+        else np.empty((n_boot, 0))
 
     rows = []
     c_full = score(full)

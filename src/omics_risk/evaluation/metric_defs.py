@@ -351,9 +351,13 @@ def response_jobs(inputs: ResponseInputs) -> Jobs:
 PIPELINE_SUMMARY: dict[str, str] = {
     "cindex": "harrell_c of each test fold, mean over the folds (the sweep objective, optimized_metric)",
     "cindex_sd": "harrell_c of each test fold, standard deviation over the folds",
-    "cindex_pooled": "pooled out-of-fold harrell_c (ranked within folds); MLflow: the model run's harrell_c",
-    "cindex_ci_low": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples)",
-    "cindex_ci_high": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples)",
+    "cindex_pooled": "harrell_c of the pooled out-of-fold risks (ranked within folds), pooled over all CV repeats "
+                     "(mean over the repeats); its paired difference from the reference has the bootstrap p and the "
+                     "corrected resampled t-test p beside it; MLflow: the model run's harrell_c",
+    "cindex_ci_low": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples, patients resampled jointly "
+                     "across repeats)",
+    "cindex_ci_high": "95% bootstrap CI of cindex_pooled (evaluation.bootstrap resamples, patients resampled jointly "
+                      "across repeats)",
 }
 #: Summary keys that repeat a run-report metric under another name: kept in summary.json, but logged to MLflow
 #: once, as the run report's ``harrell_c`` of the model run (+ CI), whenever the run report is on.

@@ -112,7 +112,8 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
                       train_time: np.ndarray | None = None, train_event: np.ndarray | None = None,
                       groups=None, n_boot: int = 1000, seed: int = 0, tau: float | None = None,
                       surv_at_own_time: np.ndarray | None = None, alpha: float = 0.05, n_jobs: int = 1,
-                      progress: bool = False, exclude: Sequence[str] = ()) -> dict[str, Estimate]:
+                      progress: bool = False, exclude: Sequence[str] = (), label: str | None = None
+                      ) -> dict[str, Estimate]:
     """Every survival metric of ``metric_defs.METRICS`` the inputs allow, each with a percentile bootstrap CI over
     patients (same resamples for every metric; training data fixed).
 
@@ -127,6 +128,8 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
     ``n_jobs`` > 1 runs the metrics in parallel processes (joblib). ``exclude`` leaves out keys matching any of its
     shell-style patterns, e.g. ``("calibration_slope", "hr_*")`` for a quick table (or for scores that are not on
     the log-hazard scale, such as within-fold percentile ranks, where the slope means nothing).
+    ``progress`` shows a bar ``bootstrap <label> (3/12)`` (metric 3 of 12; ``label``: the model's name), nothing
+    when off.
     """
     time, event = _arrays(time, event)
     risk = np.asarray(risk, float)
@@ -156,12 +159,22 @@ def evaluate_survival(time: np.ndarray, event: np.ndarray, risk: np.ndarray, *, 
     if exclude:
         jobs = {k: v for k, v in jobs.items() if not any(fnmatch.fnmatchcase(k, pat) for pat in exclude)}
     run = partial(_with_ci, n_boot=n_boot, seed=seed, alpha=alpha)
-    bar = partial(progress_bar, total=len(jobs), desc="bootstrap metrics", disable=not progress)
-    if n_jobs == 1:
-        return {name: run(fn, *arrays, name=name) for name, (fn, arrays) in bar(jobs.items())}
-    out = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(fn, *arrays, name=name)
-                                                          for name, (fn, arrays) in jobs.items())
-    return dict(zip(jobs, bar(out), strict=True))
+    what, total = f"bootstrap {label or 'metrics'}", len(jobs)
+    out: dict[str, Estimate] = {}
+    with progress_bar(total=total, desc=f"{what} (0/{total})", unit="metric", disable=not progress) as bar:
+        if n_jobs == 1:
+            for i, (name, (fn, arrays)) in enumerate(jobs.items()):
+                bar.set_description_str(f"{what} ({i + 1}/{total})")  # the metric being bootstrapped
+                out[name] = run(fn, *arrays, name=name)
+                bar.update(1)
+            return out
+        done = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(run)(fn, *arrays, name=name)
+                                                              for name, (fn, arrays) in jobs.items())
+        for i, (name, est) in enumerate(zip(jobs, done, strict=True)):
+            out[name] = est
+            bar.set_description_str(f"{what} ({i + 1}/{total})")  # metrics finished
+            bar.update(1)
+    return out
 
 
 def evaluate_response(label: np.ndarray, prob: np.ndarray, n_boot: int = 1000, seed: int = 0, *,

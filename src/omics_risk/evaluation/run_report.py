@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.multimodal import MultimodalData
-from omics_risk.evaluation.bootstrap import paired_comparison, pooled_cindex
+from omics_risk.evaluation.bootstrap import metric_resamples, paired_comparison, pooled_cindex
 from omics_risk.evaluation.card_registry import (
     DEFAULT_INTENDED_USE,
     DEFAULT_LIMITATIONS,
@@ -248,8 +248,9 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             rest = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=time,
-                                     train_event=event, groups=groups[name], n_boot=n_boot, seed=seed, alpha=alpha,
-                                     exclude=[*exclude, PRIMARY], progress=False, **surv_kw)
+                                     train_event=event, groups=groups[name], n_boot=metric_resamples(n_boot),
+                                     seed=seed, alpha=alpha, exclude=[*exclude, PRIMARY], progress=False,
+                                     **surv_kw)  # the first 200 of the same resamples (bootstrap.metric_resamples)
         # Harrell's C from the engine of summary.json (every repeat; the same resamples)
         metrics[name] = {PRIMARY: pooled_cindex(time, event, full[name], fold_ids, n_boot=n_boot, seed=seed,
                                                 alpha=alpha), **rest}
@@ -325,10 +326,13 @@ def build_run_report(risks: Mapping[str, np.ndarray], data: MultimodalData, *, o
             "convention: higher = riskier. Intervals are 95% percentile bootstrap CIs over patients "
             f"({n_boot} resamples, seed {seed}; the same resamples as summary.json, the model card and evaluate.py "
             "mode=compare)" + (f", pooled over the {n_rep} CV repeats for Harrell's C and the comparison"
-                               if n_rep > 1 else "") + ". The corrected resampled t-test (Nadeau & Bengio 2003) of "
-            "the per-fold C differences, beside the bootstrap p, also covers the variability of training "
-            "(other folds, other fits), which the patient bootstrap does not. IPCW metrics (Uno's C, td-AUC, Brier) "
-            "weight by the censoring distribution of this cohort."),
+                               if n_rep > 1 else "") + (
+                f"; the other metrics' CIs use the first {metric_resamples(n_boot)} of them (each is a "
+                "scikit-survival or lifelines call per resample; Harrell's C, the differences and their p use all)"
+                if metric_resamples(n_boot) < n_boot else "") + ". The corrected resampled t-test (Nadeau & "
+            "Bengio 2003) of the per-fold C differences, beside the bootstrap p, also covers the variability of "
+            "training (other folds, other fits), which the patient bootstrap does not. IPCW metrics (Uno's C, "
+            "td-AUC, Brier) weight by the censoring distribution of this cohort."),
         "Notes": "\n\n".join(notes) if notes else "None.",
     }
     run_meta = {"patients": n, "events": int(event.sum()), "endpoint": data.endpoint, "CV repeats pooled": n_rep,

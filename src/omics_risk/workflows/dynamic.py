@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from omics_risk.data.contract import Cohort
 from omics_risk.data.multimodal import MultimodalData, load_landmarks, stored_modalities
 from omics_risk.data.timing import PredictionTime
+from omics_risk.evaluation.bootstrap import bootstrap_settings
 from omics_risk.evaluation.dynamic import landmark_comparison, landmark_metrics
 from omics_risk.evaluation.pooling import within_fold_ranks
 from omics_risk.features.clinical import clinical_types
@@ -207,7 +208,8 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
     if window is None:
         raise ValueError("task.prediction_time names landmarks: set task.horizon_window (days after each landmark "
                          "in which an event counts, e.g. task.horizon_window=365)")
-    window, seed, n_boot = float(window), int(cfg.seed), int(cfg.evaluation.bootstrap)
+    # the run's one bootstrap (evaluation.bootstrap / evaluation.seed, as every other output); cfg.seed seeds the fits
+    window, seed, boot = float(window), int(cfg.seed), bootstrap_settings(cfg.evaluation)
     if cfg.extract.run:
         config = OmegaConf.to_container(cfg.extract.config, resolve=True) if cfg.extract.config else None
         log.info(extract_features(cohort, store, config=config, workers=cfg.extract.workers,  # type: ignore[arg-type]
@@ -230,8 +232,9 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
 
     oof = _cross_validate(cfg, inp, make)
     per = {name: _per_landmark(inp, risk[0]) for name, risk in oof.items()}
-    tables = {name: landmark_metrics(inp.landmarks, p, window, n_boot=n_boot, seed=seed) for name, p in per.items()}
-    comparisons = {a: landmark_comparison(inp.landmarks, per[a], per[STATIC], window, n_boot=n_boot, seed=seed)
+    tables = {name: landmark_metrics(inp.landmarks, p, window, n_boot=boot.n, seed=boot.seed)
+              for name, p in per.items()}
+    comparisons = {a: landmark_comparison(inp.landmarks, per[a], per[STATIC], window, n_boot=boot.n, seed=boot.seed)
                    for a in per if a != STATIC}
     comparison = comparisons[LANDMARK]
     metrics = {k: v for name, t in tables.items() for k, v in _metrics(name, t).items()}
@@ -257,7 +260,7 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
                                           "per_landmark": comparison.to_dict(orient="records")},
                            "comparisons": [{"a": a, "b": STATIC, "per_landmark": t.to_dict(orient="records")}
                                            for a, t in comparisons.items()],
-                           "evaluated_repeat": 0},
+                           "evaluated_repeat": 0, "bootstrap": boot.as_dict()},
                "metrics": metrics}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(_format(tables, comparison, window, shuffled))

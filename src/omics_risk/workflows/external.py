@@ -126,7 +126,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
                       horizons: Sequence[float] | None = None, train_cohort: str | Path | None = None,
                       train_features_dir: str | Path | None = None, n_boot: int = 1000, seed: int = 0,
                       alpha: float = 0.05, risk_groups: str = "tertiles", slow_metrics: bool = True,
-                      contribution: bool = True, contribution_n_boot: int = 200, top_features: bool = True,
+                      contribution: bool = True, contribution_n_boot: int | None = None, top_features: bool = True,
                       top_n: int = 20, top_repeats: int = 5, per_modality: int = 10, n_jobs: int = 1,
                       tracking_uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT,
                       log_to_mlflow: bool = True, run_name: str | None = None, params: Mapping[str, Any] | None = None,
@@ -148,6 +148,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
         risk_groups: ``tertiles`` or ``median`` (the schemes whose training cut-offs a model stores).
         slow_metrics: bootstrap the calibration slope and group hazard ratios too (Cox fits, ~30 ms a resample).
         contribution / top_features: modality ablation and permutation importance (model calls on modified data).
+        contribution_n_boot: resamples of the ablation's paired CIs; None = ``n_boot`` (the same resamples).
         tracking_uri / experiment / log_to_mlflow: where the validation run goes (None: ``$MLFLOW_TRACKING_URI`` or
             ``./mlflow.db``, as training).
         params: extra settings logged as params of the validation run (e.g. the evaluate.py config).
@@ -293,7 +294,7 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
             warnings.simplefilter("ignore", RuntimeWarning)
             metrics = evaluate_survival(time, event, risk, horizons=h if len(h) else None, train_time=train_time,
                                         train_event=train_event, groups=groups, n_boot=n_boot, seed=seed,
-                                        alpha=alpha, n_jobs=n_jobs, progress=progress,
+                                        alpha=alpha, n_jobs=n_jobs, progress=progress, label=ref.label,
                                         exclude=() if slow_metrics else CHEAP_EXCLUDE, **surv_kw)
     if response and response in data.extra_labels and caps.response:
         try:
@@ -345,7 +346,8 @@ def validate_external(model_uri: str, cohort: str | Path, *, output_dir: str | P
     contrib = top = None
     if contribution:
         mods = ["clinical", *[m for m in bm.tabular if view.present[m].any()]]
-        contrib = modality_ablation(model, view, modalities=mods, n_boot=contribution_n_boot, seed=seed,
+        contrib = modality_ablation(model, view, modalities=mods, seed=seed,
+                                    n_boot=n_boot if contribution_n_boot is None else int(contribution_n_boot),
                                     predict=lambda d: model.predict_risk(d, **kw), progress=progress)
         contrib.to_csv(out / "contribution.csv", index=False)
         figures["contribution"] = save_figure(plot_contribution(contrib, title="Modality contribution"),
