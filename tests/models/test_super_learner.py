@@ -121,3 +121,17 @@ def test_stack_off_is_the_network_alone(split_signal) -> None:  # type: ignore[n
 def test_unknown_stack_setting_is_one_clear_error() -> None:
     with pytest.raises(ValueError, match=r"unknown stack setting.*inner_fold"):
         FusedSuperLearner(stack={"inner_fold": 3}, **NET)
+
+
+def test_a_cohort_without_a_modality_scores_it_as_absent(split_signal) -> None:  # type: ignore[no-untyped-def]
+    _, test, model = split_signal
+    from omics_risk.data.multimodal import MultimodalData
+
+    without_b = MultimodalData(patients=test.patients, clinical=test.clinical,
+                               modalities={k: v for k, v in test.modalities.items() if k != "b"},
+                               present=test.present.drop(columns="b"), time=test.time, event=test.event)
+    risk = model.predict_risk(without_b)
+    absent_b = test.present["b"].to_numpy() == 0
+    assert np.isfinite(risk).all()
+    # patients who lacked b anyway score the same; the others now score as if b were missing
+    np.testing.assert_allclose(risk[absent_b], model.predict_risk(test)[absent_b], atol=1e-9)

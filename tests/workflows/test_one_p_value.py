@@ -77,9 +77,9 @@ def test_one_p_value_in_every_output(tmp_path: Path, mlflow_template_db: Path,
     stats = summary["statistics"]
     assert (stats["bootstrap"], stats["seed"], stats["repeats_pooled"]) == (N_BOOT, BOOT_SEED, 2)
 
-    table = pd.read_csv(run / "summary.csv").set_index("model")
+    table = pd.read_csv(run / "summary.csv", float_precision="round_trip").set_index("model")
     drawn = forest[-1].set_index("model")  # the run report's forest plot, drawn from comparison.csv's frame
-    saved = pd.read_csv(run / "evaluation" / "comparison.csv").set_index("model")
+    saved = pd.read_csv(run / "evaluation" / "comparison.csv", float_precision="round_trip").set_index("model")
     page = (run / "evaluation" / "report.html").read_text(encoding="utf-8")
     assert "2 CV repeats" in page
     got = cmp.table.set_index("model")  # evaluate.py mode=compare on the logged out-of-fold predictions

@@ -102,7 +102,10 @@ class LinearBase:
     sign: float = 1.0
 
     def raw(self, data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
-        """Uncentred risk for the patients that have the modality, and the presence mask."""
+        """Uncentred risk for the patients that have the modality, and the presence mask (a table the data does not
+        carry at all, e.g. a scoring cohort without that modality, is absent for everyone)."""
+        if self.modality != CLINICAL and self.modality not in data.modalities:
+            return np.empty(0), np.zeros(len(data), dtype=bool)
         present = modality_present(data, self.modality)
         frame = modality_frame(data, self.modality).iloc[np.flatnonzero(present)]
         if not len(frame):
@@ -509,7 +512,9 @@ class FusedSuperLearner(SurvivalModel):
         for n in self.names_:
             if self.weights_.get(n, 0.0) == 0.0:  # only its missingness indicator, if any, can count
                 risks[n] = np.zeros(len(data))
-                present[n] = modality_present(data, self.base_modality_[n])
+                m = self.base_modality_[n]
+                present[n] = (modality_present(data, m) if m == CLINICAL or m in data.modalities
+                              else np.zeros(len(data), dtype=bool))
             elif n == NETWORK:
                 net = self.network_model_
                 raw = net_risk if net_risk is not None else net.predict_risk(data, images=images)
