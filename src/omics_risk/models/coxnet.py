@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
+from sksurv.exceptions import NoComparablePairException
 from sksurv.linear_model import CoxnetSurvivalAnalysis
 from sksurv.metrics import concordance_index_censored
 
 from omics_risk.data.multimodal import MultimodalData
+from omics_risk.models.base import InsufficientTrainingData
 from omics_risk.models.per_modality import ModalityModel, penalised_logistic, step_functions_at
 from omics_risk.models.tabular import describe_sequence, inner_splits, modality_frame, risk_from_response
 
@@ -123,7 +125,13 @@ class ModalityCoxnet(ModalityModel):
             net = self._coxnet(pipe.transform(X.iloc[tr]), y[tr], alphas, baseline=False)
             Xv = pipe.transform(X.iloc[va])
             ev, tv = y[va][y.dtype.names[0]], y[va][y.dtype.names[1]]
-            rows.append([concordance_index_censored(ev, tv, net.predict(Xv, alpha=a))[0] for a in alphas])
+            try:
+                rows.append([concordance_index_censored(ev, tv, net.predict(Xv, alpha=a))[0] for a in alphas])
+            except NoComparablePairException:  # a small inner fold whose patients cannot be ordered: no vote
+                continue
+        if not rows:
+            raise InsufficientTrainingData(f"{self.name}: no inner fold has a comparable pair of patients to choose "
+                                           "alpha on")
         scores = np.asarray(rows, dtype=np.float64)
         mean = scores.mean(axis=0)
         best = int(np.argmax(mean))  # alphas descend: argmax keeps the largest among ties
