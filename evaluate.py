@@ -42,7 +42,7 @@ def evaluate(cfg: DictConfig) -> Any:
     """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
     # lazy: MLflow, torch and the models load once the config composed (a typo costs a second, not the imports)
     from omics_risk.evaluation.bootstrap import bootstrap_settings  # lazy: as below
-    from omics_risk.evaluation.compare import compare_experiment
+    from omics_risk.evaluation.compare import compare_experiment  # lazy: as above
     from omics_risk.evaluation.metrics import EvaluationError  # lazy: as above
     from omics_risk.tracking.mlflow_utils import flatten_params, tracking_uri  # lazy: as above
     from omics_risk.workflows.external import validate_external  # lazy: as above

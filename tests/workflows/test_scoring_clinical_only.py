@@ -62,6 +62,7 @@ def test_a_clinical_only_cohort_is_said_once_to_be_scored_at_the_index_date(
     shutil.copy(mlflow_template_db, tmp_path / "mlflow.db")
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("clinical-only")  # not the active experiment an earlier test of this worker left behind
     with mlflow.start_run():
         log_model(model, input_example_frame=to_frame(inputs.data), registered_model_name="clin", alias="champion",
                   horizons=[365.0], training_cohort=root, prediction_time=AT_POSTOP)

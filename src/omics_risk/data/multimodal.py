@@ -122,6 +122,8 @@ def _open(cohort: str | Path | Cohort, features_dir: str | Path | None,
     """The parsed cohort, its feature store and the wanted modalities (checked against the store)."""
     cohort = cohort if isinstance(cohort, Cohort) else load_cohort(cohort)
     store = Path(features_dir) if features_dir is not None else cohort.root / "features"
+    if modalities is not None and not list(modalities):  # clinical only: nothing to read from a feature store
+        return cohort, store, []
     if not (store / "manifest.json").is_file():
         raise FileNotFoundError(f"no feature store at {store}: run `omics-risk extract {cohort.root}` first")
     available = stored_modalities(store)

@@ -388,11 +388,19 @@ class FusedSuperLearner(SurvivalModel):
         w, self.intercept_ = fit_nonnegative_meta(X[cols].to_numpy(), nonneg, **target,
                                                   penalizer=float(self.stack["meta_penalizer"]))
         self.weights_ = {c: 0.0 for c in X.columns} | {c: float(v) for c, v in zip(cols, w, strict=True)}
+        if "clinical" in self.names_ and not any(self.weights_[n] > 0 for n in self.names_):
+            # Nothing, not even the backbone, ranks held-out patients better than chance (a tiny or signal-free
+            # fold): the fused model is its clinical backbone rather than a constant that reads no input.
+            self.weights_ = {c: (1.0 if c == "clinical" else 0.0) for c in X.columns}
+            self.intercept_ = 0.0 if survival else self.intercept_
         self.oof_risk_ = pd.DataFrame(np.where(present, oof, np.nan), index=d.patients, columns=self.names_)
         self.base_modality_ = {n: self._modality_of(n, specs) for n in self.names_}
         used = [n for n in self.names_ if self.weights_[n] > 0 and n != NETWORK]
-        if self.weights_.get(NETWORK, 0.0) > 0 or (self.stack["network"] and self._network_needed()):
-            used.append(NETWORK)  # also at weight 0 (or left out of the stack) when its binary head answers response
+        if (self.weights_.get(NETWORK, 0.0) > 0 or (self.stack["network"] and self._network_needed())
+                or (NETWORK in self.names_ and self.use_ct_images)):
+            # also at weight 0 (or left out of the stack) when its binary head answers response, and a CT model
+            # keeps its CT network: the 3D encoder is what it is for (attention, base_risks, the CT scores)
+            used.append(NETWORK)
         fitted = self._fit_bases(d, specs, used, images, final=True, on_epoch=on_epoch)
         self.bases_ = {n: b for n, b in fitted.items() if isinstance(b, LinearBase)}
         if NETWORK in fitted:

@@ -236,7 +236,7 @@ def model_inputs(cohort: Cohort, store: str | Path, *, extract: bool = True,
         log.info(summary.to_text())
     derived = {dynamics_name(q.modality) for q in quantities}
     mods = [m for m in modalities if m not in derived] if modalities is not None else None
-    if only_stored and mods is not None:
+    if only_stored and mods:  # a model that reads no stored table (clinical only) needs no feature store
         available = set(stored_modalities(store))
         mods = [m for m in mods if m in available]
     data = load_multimodal(cohort, store, modalities=mods, endpoint=endpoint, response=response,
