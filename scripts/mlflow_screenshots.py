@@ -110,8 +110,8 @@ def main() -> None:
         _shot(browser, experiment_url(exp.experiment_id, base), args.out / "mlflow_runs_table.png")
         _shot(browser, experiment_url(exp.experiment_id, base, view=False), args.out / "mlflow_runs_table_default.png")
         # the chart view of the same shared view: one chart per metric name, one bar per model run
-        _shot(browser, experiment_url(exp.experiment_id, base) + "&compareRunsMode=CHART", args.out / "mlflow_charts.png",
-              size="1900,1200")
+        _shot(browser, experiment_url(exp.experiment_id, base) + "&compareRunsMode=CHART",
+              args.out / "mlflow_charts.png", size="1900,1200")
         _shot(browser, f"{base}/#/experiments/{exp.experiment_id}", args.out / "mlflow_experiment_plain_url.png")
         _shot(browser, experiment_url(exp.experiment_id, base, run_id=fused.info.run_id),
               args.out / "mlflow_model_run.png", size="1900,1400")
