@@ -27,7 +27,7 @@ from omics_risk import __version__
 from omics_risk.models.multimodal import MultimodalSurvivalNet, build_network
 from omics_risk.models.preprocessing import load_preprocessor, save_preprocessor
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_fused", "plain", "save_fused"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_fused", "plain", "read_config", "save_fused"]
 
 FORMAT = "omics-risk-fused"
 FORMAT_VERSION = 1
@@ -80,15 +80,21 @@ def save_fused(model: Any, directory: str | Path) -> Path:
     return out
 
 
+def read_config(directory: str | Path, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """A saved model's ``config.json``, checked to be of format ``fmt`` and a version this code reads."""
+    cfg_file = Path(directory) / "config.json"
+    if not cfg_file.is_file():
+        raise FileNotFoundError(f"no config.json in {directory}: not a saved {what}")
+    config = json.loads(cfg_file.read_text())
+    if config.get("format") != fmt or int(config.get("format_version", 0)) > version:
+        raise ValueError(f"{cfg_file} is not a {fmt} model of format version <= {version}")
+    return config
+
+
 def load_fused(cls: type, directory: str | Path) -> Any:
     """Rebuild a ``cls`` model written by :func:`save_fused` (JSON, ``weights_only`` torch, trusted skops)."""
     root = Path(directory)
-    cfg_file = root / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"no config.json in {root}: not a saved FusedSurvivalModel")
-    config = json.loads(cfg_file.read_text())
-    if config.get("format") != FORMAT or int(config.get("format_version", 0)) > FORMAT_VERSION:
-        raise ValueError(f"{cfg_file} is not a {FORMAT} model of format version <= {FORMAT_VERSION}")
+    config = read_config(root, FORMAT, FORMAT_VERSION, "FusedSurvivalModel")
     fitted = json.loads((root / "fitted.json").read_text())
     settings = {k: v for k, v in config["settings"].items() if k in cls._setting_names()}
     model = cls(**settings)

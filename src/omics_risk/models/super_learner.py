@@ -51,7 +51,7 @@ from omics_risk.models.baselines import BASELINE_DEFAULTS, LATE_FUSION_BASE_DEFA
 from omics_risk.models.clinical_cox import ClinicalCox
 from omics_risk.models.coxnet import ModalityCoxnet
 from omics_risk.models.fused import FusedSurvivalModel
-from omics_risk.models.fused_io import plain
+from omics_risk.models.fused_io import plain, read_config
 from omics_risk.models.fused_training import breslow_baseline
 from omics_risk.models.images import ImageProvider
 from omics_risk.models.preprocessing import load_trusted, save_trusted
@@ -645,12 +645,7 @@ class FusedSuperLearner(SurvivalModel):
     def load(cls, directory: str | Path) -> FusedSuperLearner:
         """Rebuild a model written by :meth:`save` (JSON, trusted skops, the network's weights-only torch)."""
         root = Path(directory)
-        cfg_file = root / "config.json"
-        if not cfg_file.is_file():
-            raise FileNotFoundError(f"no config.json in {root}: not a saved {cls.__name__}")
-        cfg = json.loads(cfg_file.read_text())
-        if cfg.get("format") != FORMAT or int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{cfg_file} is not a {FORMAT} model of format version <= {FORMAT_VERSION}")
+        cfg = read_config(root, FORMAT, FORMAT_VERSION, cls.__name__)
         model = cls(**cfg["settings"])
         model.task_, model.names_ = cfg["task"], list(cfg["names"])
         model.weights_ = {k: float(v) for k, v in cfg["weights"].items()}
