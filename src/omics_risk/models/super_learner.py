@@ -204,6 +204,18 @@ def _log_partial_likelihood(eta: np.ndarray, time: np.ndarray, event: np.ndarray
     return -float(nll)
 
 
+def _columns_of(X: pd.DataFrame, chosen: list[str]) -> list[str]:
+    """The meta-model columns of the ``chosen`` base models: their risks and their missingness indicators."""
+    return [c for c in X.columns if c in chosen or c.removesuffix("_missing") in chosen]
+
+
+def _centred_network_risk(net: FusedSurvivalModel, data: MultimodalData, images: ImageProvider | None,
+                          raw: np.ndarray | None = None) -> np.ndarray:
+    """The network's risk centred on its training median (``raw``: its risk from an earlier forward pass)."""
+    risk = raw if raw is not None else net.predict_risk(data, images=images)
+    return risk - net.train_median_risk_
+
+
 # ------------------------------------------------------------------------------------------------ model
 class FusedSuperLearner(SurvivalModel):
     """Clinical backbone + per-modality elastic-net Cox + the multimodal network, stacked with non-negative weights
@@ -323,8 +335,7 @@ class FusedSuperLearner(SurvivalModel):
     def _base_risk(base: Any, data: MultimodalData, images: ImageProvider | None) -> tuple[np.ndarray, np.ndarray]:
         if isinstance(base, LinearBase):
             return base.risk(data)
-        risk = base.predict_risk(data, images=images)
-        return risk - base.train_median_risk_, np.ones(len(data), dtype=bool)
+        return _centred_network_risk(base, data, images), np.ones(len(data), dtype=bool)
 
     def fit(self, data: MultimodalData, images: ImageProvider | None = None,
             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FusedSuperLearner:
@@ -383,7 +394,7 @@ class FusedSuperLearner(SurvivalModel):
         target = ({"time": out.time[rows], "event": out.event[rows]} if survival
                   else {"label": 1.0 - out.label[rows]})
         self.selection_ = self._select(X, target, out.strata(rows))
-        cols = [c for c in X.columns if c in self.selection_ or c.removesuffix("_missing") in self.selection_]
+        cols = _columns_of(X, self.selection_)
         nonneg = np.array([c in self.names_ for c in cols])
         w, self.intercept_ = fit_nonnegative_meta(X[cols].to_numpy(), nonneg, **target,
                                                   penalizer=float(self.stack["meta_penalizer"]))
@@ -443,11 +454,8 @@ class FusedSuperLearner(SurvivalModel):
             return list(self.names_)
         splits = inner_splits(strata, int(self.stack["inner_folds"]), self.seed + 1, survival="label" not in target)
 
-        def cols_of(chosen: list[str]) -> list[str]:
-            return [c for c in X.columns if c in chosen or c.removesuffix("_missing") in chosen]
-
         def score(chosen: list[str]) -> float:
-            return self._cv_score(X, cols_of(chosen), target, splits)
+            return self._cv_score(X, _columns_of(X, chosen), target, splits)
 
         chosen = ["clinical"] if "clinical" in self.names_ else []
         if not chosen:  # no clinical backbone: start from the best single base model
@@ -524,9 +532,8 @@ class FusedSuperLearner(SurvivalModel):
                 present[n] = (modality_present(data, m) if m == CLINICAL or m in data.modalities
                               else np.zeros(len(data), dtype=bool))
             elif n == NETWORK:
-                net = self.network_model_
-                raw = net_risk if net_risk is not None else net.predict_risk(data, images=images)
-                risks[n], present[n] = raw - net.train_median_risk_, np.ones(len(data), dtype=bool)
+                risks[n] = _centred_network_risk(self.network_model_, data, images, net_risk)
+                present[n] = np.ones(len(data), dtype=bool)
             else:
                 risks[n], present[n] = self.bases_[n].risk(data)
         X = self._design(risks, present)
@@ -609,7 +616,7 @@ class FusedSuperLearner(SurvivalModel):
         out = {}
         for n in self.names_:
             if n == NETWORK and getattr(self, "network_model_", None) is not None:
-                out[n] = self.network_model_.predict_risk(data, images=images) - self.network_model_.train_median_risk_
+                out[n] = _centred_network_risk(self.network_model_, data, images)
             elif n in self.bases_:
                 r, p = self.bases_[n].risk(data)
                 out[n] = np.where(p, r, np.nan)
