@@ -1,0 +1,1 @@
+"""Monitoring from serial samples: alert rules over ctDNA draws, their states and operating characteristics."""
