@@ -383,7 +383,7 @@ def default_schedule_configs() -> dict[str, dict[str, Any]]:
                                   "IIIB": [{"every_months": 3, "until_months": 24}, {"every_months": 6}]},
                         "default": [{"every_months": 6}]},
         "risk_adapted": {"_target_": t + "RiskAdaptedSchedule",
-                         "thresholds": [0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2],
+                         "thresholds": [0.01, 0.02, 0.03, 0.05, 0.08, 0.12, 0.2, 0.3, 0.5],
                          "min_interval_months": 3.0, "max_interval_months": None},
         "ctdna_triggered": {"_target_": t + "CtdnaTriggeredSchedule", "draw_every_months": 3.0,
                             "sensitivity": 0.9, "specificity": 0.98, "ct_delay_days": 14.0,
