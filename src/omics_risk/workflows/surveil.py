@@ -95,7 +95,8 @@ class SurveilResult:
         if self.matched is not None:
             m = self.matched
             lines.append(f"risk-adapted at {m.reference}'s {m.scans:.2f} scans/patient: median delay "
-                         f"{_est(m.delay, 0)} vs {_est(m.reference_delay, 0)} days (difference {_est(m.difference, 0)}); "
+                         f"{_est(m.delay, 0)} vs {_est(m.reference_delay, 0)} days "
+                         f"(difference {_est(m.difference, 0)}); "
                          f"scans saved at equal delay {_est(m.scans_saved_at_equal_delay, 2)} per patient")
         if self.trial.get("patients_per_arm_closed_form") is not None:
             t = self.trial
