@@ -40,12 +40,19 @@ def _stats(r: np.ndarray, v: np.ndarray, scans: np.ndarray, draws: np.ndarray, w
             "scans_per_patient": scans[r].mean(axis=1),
             "draws_per_patient": draws[r].mean(axis=1),
             "median_delay_days": _nanmedian(d),
-            "mean_delay_days": np.nanmean(np.where(np.isfinite(d), d, np.nan), axis=1),
+            "mean_delay_days": _nanmean(d),
             "within_window": np.where(rec, win[r], 0).sum(axis=1) / n_rec,
             "interval_share": np.where(rec, inter[r], 0).sum(axis=1) / n_rec,
             "undetected_share": np.where(rec, ~found[r], False).sum(axis=1) / n_rec,
         }
     return out
+
+
+def _nanmean(x: np.ndarray) -> np.ndarray:
+    """Row means ignoring NaN (NaN for an all-NaN row, without the warning)."""
+    ok = np.isfinite(x)
+    k = ok.sum(axis=1)
+    return np.where(k > 0, np.where(ok, x, 0.0).sum(axis=1) / np.maximum(k, 1), np.nan)
 
 
 def _nanmedian(x: np.ndarray) -> np.ndarray:

@@ -235,6 +235,10 @@ def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: On
     sc = sc.assign(patient_id=sc["patient_id"].astype(str)).set_index("patient_id").reindex(patients.astype(str))
     curves = sc[cols].to_numpy(float)
     has = np.isfinite(curves).all(axis=1)
+    if "prediction_day" in sc.columns:  # a model predicting at a later day: its curve starts there
+        curves = _from_index_date(curves, times, pd.to_numeric(sc["prediction_day"], errors="coerce").to_numpy(float))
+        notes.append("the model predicts at each patient's prediction day (prediction_day of the scores): its curve "
+                     "is shifted to start there (recurrence-free until then)")
     status = sc["status"].fillna("missing").astype(str).to_numpy() if "status" in sc else np.full(n, "ok")
     reason = sc["reason"].fillna("").astype(str).to_numpy() if "reason" in sc else np.full(n, "")
     why[~has] = [f"not scored ({st}: {r})" if r else f"not scored ({st})" for st, r in zip(status[~has], reason[~has],
@@ -244,6 +248,17 @@ def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: On
     if groups is not None and pd.isna(groups).all():
         groups = None
     return curves, has, groups, f"model {model}"
+
+
+def _from_index_date(curves: np.ndarray, times: np.ndarray, day: np.ndarray) -> np.ndarray:
+    """Curves predicted from each patient's prediction ``day`` on, re-read on ``times`` counted from the index
+    date: ``S(t) = S_pred(t - day)`` (1 before the day; a missing day counts as 0)."""
+    grid = np.concatenate([[0.0], times])
+    out = np.empty_like(curves)
+    d = np.where(np.isfinite(day), np.maximum(day, 0.0), 0.0)
+    for i in range(len(curves)):
+        out[i] = np.interp(times - d[i], grid, np.concatenate([[1.0], curves[i]]), left=1.0)
+    return out
 
 
 def _groups(curves: np.ndarray, ok: np.ndarray, model_groups: np.ndarray | None) -> tuple[np.ndarray, str]:
