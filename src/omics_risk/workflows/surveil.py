@@ -111,7 +111,7 @@ class SurveilResult:
 def _ci(v: float, lo: float, hi: float, d: int) -> str:
     if not np.isfinite(v):
         return "–"
-    return f"{v:.{d}f} ({lo:.{d}f}-{hi:.{d}f})" if np.isfinite(lo) else f"{v:.{d}f}"
+    return f"{v:.{d}f} ({lo:.{d}f}–{hi:.{d}f})" if np.isfinite(lo) else f"{v:.{d}f}"
 
 
 def _est(e: Estimate, d: int) -> str:
