@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--bootstrap", type=int, default=500)
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "surveillance")
     ap.add_argument("--md", type=Path, default=ROOT / "bench" / "results_surveillance.md")
+    ap.add_argument("--note", default="", help="a sentence on the model (how it was trained), put under the title")
     a = ap.parse_args()
     if not a.cohort.is_dir():
         cli(["synth", "--kind", "nsclc-postop", "--n", str(a.n), "--seed", str(a.seed), "--out", str(a.cohort),
@@ -126,7 +127,8 @@ def main() -> None:
             f"`bench/bench_surveillance.py` on `{a.cohort.name}` ({a.n} patients, seed {a.seed}; true onsets from "
             f"truth/patients.csv), {a.bootstrap} bootstrap resamples, default settings "
             "(configs/surveillance/default.yaml: 5-year horizon, 90-day window, symptoms exponential with mean 270 "
-            "days, ctDNA every 3 months with sensitivity 0.9 and specificity 0.98 plus a yearly CT).", ""]
+            "days, ctDNA every 3 months with sensitivity 0.9 and specificity 0.98 plus a yearly CT).", "",
+            *([a.note, ""] if a.note else [])]
     for src in sources:
         s = SurveillanceSettings(risk_from=src, bootstrap=a.bootstrap)
         t0 = time.perf_counter()
