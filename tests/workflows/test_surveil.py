@@ -138,3 +138,14 @@ def test_surveillance_run_is_logged_to_mlflow(tmp_path: Path) -> None:
         float(r.schedules.set_index("schedule").loc["ct_6m", "scans_per_patient"]))
     names = {a.path for a in mlflow.MlflowClient(uri).list_artifacts(r.run_id)}
     assert {"report.html", "schedules.csv", "summary.json"} <= names and "patients.csv" not in names
+
+
+def test_a_curve_predicted_from_a_later_day_starts_there() -> None:
+    # lazy: a private helper, tested on its own
+    from omics_risk.workflows.surveil import _from_index_date
+
+    times = np.array([30.0, 60.0, 90.0, 120.0])
+    pred = np.array([[0.9, 0.8, 0.7, 0.6], [0.9, 0.8, 0.7, 0.6]])  # S at 30..120 days after the prediction day
+    out = _from_index_date(pred, times, np.array([30.0, np.nan]))
+    assert out[0] == pytest.approx([1.0, 0.9, 0.8, 0.7])  # day 30 + 30 = day 60 -> 0.9
+    assert out[1] == pytest.approx(pred[1])  # no prediction day: read from the index date

@@ -196,8 +196,9 @@ def _observed_onsets(clinical: pd.DataFrame, spec: Any, s: SurveillanceSettings,
 
 def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: OnsetTable, patients: pd.Series,
             times: np.ndarray, work: Path, tracking_uri: str | None, progress: bool, notes: list[str]
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, str]:
-    """Predicted curves ``(n, len(times))``, which patients have one (and why not), the model's risk groups."""
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None, str]:
+    """Predicted curves ``(n, len(times))``, which patients have one and why not, the model's risk groups, and
+    where the curves came from."""
     n = len(patients)
     has = np.ones(n, dtype=bool)
     why = np.full(n, "", dtype=object)
@@ -206,7 +207,7 @@ def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: On
         ok = onsets.usable
         curves = np.ones((n, len(times)))
         curves[ok] = marginal_curves(onsets.onset[ok], end[ok], times)
-        return curves, has, None, "the cohort's Kaplan-Meier curve for everyone (no individual information)"
+        return curves, has, why, None, "the cohort's Kaplan-Meier curve for everyone (no individual information)"
     if s.risk_from == "truth":
         if onsets.risk_truth is None or onsets.source != "truth":
             raise SurveilInputError("--risk-from truth needs a synthetic cohort with truth/patients.csv "
@@ -215,7 +216,7 @@ def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: On
         curves = np.ones((n, len(times)))
         curves[ok] = curves_from_truth(onsets.onset[ok], end[ok], onsets.risk_truth[ok], times)
         has[~ok], why[~ok] = False, "no true risk"
-        return curves, has, None, "the generator's true risk (Weibull PH fit): the best a model could do"
+        return curves, has, why, None, "the generator's true risk (Weibull PH fit): the best a model could do"
     # lazy: the scoring stack (torch, MLflow) loads only when a model is used
     import mlflow
 
@@ -247,7 +248,7 @@ def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: On
     groups = sc["risk_group"].to_numpy(object) if "risk_group" in sc else None
     if groups is not None and pd.isna(groups).all():
         groups = None
-    return curves, has, groups, f"model {model}"
+    return curves, has, why, groups, f"model {model}"
 
 
 def _from_index_date(curves: np.ndarray, times: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -310,10 +311,11 @@ def run_surveillance(cohort: str | Path, out: str | Path, *, settings: Surveilla
     symptom_delay = s.symptoms.draw(rng, len(patients))
     times = np.arange(s.grid_days, s.horizon_days + s.grid_days, s.grid_days)
     with tempfile.TemporaryDirectory(prefix=".surveil-", dir=_work_parent(out)) as tmp:
-        curves, has_curve, model_groups, risk_text = _curves(s, model, root, onsets, patients, times, Path(tmp),
+        curves, has_curve, why, model_groups, risk_text = _curves(s, model, root, onsets, patients, times, Path(tmp),
                                                              tracking_uri, progress, notes)
     usable = onsets.usable & has_curve
-    reason = np.where(onsets.reason != "", onsets.reason, np.where(has_curve, "", "no predicted curve"))
+    reason = np.where(onsets.reason != "", onsets.reason,
+                      np.where(has_curve, "", np.where(why != "", why, "no predicted curve")))
     stage_col = next((sc.column for sc in build_schedules(s.schedules) if isinstance(sc, StageBasedSchedule)),
                      "stage")
     stage = clinical[stage_col].to_numpy(object) if stage_col in clinical.columns else None
