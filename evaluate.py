@@ -4,7 +4,7 @@
     python evaluate.py mode=compare experiment_name=omics-risk reference=clinical_cox            # compare train runs
     python evaluate.py mode=surveillance model_uri=models:/omics-risk-rfs@challenger data.root=DIR  # follow-up
 
-Each prints a table, write report.html, summary.json, CSVs and PNGs to the Hydra output directory and log a new
+Each prints a table, writes report.html, summary.json, CSVs and PNGs to the Hydra output directory and logs a new
 MLflow run. Settings that cannot work (a horizon beyond the follow-up, an unknown model or experiment, a cohort that
 does not fit the model, a mistyped key, a missing data.root) end with a one-line error and exit status 2, not a
 traceback (omics_risk.cli_errors).
