@@ -2,8 +2,9 @@
 
     python evaluate.py mode=external model_uri=models:/omics-risk-rfs@challenger data.root=DIR   # external validation
     python evaluate.py mode=compare experiment_name=omics-risk reference=clinical_cox            # compare train runs
+    python evaluate.py mode=surveillance model_uri=models:/omics-risk-rfs@challenger data.root=DIR  # follow-up
 
-Both print a metric table, write report.html, summary.json, CSVs and PNGs to the Hydra output directory and log a new
+Each prints a table, writes report.html, summary.json, CSVs and PNGs to the Hydra output directory and logs a new
 MLflow run. Settings that cannot work (a horizon beyond the follow-up, an unknown model or experiment, a cohort that
 does not fit the model, a mistyped key, a missing data.root) end with a one-line error and exit status 2, not a
 traceback (omics_risk.cli_errors).
@@ -39,7 +40,7 @@ def _pseudonyms(cfg: DictConfig, uri: str) -> Any:
 
 
 def evaluate(cfg: DictConfig) -> Any:
-    """Run ``cfg.mode`` (``external`` or ``compare``); returns the ExternalResult / CompareResult."""
+    """Run ``cfg.mode`` (``external``, ``compare`` or ``surveillance``); returns its result."""
     # lazy: MLflow, torch and the models load once the config composed (a typo costs a second, not the imports)
     from omics_risk.evaluation.bootstrap import bootstrap_settings  # lazy: as below
     from omics_risk.evaluation.compare import compare_experiment  # lazy: as above
@@ -51,7 +52,8 @@ def evaluate(cfg: DictConfig) -> Any:
     uri = tracking_uri(cfg.tracking.uri, Path(cfg.paths.root_dir))
     ev = cfg.evaluation
     boot = bootstrap_settings(ev)  # evaluation.bootstrap + seed (evaluation.n_boot: the old name)
-    settings = {k: v for k, v in flatten_params(cfg).items() if not k.startswith(("paths.", "hydra"))}
+    settings = {k: v for k, v in flatten_params(cfg).items() if not k.startswith(("paths.", "hydra"))
+                and (cfg.mode == "surveillance" or not k.startswith("surveillance."))}
     if cfg.mode == "external":
         if not cfg.data.root:
             raise EvaluationError("mode=external needs the labelled cohort: data.root=DIR")
@@ -79,8 +81,10 @@ def evaluate(cfg: DictConfig) -> Any:
             repeat=None if ev.repeat is None else int(ev.repeat), tracking_uri=uri,
             log_to_mlflow=bool(cfg.tracking.enabled), params=settings, n_jobs=int(ev.n_jobs),
             progress=bool(cfg.progress), headline_p=boot.headline_p)
+    elif cfg.mode == "surveillance":
+        result = _surveillance(cfg, out, uri, settings)
     else:
-        raise EvaluationError(f"mode must be 'external' or 'compare', got {cfg.mode!r}")
+        raise EvaluationError(f"mode must be 'external', 'compare' or 'surveillance', got {cfg.mode!r}")
     print(result.to_text())
     where = f"\nreport: {result.paths['report']}"
     if result.run_id:
@@ -89,11 +93,30 @@ def evaluate(cfg: DictConfig) -> Any:
     return result
 
 
+def _surveillance(cfg: DictConfig, out: Path, uri: str, settings: dict[str, Any]) -> Any:
+    """mode=surveillance: simulate the schedules of ``cfg.surveillance`` on ``data.root`` (docs/surveillance.md)."""
+    # lazy: as in evaluate()
+    from omics_risk.evaluation.metrics import EvaluationError
+    from omics_risk.surveillance.settings import SurveillanceSettings  # lazy: as above
+    from omics_risk.workflows.surveil import run_surveillance  # lazy: as above
+
+    if not cfg.data.root:
+        raise EvaluationError("mode=surveillance needs the cohort: data.root=DIR")
+    sv = SurveillanceSettings.from_mapping(OmegaConf.to_container(cfg.surveillance, resolve=True))
+    model = str(cfg.model_uri) if sv.risk_from == "model" and cfg.model_uri else None
+    return run_surveillance(cfg.data.root, out, settings=sv, model=model, tracking_uri=uri,
+                            progress=bool(cfg.progress), log_to_mlflow=bool(cfg.tracking.enabled),
+                            experiment=str(cfg.tracking.experiment), params=settings,
+                            pseudonyms=_pseudonyms(cfg, uri))
+
+
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
 @keeps_output_only_on_success
 def main(cfg: DictConfig) -> None:
     if cfg.mode == "external":
         check_data_roots(cfg, "data.root", "data.train_root")
+    elif cfg.mode == "surveillance":
+        check_data_roots(cfg, "data.root")
     evaluate(cfg)
 
 

@@ -74,6 +74,8 @@ def test_a_broken_cohort_fails_without_a_traceback_or_a_folder(tmp_path: Path) -
 @pytest.mark.parametrize(("args", "expected"), [
     (["mdoe=compare"], "unknown config key 'mdoe'; did you mean 'mode'? (mode=compare)"),
     (["mode=external", "data.root=/nonexistent/cohort"], "data.root=/nonexistent/cohort does not exist"),
+    (["mode=surveillance", "surveillance.windw_days=60"], "did you mean 'surveillance.window_days'?"),
+    (["mode=surveillance"], "mode=surveillance needs the cohort: data.root=DIR"),
 ])
 def test_evaluate_py_user_errors_are_one_line(tmp_path: Path, args: list[str], expected: str) -> None:
     line = _one_line_error(_run("evaluate.py", *args, cwd=tmp_path), "evaluate.py")

@@ -1,4 +1,4 @@
-"""The ``omics-risk`` command line: synth, validate, extract, score, convert.
+"""The ``omics-risk`` command line: synth, validate, extract, score, surveil, convert.
 
 Imports of the package and of numpy / pandas / torch / mlflow are lazy (inside the subcommands, each saying so) so that
 ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses: ``validate`` never loads torch or
@@ -222,6 +222,35 @@ def _score(args: argparse.Namespace, done: list[Path]) -> int:
     return EXIT_OK
 
 
+def _cmd_surveil(args: argparse.Namespace) -> int:
+    """``omics-risk surveil``: simulate follow-up schedules (docs/surveillance.md); errors are one line, exit 2."""
+    # lazy: numpy / pandas and the surveillance package load only for surveil
+    from omics_risk.surveillance.settings import SurveillanceSettings
+    from omics_risk.workflows.surveil import run_surveillance  # lazy: as above
+
+    raw = yaml.safe_load(args.config.read_text()) if args.config else None
+    if raw is not None and not isinstance(raw, dict):
+        raise ValueError(f"--config {args.config}: must be a YAML mapping of surveillance settings")
+    horizon = None
+    if args.horizon is not None:
+        from omics_risk.workflows.scoring import parse_horizons  # lazy: as above (the horizon units of score)
+
+        horizon = parse_horizons([args.horizon])[0]
+    risk_from = args.risk_from or (None if args.model else "truth")
+    settings = SurveillanceSettings.from_mapping(raw, risk_from=risk_from, horizon_days=horizon,
+                                                 window_days=args.window, bootstrap=args.bootstrap, seed=args.seed)
+    uri = None
+    if settings.risk_from == "model":
+        from omics_risk.tracking.mlflow_utils import tracking_uri  # lazy: mlflow, only with a model
+
+        uri = tracking_uri(args.tracking_uri, Path.cwd())
+    result = run_surveillance(args.cohort, args.out, settings=settings, model=args.model, tracking_uri=uri,
+                              progress=not args.quiet)
+    print(result.to_text())
+    print(f"report: {result.paths['report']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="omics-risk",
@@ -290,6 +319,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "unpickles that file, but MLflow's loaders (spark_udf, serving) would run that code")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("surveil", help="simulate CT / ctDNA follow-up schedules on a cohort (risk-adapted, fixed, "
+                                       "stage-based, ctDNA-triggered) and size the trial")
+    p.add_argument("--model", default=None,
+                   help="model URI whose predicted curves drive the risk-adapted schedules: models:/NAME@ALIAS, "
+                        "runs:/RUN_ID/model or a local folder")
+    p.add_argument("--cohort", required=True, type=Path, help="cohort directory (data contract)")
+    p.add_argument("--out", required=True, type=Path, help="output folder (schedules.csv, patients.csv, report.html)")
+    p.add_argument("--risk-from", choices=("model", "truth", "marginal"), default=None,
+                   help="predicted curves: the --model's (default with --model), the generator's truth (synthetic "
+                        "cohorts; default without --model) or the cohort's Kaplan-Meier curve (no information)")
+    p.add_argument("--config", type=Path, default=None,
+                   help="YAML of surveillance settings and schedules (keys of configs/surveillance/default.yaml)")
+    p.add_argument("--horizon", default=None, help="surveillance horizon: days or 5y, 60m (default 5 years)")
+    p.add_argument("--window", type=float, default=None,
+                   help="days after onset a recurrence counts as found in time (default 90)")
+    p.add_argument("--bootstrap", type=int, default=None, help="bootstrap resamples of patients (default 500)")
+    p.add_argument("--seed", type=int, default=None, help="seed of every random draw (default 0)")
+    p.add_argument("--tracking-uri", default=None,
+                   help="MLflow tracking URI of the model (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_surveil)
 
     p = sub.add_parser("convert", help="convert a public data set into the data contract")
     conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
