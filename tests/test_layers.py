@@ -1,8 +1,9 @@
 """The package is a stack of layers (pyproject.toml [tool.importlinter], drawn in docs/architecture.md).
 
 cli > workflows > monitoring | surveillance > scoring > evaluation > models > features > data > tracking > helpers:
-an import that points up (say, a reader importing a model) breaks the layers contract and fails here, naming the chain of imports; `make lint`
-runs the same check. Imports inside functions hide such arrows from a reader, so each one says why it is there.
+an import that points up (say, a reader importing a model) breaks the layers contract and fails here, naming the chain
+of imports; `make lint` runs the same check. Imports inside functions hide such arrows from a reader, so each one says
+why it is there.
 """
 
 from __future__ import annotations
