@@ -218,9 +218,13 @@ class _Table:
 
 
 def read_variant_table(path: str | Path) -> pd.DataFrame:
-    """Read the ctDNA variant table: one row per tracked variant per sample (CSV or Parquet)."""
+    """Read the ctDNA variant table: one row per tracked variant per sample (CSV or Parquet).
+
+    ``depth`` may be left out (or empty) where a report gives VAFs only; it is then NaN (float), and detection falls
+    back to the VAF limit of detection.
+    """
     t = _Table(Path(path), "ctDNA variant table")
-    required = ["patient_id", "sample_id", "day", "gene", "variant", "vaf", "depth"]
+    required = ["patient_id", "sample_id", "day", "gene", "variant", "vaf"]
     if not t.require(required):
         t.issues.raise_if_any()
     df = t.df.copy()
@@ -228,7 +232,9 @@ def read_variant_table(path: str | Path) -> pd.DataFrame:
         df[c] = t.text(c)
     df["day"] = t.numbers("day", hint=" (days from the index date)")
     df["vaf"] = t.numbers("vaf", minimum=0.0, maximum=1.0, hint=" (a fraction in [0, 1]; 1 % is 0.01)")
-    depth = t.numbers("depth", integer=True, minimum=0)
+    has_depth = "depth" in df.columns
+    depth = t.numbers("depth", integer=True, minimum=0, required=False) if has_depth else \
+        pd.Series(np.nan, index=df.index)
     if "alt_count" in df.columns:
         alt = t.numbers("alt_count", integer=True, minimum=0, required=False)
         over = alt.notna() & depth.notna() & (depth >= 0) & (alt > depth)
@@ -245,7 +251,7 @@ def read_variant_table(path: str | Path) -> pd.DataFrame:
             f"sample '{sp.at[idx, 'sample_id']}' is given to two patients; a sample belongs to one patient",
         )
     t.issues.raise_if_any()
-    df["depth"] = depth.astype(np.int64)
+    df["depth"] = depth.astype(np.int64) if depth.notna().all() else depth.astype(float)
     if "alt_count" in df.columns:
         df["alt_count"] = df["alt_count"].astype("Int64")
     return df
