@@ -1,4 +1,4 @@
-"""The ``omics-risk`` command line: synth, validate, extract, score, convert.
+"""The ``omics-risk`` command line: synth, validate, extract, score, monitor, convert.
 
 Imports of the package and of numpy / pandas / torch / mlflow are lazy (inside the subcommands, each saying so) so that
 ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses: ``validate`` never loads torch or
@@ -77,6 +77,16 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("data") / folder
     out = convert_tcga(src, out, project.code, overwrite=args.overwrite)
     print(f"wrote the TCGA {project.code} cohort to {out}; check it with: omics-risk validate {out}")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from omics_risk.workflows.monitor import monitor_cohort  # lazy: pandas, hydra and the monitoring package
+
+    result = monitor_cohort(args.cohort, args.out, rule=args.rule, overrides=args.set or [], level=args.level,
+                            as_of_day=args.as_of, config_dir=args.config_dir, tracking_uri=args.tracking_uri,
+                            experiment=args.experiment, grid=not args.no_grid, progress=not args.quiet)
+    print(result.to_text())
     return 0
 
 
@@ -290,6 +300,29 @@ def build_parser() -> argparse.ArgumentParser:
                         "unpickles that file, but MLflow's loaders (spark_udf, serving) would run that code")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_score)
+
+    p = sub.add_parser("monitor", help="serial ctDNA monitoring: per-draw states, alerts, the LUCAGEN table, report")
+    p.add_argument("--cohort", required=True, type=Path, help="cohort directory (data contract) with serial draws")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder: samples.csv, patients.csv, summary.json, report.html (replaced atomically)")
+    p.add_argument("--rule", default=None,
+                   help="alert rule, a file of configs/monitor/rule/: lucagen (default), lucagen_confirmed, "
+                        "redetection (MRD), lod_floor, model_risk")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting (repeatable): rule.fold=3, rule.confirm=true, window_days=60, "
+                        "endpoint=os, modality=ctdna (docs/monitoring.md)")
+    p.add_argument("--level", default=None,
+                   help="level followed: pooled_vaf (default), mean_vaf, max_vaf, median_vaf, "
+                        "mean_mutant_molecules, or a per-draw column of the variant table")
+    p.add_argument("--as-of", type=float, default=None, metavar="DAY",
+                   help="use only draws (and outcomes) up to this day, as a prospective look at that day")
+    p.add_argument("--config-dir", type=Path, default=None,
+                   help="folder holding monitor/ (default: the project's configs/ or $OMICS_RISK_CONFIG_DIR)")
+    p.add_argument("--tracking-uri", default=None, help="log the summary, report and figures to this MLflow store")
+    p.add_argument("--experiment", default="monitoring", help="MLflow experiment (with --tracking-uri)")
+    p.add_argument("--no-grid", action="store_true", help="skip the rule's operating-characteristic grid")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("convert", help="convert a public data set into the data contract")
     conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")
