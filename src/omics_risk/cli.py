@@ -35,6 +35,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         kwargs["n_metabolites"] = args.metabolites
     if args.ct_shape is not None:
         kwargs["ct_shape"] = tuple(args.ct_shape)
+    if args.draw_every is not None:
+        kwargs["draw_every"] = args.draw_every
     out = generate_cohort(args.kind, n=args.n, seed=args.seed, out=args.out, workers=args.workers,
                           overwrite=args.overwrite, progress=not args.quiet, **kwargs)
     truth = Path(out) / "truth" / "summary.json"
@@ -249,6 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fragments", type=int, default=None, help="cfDNA fragments per sample")
     p.add_argument("--metabolites", type=int, default=None, help="metabolomics features")
     p.add_argument("--ct-shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="CT voxels")
+    p.add_argument("--draw-every", type=int, default=None, metavar="DAYS",
+                   help="nsclc-advanced: a ctDNA draw every DAYS days instead of before every 21-day cycle")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

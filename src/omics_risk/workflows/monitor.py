@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from omics_risk.atomic import atomic_path
@@ -68,10 +70,6 @@ def find_config_dir(config_dir: str | Path | None = None) -> Path:
 def compose_monitor_config(rule: str | None = None, overrides: Sequence[str] = (),
                            config_dir: str | Path | None = None) -> DictConfig:
     """The composed settings: ``monitor/default.yaml`` with ``rule=NAME`` and ``key=value`` overrides."""
-    # lazy: hydra's compose API is only needed here (and initialises its global state)
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
     root = find_config_dir(config_dir) / "monitor"
     names = sorted(p.stem for p in (root / "rule").glob("*.yaml"))
     if rule is not None and rule not in names:
@@ -302,7 +300,11 @@ def _log_mlflow(result: MonitorResult, figures: Mapping[str, Any], uri: str, exp
     # lazy: mlflow is only needed when tracking is on
     import mlflow
 
-    from omics_risk.tracking.mlflow_utils import safe_log_metrics, safe_log_params, setup_experiment
+    from omics_risk.tracking.mlflow_utils import (  # lazy: imports mlflow, as above
+        safe_log_metrics,
+        safe_log_params,
+        setup_experiment,
+    )
 
     setup_experiment(experiment, uri)
     with mlflow.start_run(run_name=f"monitor-{result.rule.name}"):
