@@ -87,7 +87,8 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
 
     result = monitor_cohort(args.cohort, args.out, rule=args.rule, overrides=args.set or [], level=args.level,
                             as_of_day=args.as_of, config_dir=args.config_dir, tracking_uri=args.tracking_uri,
-                            experiment=args.experiment, grid=not args.no_grid, progress=not args.quiet)
+                            experiment=args.experiment, grid=not args.no_grid, risk=args.risk,
+                            progress=not args.quiet)
     print(result.to_text())
     return 0
 
@@ -320,6 +321,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "mean_mutant_molecules, or a per-draw column of the variant table")
     p.add_argument("--as-of", type=float, default=None, metavar="DAY",
                    help="use only draws (and outcomes) up to this day, as a prospective look at that day")
+    p.add_argument("--risk", type=Path, default=None,
+                   help="a model's dynamic risk per draw, CSV sample_id,risk or patient_id,day,risk (e.g. a landmark "
+                        "model scored at each landmark): written to samples.csv; the model_risk rule alerts on it")
     p.add_argument("--config-dir", type=Path, default=None,
                    help="folder holding monitor/ (default: the project's configs/ or $OMICS_RISK_CONFIG_DIR)")
     p.add_argument("--tracking-uri", default=None, help="log the summary, report and figures to this MLflow store")

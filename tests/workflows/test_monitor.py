@@ -141,3 +141,21 @@ def test_mlflow_logging(run, tmp_path: Path, mlflow_template_db: Path) -> None:
     assert {"report.html", "summary.json", "figures"} <= names
     figs = {a.path for a in client.list_artifacts(r.info.run_id, "figures")}
     assert {"figures/swimmer.png", "figures/km_molecular_response.png"} <= figs
+
+
+def test_model_risk_rule_reads_the_latest_risk_at_or_before_each_draw(run, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    cohort, _, _ = run
+    risk = tmp_path / "risk.csv"
+    risk.write_text("patient_id,day,risk\nP1,0,0.1\nP1,50,0.7\nP2,0,0.2\nP2,100,0.9\n")
+    out = tmp_path / "model"
+    args = ["monitor", "--cohort", str(cohort), "--out", str(out), "--quiet", "--level", "mean_vaf",
+            "--rule", "model_risk", "--set", "bootstrap=50", "--set", "grid.folds=2"]
+    assert main(args) == 2
+    assert "pass --risk FILE" in capsys.readouterr().err
+    assert main([*args, "--risk", str(risk)]) == 0
+    s = pd.read_csv(out / "samples.csv", dtype={"patient_id": str}).set_index("sample_id")
+    assert s.loc["P1_c3", "risk"] == 0.1 and s.loc["P1_c4", "risk"] == 0.7  # days 42 and 63: never a later risk
+    assert s.loc["P1_c4", "rule_fired"] == "model_risk" and pd.isna(s.loc["P3_c1", "risk"])
+    p = pd.read_csv(out / "patients.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert p.loc["P1", "alert_day"] == 63 and pd.isna(p.loc["P2", "alert_day"])  # P2's 0.9 comes after its draws

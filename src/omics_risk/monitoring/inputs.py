@@ -13,6 +13,7 @@ may give one row per draw (e.g. its maximum MAF, tracked as ``max_vaf``) or a pe
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,7 @@ from omics_risk.data.readers import read_variant_table
 from omics_risk.data.spec import SurvivalEndpoint
 from omics_risk.features.ctdna import LEVELS, DetectionRule, sample_summaries
 
-__all__ = ["SerialDraws", "outcomes_of", "serial_draws", "survival_endpoint"]
+__all__ = ["SerialDraws", "outcomes_of", "read_risk", "serial_draws", "survival_endpoint"]
 
 _TABLE_COLUMNS = {"patient_id", "sample_id", "day", "gene", "variant", "vaf", "depth", "alt_count"}
 
@@ -137,3 +138,38 @@ def outcomes_of(cohort: Cohort, endpoint: SurvivalEndpoint | None) -> pd.DataFra
         return pd.DataFrame({"time": np.nan, "event": np.nan}, index=clin.index)
     return pd.DataFrame({"time": pd.to_numeric(clin[endpoint.time], errors="coerce"),
                          "event": pd.to_numeric(clin[endpoint.event], errors="coerce")}, index=clin.index)
+
+
+def read_risk(path: str | Path, summaries: pd.DataFrame) -> pd.Series:
+    """A model's dynamic risk at each usable draw (index sample_id), from a CSV of ``sample_id, risk`` or of
+    ``patient_id, day, risk`` (the risk computed at that day, e.g. one row per landmark).
+
+    With days, a draw gets the latest risk dated on or before it (never a later one); a draw with none gets NaN
+    (no alert from the model there).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"--risk {path} does not exist")
+    df = pd.read_csv(path, dtype={"patient_id": str, "sample_id": str})
+    if "risk" not in df.columns or not ({"sample_id"} <= set(df.columns) or {"patient_id", "day"} <= set(df.columns)):
+        raise ValueError(f"{path}: expected columns sample_id,risk or patient_id,day,risk; found "
+                         f"{', '.join(map(str, df.columns))}")
+    risk = pd.to_numeric(df["risk"], errors="coerce")
+    bad = df.index[risk.isna() & df["risk"].notna()]
+    if len(bad):
+        raise ValueError(f"{path}: line {int(bad[0]) + 2}, column risk: {df.loc[bad[0], 'risk']!r} is not a number")
+    df["risk"] = risk
+    if "sample_id" in df.columns:
+        dup = df["sample_id"].duplicated()
+        if dup.any():
+            raise ValueError(f"{path}: sample '{df.loc[dup.idxmax(), 'sample_id']}' has two risks")
+        return df.set_index("sample_id")["risk"].reindex(summaries.index)
+    df["day"] = pd.to_numeric(df["day"], errors="coerce").astype(float)
+    if df["day"].isna().any():
+        raise ValueError(f"{path}: line {int(df.index[df['day'].isna()][0]) + 2}, column day: not a number")
+    left = summaries[["patient_id", "day"]].rename_axis("sample_id").reset_index()
+    left["day"] = left["day"].astype(float)
+    left["patient_id"] = left["patient_id"].astype(str)
+    merged = pd.merge_asof(left.sort_values("day"), df[["patient_id", "day", "risk"]].sort_values("day"),
+                           on="day", by="patient_id", direction="backward")
+    return merged.set_index("sample_id")["risk"].reindex(summaries.index)

@@ -8,8 +8,8 @@ DetectionRule`), the level it follows and the baseline window; it differs in whe
   draw after a negative one, optionally confirmed by the next draw (the alert then fires at the confirming draw);
 - :class:`FloorRule` (``lod_floor``): a positive on-treatment draw whose level reaches a fixed ``floor`` (MRD:
   anything clearly above the limit of detection after surgery);
-- :class:`ModelRiskRule` (``model_risk``): the dynamic risk of a landmark model (``--model``) at or above
-  ``threshold``.
+- :class:`ModelRiskRule` (``model_risk``): a model's dynamic risk at a draw (``--risk FILE``, e.g. a landmark model
+  of docs/time.md scored at each landmark) at or above ``threshold``.
 
 ``grid`` names the parameters (and the values) whose operating characteristics the report plots, so that a user
 can pick a threshold from a curve; :func:`with_params` is how one point of the grid is built.
@@ -102,10 +102,9 @@ class FloorRule(_Base):
 
 @dataclass(frozen=True)
 class ModelRiskRule(_Base):
-    """The landmark model's dynamic risk (``--model``) at or above ``threshold`` at a draw."""
+    """A model's dynamic risk (``--risk``) at or above ``threshold`` at a draw."""
 
     threshold: float = 0.5
-    horizon_days: float | None = None
 
     def describe(self) -> str:
         return f"the model's dynamic risk at a draw >= {self.threshold:g}" + (

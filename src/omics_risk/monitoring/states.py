@@ -48,7 +48,7 @@ def draw_states(summaries: pd.DataFrame, rule: Rule, *, as_of_day: float | None 
     """One row per usable draw (sorted by patient and day): the trajectory, the state and the rule's alert.
 
     ``summaries``: :func:`~omics_risk.features.ctdna.sample_summaries` output (index sample_id) with the rule's
-    level column. ``risk``: the model's dynamic risk per sample_id (:class:`ModelRiskRule` only).
+    level column. ``risk``: a model's dynamic risk per sample_id (alerts with :class:`ModelRiskRule`).
 
     Columns: patient_id, sample_id, day, level, positive, on_treatment, is_baseline, baseline_level,
     ratio_to_baseline, response, nadir_before, fold_over_nadir, rise, state, rule_fired, alert (1 from the alert
@@ -74,7 +74,7 @@ def draw_states(summaries: pd.DataFrame, rule: Rule, *, as_of_day: float | None 
         t["rise"] = fire.astype(float)
     elif isinstance(rule, ModelRiskRule):
         if risk is None:
-            raise ValueError(f"rule {rule.name} needs the model's dynamic risk: pass --model")
+            raise ValueError(f"rule {rule.name} needs a model's dynamic risk per draw: pass --risk FILE")
         high = np.nan_to_num(t["risk"].to_numpy(float), nan=-np.inf) >= rule.threshold
         fire = on & high
         called, rise_day = _first_calls(t, fire, high, rule.confirm)

@@ -35,7 +35,7 @@ from omics_risk.atomic import atomic_path
 from omics_risk.data.contract import load_cohort
 from omics_risk.evaluation.plot_style import figure_png
 from omics_risk.monitoring.grid import GridResult, rule_grid
-from omics_risk.monitoring.inputs import outcomes_of, serial_draws, survival_endpoint
+from omics_risk.monitoring.inputs import outcomes_of, read_risk, serial_draws, survival_endpoint
 from omics_risk.monitoring.lucagen import LucagenTable, lucagen_table
 from omics_risk.monitoring.plots import (
     plot_grid_curve,
@@ -45,7 +45,7 @@ from omics_risk.monitoring.plots import (
     swimmer_order,
 )
 from omics_risk.monitoring.response import ResponseKM, best_overall_response, ctdna_by_recist, response_km
-from omics_risk.monitoring.rules import Rule, rule_from_config
+from omics_risk.monitoring.rules import ModelRiskRule, Rule, rule_from_config
 from omics_risk.monitoring.states import draw_states, patient_table
 from omics_risk.progress import progress_bar
 
@@ -159,7 +159,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
                    overrides: Sequence[str] = (), level: str | None = None, as_of_day: float | None = None,
                    config_dir: str | Path | None = None, tracking_uri: str | None = None,
                    experiment: str = "monitoring", grid: bool = True, report: bool = True,
-                   progress: bool = True) -> MonitorResult:
+                   risk: str | Path | None = None, progress: bool = True) -> MonitorResult:
     """Monitor a cohort's serial draws and write the outputs (see the module docstring)."""
     out = Path(out)
     _check_out(out)
@@ -176,7 +176,11 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         steps.update()
         endpoint = survival_endpoint(cohort, cfg.endpoint)
         outcomes = outcomes_of(cohort, endpoint)
-        draws = draw_states(serial.summaries, the_rule, as_of_day=as_of_day)
+        model_risk = read_risk(risk, serial.summaries) if risk is not None else None
+        if isinstance(the_rule, ModelRiskRule) and model_risk is None:
+            raise ValueError(f"rule {the_rule.name} alerts on a model's dynamic risk: pass --risk FILE "
+                             "(sample_id,risk or patient_id,day,risk)")
+        draws = draw_states(serial.summaries, the_rule, as_of_day=as_of_day, risk=model_risk)
         patients = patient_table(draws, outcomes, serial.patients)
         if as_of_day is not None:  # the cut also ends what is known of the outcome
             late = patients["endpoint_time"] > as_of_day
@@ -194,6 +198,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         grid_result = None
         if grid and the_rule.grid:
             grid_result = rule_grid(serial.summaries, the_rule, outcomes, serial.patients, as_of_day=as_of_day,
+                                    risk=model_risk,
                                     folds=int(cfg.grid.folds), max_false_alerts=float(cfg.grid.max_false_alerts),
                                     n_boot=n_boot, seed=seed)
             steps.update()
@@ -205,7 +210,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         notes.append(f"{censored} patient(s) without progression are censored at their last draw (monitoring "
                      "follow-up ends there; false alerts are counted over it)")
         samples = _samples_table(serial.draws, draws)
-        summary = _summary(cohort_dir, the_rule, cfg, endpoint.name if endpoint else None, as_of_day, patients,
+        summary = _summary(cohort_dir, the_rule, cfg, endpoint.name if endpoint else None, as_of_day, risk, patients,
                            table, km, recist, grid_result, notes, serial.unlisted_rows)
         figures = _figures(patients, draws, the_rule, grid_result, km, cfg) if report else {}
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
@@ -245,8 +250,8 @@ def _samples_table(listed: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFrame:
 
 
 def _summary(cohort_dir: str | Path, rule: Rule, cfg: DictConfig, endpoint: str | None, as_of_day: float | None,
-             patients: pd.DataFrame, table: LucagenTable, km: ResponseKM | None, recist: pd.DataFrame | None,
-             grid: GridResult | None, notes: list[str], unlisted: int) -> dict[str, Any]:
+             risk: str | Path | None, patients: pd.DataFrame, table: LucagenTable, km: ResponseKM | None,
+             recist: pd.DataFrame | None, grid: GridResult | None, notes: list[str], unlisted: int) -> dict[str, Any]:
     settings = OmegaConf.to_container(cfg, resolve=True)
     settings.pop("rule", None)
     return {
@@ -257,6 +262,7 @@ def _summary(cohort_dir: str | Path, rule: Rule, cfg: DictConfig, endpoint: str 
         "settings": settings,
         "endpoint": endpoint,
         "as_of_day": as_of_day,
+        "risk_file": str(Path(risk).resolve()) if risk is not None else None,
         "patients": {"total": len(patients), **patients["status"].value_counts().to_dict()},
         "draws": {"usable": int(patients["n_usable_draws"].sum()), "listed": int(patients["n_draws"].sum()),
                   "variant_rows_of_unlisted_draws": unlisted},
