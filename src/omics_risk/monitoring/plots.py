@@ -127,11 +127,16 @@ def plot_grid_curve(curve: pd.DataFrame, params: list[str], current: dict[str, o
         x = curve["false_alerts_per_patient_year"].to_numpy(float)
         y = curve["sensitivity"].to_numpy(float)
         ax.scatter(x, y, color=_POS, s=18, zorder=3)
+        labels: dict[tuple[float, float], list[str]] = {}  # points that coincide share one label
         for xi, yi, (_, row) in zip(x, y, curve.iterrows(), strict=True):
-            label = ", ".join(f"{p}={row[p]}" for p in params)
-            ax.annotate(label, (xi, yi), xytext=(3, 3), textcoords="offset points", fontsize=6, color="#444")
+            labels.setdefault((round(float(xi), 6), round(float(yi), 6)), []).append(
+                ", ".join(f"{p}={row[p]}" for p in params))
             if current is not None and all(str(row[p]) == str(current.get(p)) for p in params):
                 ax.scatter([xi], [yi], s=80, facecolors="none", edgecolors=_ALERT, lw=1.4, zorder=4)
+        for (xi, yi), texts in labels.items():
+            if np.isfinite(xi) and np.isfinite(yi):
+                ax.annotate("\n".join(texts), (xi, yi), xytext=(4, 0), textcoords="offset points", fontsize=6,
+                            color="#444", va="center")
         ax.set_xlabel("False alerts per patient-year (non-progressors)")
         ax.set_ylabel("Progressions preceded by an alert")
         ax.set_ylim(0, 1.02)

@@ -295,6 +295,7 @@ def _figures(patients: pd.DataFrame, draws: pd.DataFrame, rule: Rule, grid: Grid
             km.table["time"].to_numpy(float), km.table["event"].to_numpy(float), km.table["group"].to_numpy(),
             order=["responder", "non-responder"], endpoint="pfs", time_unit="months",
             title=f"PFS from day {km.landmark_day:g} by molecular response by then")
+        figs["km_molecular_response"].axes[0].set_xlabel(f"Months since day {km.landmark_day:g} (the landmark)")
     if grid is not None and len(grid.curve):
         figs["operating_characteristics"] = plot_grid_curve(grid.curve, list(rule.grid), rule.params())
     return figs
