@@ -159,3 +159,17 @@ def test_model_risk_rule_reads_the_latest_risk_at_or_before_each_draw(run, tmp_p
     assert s.loc["P1_c4", "rule_fired"] == "model_risk" and pd.isna(s.loc["P3_c1", "risk"])
     p = pd.read_csv(out / "patients.csv", dtype={"patient_id": str}).set_index("patient_id")
     assert p.loc["P1", "alert_day"] == 63 and pd.isna(p.loc["P2", "alert_day"])  # P2's 0.9 comes after its draws
+
+
+def test_as_of_reads_nothing_later_and_censors_there(run, tmp_path: Path) -> None:
+    cohort, _, _ = run
+    out = tmp_path / "asof"
+    assert main(["monitor", "--cohort", str(cohort), "--out", str(out), "--quiet", "--level", "mean_vaf",
+                 "--no-grid", "--set", "bootstrap=50", "--as-of", "50"]) == 0
+    p = pd.read_csv(out / "patients.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert pd.isna(p.loc["P1", "alert_day"])  # its rise at day 63 is not known on day 50
+    assert p.loc["P1", "endpoint_event"] == 0 and p.loc["P1", "endpoint_time"] == 50  # progression at 100: later
+    assert p.loc["P1", "n_usable_draws"] == 3
+    s = pd.read_csv(out / "samples.csv").set_index("sample_id")
+    assert len(s) == sum(len(d) for d, _ in DRAWS.values()) + 1  # every listed draw still has its row
+    assert s.loc["P1_c4", "state"] == "after as-of" and "--as-of" in s.loc["P1_c4", "reason"]

@@ -180,14 +180,18 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         if isinstance(the_rule, ModelRiskRule) and model_risk is None:
             raise ValueError(f"rule {the_rule.name} alerts on a model's dynamic risk: pass --risk FILE "
                              "(sample_id,risk or patient_id,day,risk)")
+        status = serial.patients
+        if as_of_day is not None:  # the cut also ends what is known of the outcome: censored at the cut
+            late = outcomes["time"] > as_of_day
+            outcomes = outcomes.assign(event=outcomes["event"].mask(late, 0.0),
+                                       time=outcomes["time"].mask(late, float(as_of_day)))
+            before = serial.draws[serial.draws["usable"] & (serial.draws["day"] <= as_of_day)]
+            none = (status["status"] == "ok") & ~status.index.isin(before["patient_id"])
+            status = status.assign(status=status["status"].mask(none, "no_usable_draws"),
+                                   reason=status["reason"].mask(none, f"no usable draw on or before day {as_of_day:g} "
+                                                                      "(--as-of)"))
         draws = draw_states(serial.summaries, the_rule, as_of_day=as_of_day, risk=model_risk)
-        patients = patient_table(draws, outcomes, serial.patients)
-        if as_of_day is not None:  # the cut also ends what is known of the outcome
-            late = patients["endpoint_time"] > as_of_day
-            patients.loc[late, "endpoint_event"] = 0.0
-            patients.loc[late, "endpoint_time"] = float(as_of_day)
-            patients.loc[late, ["progression_day", "lead_time_days"]] = np.nan
-            patients.loc[late & (patients["n_usable_draws"] > 0), "alert_before_progression"] = np.nan
+        patients = patient_table(draws, outcomes, status)
         steps.update()
         n_boot, seed = int(cfg.bootstrap), int(cfg.seed)
         table = lucagen_table(patients, draws, window_days=float(cfg.window_days), n_boot=n_boot, seed=seed)
@@ -197,7 +201,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         steps.update()
         grid_result = None
         if grid and the_rule.grid:
-            grid_result = rule_grid(serial.summaries, the_rule, outcomes, serial.patients, as_of_day=as_of_day,
+            grid_result = rule_grid(serial.summaries, the_rule, outcomes, status, as_of_day=as_of_day,
                                     risk=model_risk,
                                     folds=int(cfg.grid.folds), max_false_alerts=float(cfg.grid.max_false_alerts),
                                     n_boot=n_boot, seed=seed)
@@ -209,7 +213,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         censored = int(((patients["endpoint_event"] == 0) & (patients["n_usable_draws"] > 0)).sum())
         notes.append(f"{censored} patient(s) without progression are censored at their last draw (monitoring "
                      "follow-up ends there; false alerts are counted over it)")
-        samples = _samples_table(serial.draws, draws)
+        samples = _samples_table(serial.draws, draws, as_of_day)
         summary = _summary(cohort_dir, the_rule, cfg, endpoint.name if endpoint else None, as_of_day, risk, patients,
                            table, km, recist, grid_result, notes, serial.unlisted_rows)
         figures = _figures(patients, draws, the_rule, grid_result, km, cfg) if report else {}
@@ -238,14 +242,17 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
     return result
 
 
-def _samples_table(listed: pd.DataFrame, draws: pd.DataFrame) -> pd.DataFrame:
-    """Every listed draw: usable ones with their state and alert, the others with their reason."""
+def _samples_table(listed: pd.DataFrame, draws: pd.DataFrame, as_of_day: float | None) -> pd.DataFrame:
+    """Every listed draw: usable ones with their state and alert, the others (unusable, or after ``--as-of``) with
+    their reason."""
     cols = ["patient_id", "sample_id", "day", "level", "positive", "ratio_to_baseline", "fold_over_nadir", "state",
             "rule_fired", "alert"] + (["risk"] if "risk" in draws.columns else [])
     d = draws[cols]
-    unusable = listed[~listed["usable"]].assign(state="unusable")[["patient_id", "sample_id", "day", "state",
-                                                                   "reason"]]
-    out = pd.concat([d.assign(reason=""), unusable], ignore_index=True)
+    keep = ["patient_id", "sample_id", "day", "state", "reason"]
+    unusable = listed[~listed["usable"]].assign(state="unusable")[keep]
+    later = listed[listed["usable"] & ~listed["sample_id"].isin(set(draws["sample_id"]))]
+    later = later.assign(state="after as-of", reason=f"drawn after day {as_of_day} (--as-of): not read")[keep]
+    out = pd.concat([d.assign(reason=""), unusable, later], ignore_index=True)
     return out.sort_values(["patient_id", "day", "sample_id"], kind="stable").reset_index(drop=True)
 
 
