@@ -110,3 +110,19 @@ def test_floor_rule_fires_at_the_first_positive_draw_over_the_floor() -> None:
     assert p.loc["P2", "alert_day"] == 21  # 0.01 at the first on-treatment draw
     assert np.isnan(p.loc["P4", "alert_day"])  # 0.003 never reaches it
     assert np.isnan(p.loc["P3", "alert_day"])
+
+
+def test_grid_curve_and_out_of_fold_choice() -> None:
+    # lazy: the grid module, only this test
+    from omics_risk.monitoring.grid import rule_grid
+
+    rule = RiseRule(name="g", fold=2.0, grid={"fold": [2.0, 10.0]})
+    res = rule_grid(_summaries(), rule, _outcomes(), _status(), folds=2, max_false_alerts=100.0, n_boot=50)
+    curve = res.curve.set_index("fold")
+    # fold 2: P1 preceded of P1, P2; P4's false alert over 168 days. fold 10: no alert at all
+    assert curve.loc[2.0, "sensitivity"] == 0.5 and curve.loc[2.0, "median_lead_days"] == 37
+    assert curve.loc[2.0, "false_alerts_per_patient_year"] == pytest.approx(365.25 / 168)
+    assert curve.loc[10.0, "sensitivity"] == 0 and curve.loc[10.0, "false_alerts_per_patient_year"] == 0
+    # a budget nothing exceeds: every training fold chooses the most sensitive point
+    assert set(res.folds["chosen_fold"]) == {2.0} and res.folds["n_test"].sum() == 4
+    assert res.out_of_fold["sensitivity"].value == 0.5

@@ -173,3 +173,17 @@ def test_as_of_reads_nothing_later_and_censors_there(run, tmp_path: Path) -> Non
     s = pd.read_csv(out / "samples.csv").set_index("sample_id")
     assert len(s) == sum(len(d) for d, _ in DRAWS.values()) + 1  # every listed draw still has its row
     assert s.loc["P1_c4", "state"] == "after as-of" and "--as-of" in s.loc["P1_c4", "reason"]
+
+
+def test_a_per_draw_level_column_of_the_table(tmp_path: Path) -> None:
+    """A report giving its own per-draw level (here 'tf', twice the VAF) is followed by name."""
+    cohort = write_cohort(tmp_path / "c")
+    table = pd.read_csv(cohort / "ctdna" / "variants.csv")
+    table.assign(tf=2 * table["vaf"]).to_csv(cohort / "ctdna" / "variants.csv", index=False)
+    out = tmp_path / "o"
+    assert main(["monitor", "--cohort", str(cohort), "--out", str(out), "--quiet", "--no-grid", "--level", "tf",
+                 "--set", "bootstrap=50"]) == 0
+    s = pd.read_csv(out / "samples.csv").set_index("sample_id")
+    assert s.loc["P1_c1", "level"] == pytest.approx(0.02)
+    p = pd.read_csv(out / "patients.csv", dtype={"patient_id": str}).set_index("patient_id")
+    assert p.loc["P1", "alert_day"] == 63
