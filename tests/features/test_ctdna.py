@@ -141,23 +141,26 @@ def test_an_unusable_second_variant_table_fails_only_its_samples(make_valid_coho
         table = pd.read_csv(root / "ctdna/variants.csv", dtype=str)
         mine = table["sample_id"] == "P05-ctdna-postop1"
         table[~mine].to_csv(root / "ctdna/variants.csv", index=False)
-        table[mine].drop(columns=["vaf"]).to_csv(root / "ctdna/variants_b.csv", index=False)
+        table[mine].drop(columns=["depth"]).to_csv(root / "ctdna/variants_b.csv", index=False)
         samples = root / "samples.csv"
         samples.write_text(samples.read_text().replace("P05,P05-ctdna-postop1,ctdna,postop1,33,ctdna/variants.csv",
                                                        "P05,P05-ctdna-postop1,ctdna,postop1,33,ctdna/variants_b.csv"))
 
     clean, broken, _ = clean_and_broken(make_valid_cohort, tmp_path, "ctdna", split)
     assert_only_sample_failed(clean, broken, "ctdna", "P05-ctdna-postop1",
-                              ("ctdna/variants_b.csv:1 [vaf]: required column 'vaf' is missing",))
+                              ("ctdna/variants_b.csv:1 [depth]: required column 'depth' is missing",))
 
 
 def test_depth_is_optional_and_detection_falls_back_to_the_vaf_limit(tmp_path: Path) -> None:
-    """A VAF-only report (no depth column): detection by VAF >= lod_vaf; pooled VAF cannot be computed."""
+    """A VAF-only report (no depth column, accepted with depth_optional=True as monitoring reads it): detection by
+    VAF >= lod_vaf; pooled VAF cannot be computed."""
     path = tmp_path / "v.csv"
     path.write_text("patient_id,sample_id,day,gene,variant,vaf\n"
                     "A,A1,0,TP53,p.R175H,0.002\nA,A1,0,KRAS,p.G12C,0.0006\n"
                     "A,A2,21,TP53,p.R175H,0.0004\nA,A2,21,KRAS,p.G12C,0.0001\n")
-    table = read_variant_table(path)
+    with pytest.raises(ValueError, match="required column 'depth' is missing"):
+        read_variant_table(path)  # the contract's reader (extract, validate) still requires it
+    table = read_variant_table(path, depth_optional=True)
     assert table["depth"].isna().all()
     s = sample_summaries(table, DetectionRule(lod_vaf=5e-4, min_detected=2, strong_factor=5.0))
     assert s.loc["A1", "n_detected"] == 2 and s.loc["A1", "positive"] == 1

@@ -86,7 +86,7 @@ def test_outputs_every_patient_and_every_draw(run) -> None:
 
 def test_summary_and_report(run) -> None:
     _, out, _ = run
-    s = json.loads((out / "summary.json").read_text())
+    s = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     lt = s["lucagen"]
     assert (lt["preceded_k"], lt["preceded_n"]) == (1, 3)  # P1 of P1, P2, P6 (P5 has no draw)
     assert lt["median_lead_days"] == 37
@@ -97,7 +97,7 @@ def test_summary_and_report(run) -> None:
     assert 0 < km["logrank_p"] <= 1
     assert s["grid"]["curve"] and set(s["grid"]["out_of_fold"]) == {"sensitivity", "median_lead_days",
                                                                      "false_alerts_per_patient_year"}
-    html = (out / "report.html").read_text()
+    html = (out / "report.html").read_text(encoding="utf-8")
     for heading in ("LUCAGEN table", "Swimmer plot", "Molecular response vs PFS", "Operating characteristics"):
         assert heading in html
     text = re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)
@@ -109,7 +109,7 @@ def test_rerun_replaces_and_errors_are_one_line(run, tmp_path: Path, capsys: pyt
     cohort, out, _ = run
     assert main(["monitor", "--cohort", str(cohort), "--out", str(out), "--quiet", "--no-grid",
                  "--rule", "lucagen_confirmed", "--set", "bootstrap=50", "--level", "mean_vaf"]) == 0
-    assert json.loads((out / "summary.json").read_text())["rule"]["name"] == "lucagen_confirmed"
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["rule"]["name"] == "lucagen_confirmed"
     capsys.readouterr()
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "keep.txt").write_text("mine")

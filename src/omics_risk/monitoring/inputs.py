@@ -66,7 +66,7 @@ def serial_draws(cohort: Cohort, *, modality: str = "ctdna", level: str = "poole
     summaries, reasons = [], {}
     unlisted = 0
     for rel, group in listed.groupby("path", sort=True):
-        table = read_variant_table(cohort.path(str(rel)))
+        table = read_variant_table(cohort.path(str(rel)), depth_optional=True)
         keep = table["sample_id"].isin(set(group["sample_id"]))
         unlisted += int((~keep).sum())
         table = table[keep]

@@ -116,7 +116,7 @@ def _check_out(out: Path) -> None:
     if out.is_dir() and any(out.iterdir()):
         summary = out / "summary.json"
         try:
-            ours = json.loads(summary.read_text()).get("generator") == _MARKER
+            ours = json.loads(summary.read_text(encoding="utf-8")).get("generator") == _MARKER
         except (OSError, ValueError):
             ours = False
         extra = sorted(p.name for p in out.iterdir() if p.name not in (*OUTPUT_FILES, "figures"))
@@ -221,7 +221,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         try:
             _csv(samples, tmp / "samples.csv")
             _csv(patients.reset_index(), tmp / "patients.csv")
-            (tmp / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
+            (tmp / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n", encoding="utf-8")
             if report:
                 # lazy: the report module pulls jinja2; a --no-report run does not need it
                 from omics_risk.workflows.monitor_report import write_monitor_report
