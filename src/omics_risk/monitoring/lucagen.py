@@ -136,10 +136,10 @@ class LucagenTable:
             ("Median lead time, days (alert to progression)",
              f"{m.value:.0f} (95% CI {m.low:.0f}-{m.high:.0f})" if np.isfinite(m.value) else "–",
              PUBLISHED["median_lead_days"]),
-            ("Cycles given after molecular progression", self.cycles_after.text(), PUBLISHED["cycles_after"]),
+            ("Cycles (draws) given after molecular progression", self.cycles_after.text(), PUBLISHED["cycles_after"]),
             ("False alerts per patient-year (non-progressors)",
-             f"{fa.value:.3f} (95% CI {fa.low:.3f}-{fa.high:.3f}); {self.false_alerts} alerts over "
-             f"{self.followup_years:.1f} patient-years", "–"),
+             (f"{fa.value:.3f} (95% CI {fa.low:.3f}-{fa.high:.3f}); " if np.isfinite(fa.value) else "– ")
+             + f"{self.false_alerts} alerts over {self.followup_years:.1f} patient-years", "–"),
             (f"Per-visit sensitivity (progression within {self.window_days:g} days)",
              self.visit_sensitivity.text(), "–"),
             ("Per-visit specificity", self.visit_specificity.text(), "–"),

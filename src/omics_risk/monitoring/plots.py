@@ -48,7 +48,7 @@ def plot_swimmer(patients: pd.DataFrame, draws: pd.DataFrame, order: pd.Index) -
         ax.scatter(a, np.arange(len(order)), marker="v", s=26, color=_ALERT, zorder=3)
         pr = p["progression_day"].to_numpy(float)
         ax.scatter(pr, np.arange(len(order)), marker="X", s=26, color=_PROG, zorder=3)
-        ax.set_ylim(len(order) - 0.5, -0.5)
+        ax.set_ylim(max(len(order), 1) - 0.5, -0.5)
         ax.set_yticks([])
         ax.set_ylabel("Patients (progressors first)")
         ax.set_xlabel("Day")

@@ -169,7 +169,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         rule_cfg["level"] = level
     the_rule = rule_from_config(rule_cfg)
     cohort = load_cohort(cohort_dir)
-    steps = progress_bar(total=5 if grid else 4, desc="monitor", unit="step", disable=not progress)
+    steps = progress_bar(total=5 if grid and the_rule.grid else 4, desc="monitor", unit="step", disable=not progress)
     try:
         serial = serial_draws(cohort, modality=str(cfg.modality), level=the_rule.level,
                               detection=the_rule.detection())
@@ -207,6 +207,10 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
                                     n_boot=n_boot, seed=seed)
             steps.update()
         notes = list(serial.notes)
+        if not (patients["n_usable_draws"] > 0).any():
+            first = patients.loc[patients["status"] == "no_usable_draws", "reason"]
+            notes.insert(0, "no patient has a usable draw" + (f" (e.g. {first.iloc[0]})" if len(first) else "")
+                         + "; see the reasons in patients.csv")
         if endpoint is None:
             notes.append("the cohort has no survival endpoint: lead times, cycles after molecular progression and "
                          "false alerts are not computed")
@@ -217,7 +221,8 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         summary = _summary(cohort_dir, the_rule, cfg, endpoint.name if endpoint else None, as_of_day, risk, patients,
                            table, km, recist, grid_result, notes, serial.unlisted_rows)
         figures = _figures(patients, draws, the_rule, grid_result, km, cfg) if report else {}
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+        out.parent.mkdir(parents=True, exist_ok=True)  # the new folder is built beside OUT: os.replace stays local
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             _csv(samples, tmp / "samples.csv")
             _csv(patients.reset_index(), tmp / "patients.csv")
@@ -229,7 +234,6 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
                 write_monitor_report(tmp / "report.html", summary=summary, table=table, km=km, recist=recist,
                                      grid=grid_result, figures=figures, rule=the_rule, notes=notes,
                                      swimmer_shown=min(int(cfg.plots.swimmer_patients), table.n_patients))
-            out.parent.mkdir(parents=True, exist_ok=True)
             _replace_dir(tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
