@@ -1,4 +1,4 @@
-"""The ``omics-risk`` command line: synth, validate, extract, score, surveil, convert.
+"""The ``omics-risk`` command line: synth, validate, extract, score, monitor, surveil, convert.
 
 Imports of the package and of numpy / pandas / torch / mlflow are lazy (inside the subcommands, each saying so) so that
 ``omics-risk --help`` answers instantly and a subcommand only pays for what it uses: ``validate`` never loads torch or
@@ -35,6 +35,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
         kwargs["n_metabolites"] = args.metabolites
     if args.ct_shape is not None:
         kwargs["ct_shape"] = tuple(args.ct_shape)
+    if args.draw_every is not None:
+        kwargs["draw_every"] = args.draw_every
     out = generate_cohort(args.kind, n=args.n, seed=args.seed, out=args.out, workers=args.workers,
                           overwrite=args.overwrite, progress=not args.quiet, **kwargs)
     truth = Path(out) / "truth" / "summary.json"
@@ -77,6 +79,17 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     out = args.out if args.out is not None else Path("data") / folder
     out = convert_tcga(src, out, project.code, overwrite=args.overwrite)
     print(f"wrote the TCGA {project.code} cohort to {out}; check it with: omics-risk validate {out}")
+    return 0
+
+
+def _cmd_monitor(args: argparse.Namespace) -> int:
+    from omics_risk.workflows.monitor import monitor_cohort  # lazy: pandas, hydra and the monitoring package
+
+    result = monitor_cohort(args.cohort, args.out, rule=args.rule, overrides=args.set or [], level=args.level,
+                            as_of_day=args.as_of, config_dir=args.config_dir, tracking_uri=args.tracking_uri,
+                            experiment=args.experiment, grid=not args.no_grid, risk=args.risk,
+                            progress=not args.quiet)
+    print(result.to_text())
     return 0
 
 
@@ -268,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fragments", type=int, default=None, help="cfDNA fragments per sample")
     p.add_argument("--metabolites", type=int, default=None, help="metabolomics features")
     p.add_argument("--ct-shape", type=int, nargs=3, default=None, metavar=("X", "Y", "Z"), help="CT voxels")
+    p.add_argument("--draw-every", type=int, default=None, metavar="DAYS",
+                   help="nsclc-advanced: a ctDNA draw every DAYS days instead of before every 21-day cycle")
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cohort in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -341,6 +356,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MLflow tracking URI of the model (default $MLFLOW_TRACKING_URI, else sqlite:///./mlflow.db)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_surveil)
+
+    p = sub.add_parser("monitor", help="serial ctDNA monitoring: per-draw states, alerts, the LUCAGEN table, report")
+    p.add_argument("--cohort", required=True, type=Path, help="cohort directory (data contract) with serial draws")
+    p.add_argument("--out", required=True, type=Path,
+                   help="output folder: samples.csv, patients.csv, summary.json, report.html (replaced atomically)")
+    p.add_argument("--rule", default=None,
+                   help="alert rule, a file of configs/monitor/rule/: lucagen (default), lucagen_confirmed, "
+                        "redetection (MRD), lod_floor, model_risk")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a setting (repeatable): rule.fold=3, rule.confirm=true, window_days=60, "
+                        "endpoint=os, modality=ctdna (docs/monitoring.md)")
+    p.add_argument("--level", default=None,
+                   help="level followed: pooled_vaf (default), mean_vaf, max_vaf, median_vaf, "
+                        "mean_mutant_molecules, or a per-draw column of the variant table")
+    p.add_argument("--as-of", type=float, default=None, metavar="DAY",
+                   help="use only draws (and outcomes) up to this day, as a prospective look at that day")
+    p.add_argument("--risk", type=Path, default=None,
+                   help="a model's dynamic risk per draw, CSV sample_id,risk or patient_id,day,risk (e.g. a landmark "
+                        "model scored at each landmark): written to samples.csv; the model_risk rule alerts on it")
+    p.add_argument("--config-dir", type=Path, default=None,
+                   help="folder holding monitor/ (default: the project's configs/ or $OMICS_RISK_CONFIG_DIR)")
+    p.add_argument("--tracking-uri", default=None, help="log the summary, report and figures to this MLflow store")
+    p.add_argument("--experiment", default="monitoring", help="MLflow experiment (with --tracking-uri)")
+    p.add_argument("--no-grid", action="store_true", help="skip the rule's operating-characteristic grid")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_monitor)
 
     p = sub.add_parser("convert", help="convert a public data set into the data contract")
     conv = p.add_subparsers(dest="dataset", required=True, metavar="DATASET")

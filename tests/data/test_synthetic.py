@@ -376,6 +376,10 @@ def test_refuses_non_empty_directory(tmp_path: Path) -> None:
         generate_cohort("mesothelioma", 10, 0, tmp_path / "m")
     with pytest.raises(ValueError, match="at least"):
         generate_cohort("sclc", 3, 0, tmp_path / "m")
+    with pytest.raises(ValueError, match="nsclc-advanced only"):  # --draw-every: serial draws of nsclc-advanced
+        generate_cohort("sclc", 10, 0, tmp_path / "m", draw_every=7)
+    with pytest.raises(ValueError, match=">= 1"):
+        generate_cohort("nsclc-advanced", 10, 0, tmp_path / "m", draw_every=0)
     assert not (tmp_path / "m").exists()
 
 

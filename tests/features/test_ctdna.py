@@ -151,6 +151,29 @@ def test_an_unusable_second_variant_table_fails_only_its_samples(make_valid_coho
                               ("ctdna/variants_b.csv:1 [depth]: required column 'depth' is missing",))
 
 
+def test_depth_is_optional_and_detection_falls_back_to_the_vaf_limit(tmp_path: Path) -> None:
+    """A VAF-only report (no depth column, accepted with depth_optional=True as monitoring reads it): detection by
+    VAF >= lod_vaf; pooled VAF cannot be computed."""
+    path = tmp_path / "v.csv"
+    path.write_text("patient_id,sample_id,day,gene,variant,vaf\n"
+                    "A,A1,0,TP53,p.R175H,0.002\nA,A1,0,KRAS,p.G12C,0.0006\n"
+                    "A,A2,21,TP53,p.R175H,0.0004\nA,A2,21,KRAS,p.G12C,0.0001\n")
+    with pytest.raises(ValueError, match="required column 'depth' is missing"):
+        read_variant_table(path)  # the contract's reader (extract, validate) still requires it
+    table = read_variant_table(path, depth_optional=True)
+    assert table["depth"].isna().all()
+    s = sample_summaries(table, DetectionRule(lod_vaf=5e-4, min_detected=2, strong_factor=5.0))
+    assert s.loc["A1", "n_detected"] == 2 and s.loc["A1", "positive"] == 1
+    assert s.loc["A2", "n_detected"] == 0 and s.loc["A2", "positive"] == 0
+    assert s["pooled_vaf"].isna().all() and s.loc["A1", "max_vaf"] == 0.002
+    t = ctdna_trajectory(s, level="max_vaf")
+    assert t["level"].tolist() == [0.002, 0.0004]
+    s["reported_level"] = [0.01, 0.03]  # a per-draw level column a report gives
+    t = ctdna_trajectory(s, level="reported_level", progression_fold=2.0)
+    assert t["ratio_to_baseline"].tolist() == pytest.approx([1.0, 3.0])
+    assert t["rise"].tolist() == [0.0, 0.0]  # tripled, but the draw is negative: no rise
+
+
 def test_sample_features_do_not_depend_on_other_samples() -> None:
     rng = np.random.default_rng(1)
     rows = [

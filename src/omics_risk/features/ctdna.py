@@ -249,6 +249,9 @@ def ctdna_trajectory(
 ) -> pd.DataFrame:
     """Per-sample longitudinal view (one row per sample, sorted by patient and day), causal at every row.
 
+    ``level`` is one of :data:`LEVELS` or, when ``data`` is a summaries frame, any of its columns (a per-sample level
+    such as a reported maximum MAF, in VAF units).
+
     Columns: patient_id, sample_id, day, level, positive, on_treatment, is_baseline, baseline_level,
     ratio_to_baseline, response (ratio <= 1 - response_drop; NaN without a positive baseline), nadir_before
     (lowest floored level at the baseline and later samples before this one), fold_over_nadir, rise (a positive
@@ -258,11 +261,11 @@ def ctdna_trajectory(
     rise that was called).
     """
     rule = rule or DetectionRule()
-    if level not in LEVELS:
-        raise ValueError(f"level must be one of {', '.join(LEVELS)}, got {level!r}")
     if not 0 < response_drop < 1 or progression_fold <= 1:
         raise ValueError("response_drop must be in (0, 1) and progression_fold > 1")
     s = _summaries_of(data, rule)
+    if level not in LEVELS and level not in s.columns:  # a per-sample level the report gives (e.g. max MAF only)
+        raise ValueError(f"level must be one of {', '.join(LEVELS)} or a column of the summaries, got {level!r}")
     if as_of_day is not None:
         s = s[s["day"] <= as_of_day]
     s = s.reset_index().sort_values(["patient_id", "day", "sample_id"], kind="stable").reset_index(drop=True)

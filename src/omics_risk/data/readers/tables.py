@@ -217,10 +217,17 @@ class _Table:
                 first_of[key] = idx
 
 
-def read_variant_table(path: str | Path) -> pd.DataFrame:
-    """Read the ctDNA variant table: one row per tracked variant per sample (CSV or Parquet)."""
+def read_variant_table(path: str | Path, *, depth_optional: bool = False) -> pd.DataFrame:
+    """Read the ctDNA variant table: one row per tracked variant per sample (CSV or Parquet).
+
+    ``depth_optional=True`` (``omics-risk monitor``) accepts a table without a ``depth`` column, as a report giving
+    VAFs only; ``depth`` is then NaN (float) and detection falls back to the VAF limit of detection.
+    """
     t = _Table(Path(path), "ctDNA variant table")
-    required = ["patient_id", "sample_id", "day", "gene", "variant", "vaf", "depth"]
+    required = ["patient_id", "sample_id", "day", "gene", "variant", "vaf"]
+    has_depth = "depth" in t.df.columns or not depth_optional
+    if has_depth:
+        required.append("depth")
     if not t.require(required):
         t.issues.raise_if_any()
     df = t.df.copy()
@@ -228,7 +235,7 @@ def read_variant_table(path: str | Path) -> pd.DataFrame:
         df[c] = t.text(c)
     df["day"] = t.numbers("day", hint=" (days from the index date)")
     df["vaf"] = t.numbers("vaf", minimum=0.0, maximum=1.0, hint=" (a fraction in [0, 1]; 1 % is 0.01)")
-    depth = t.numbers("depth", integer=True, minimum=0)
+    depth = t.numbers("depth", integer=True, minimum=0) if has_depth else pd.Series(np.nan, index=df.index)
     if "alt_count" in df.columns:
         alt = t.numbers("alt_count", integer=True, minimum=0, required=False)
         over = alt.notna() & depth.notna() & (depth >= 0) & (alt > depth)
@@ -245,7 +252,7 @@ def read_variant_table(path: str | Path) -> pd.DataFrame:
             f"sample '{sp.at[idx, 'sample_id']}' is given to two patients; a sample belongs to one patient",
         )
     t.issues.raise_if_any()
-    df["depth"] = depth.astype(np.int64)
+    df["depth"] = depth.astype(np.int64) if has_depth else depth.astype(float)
     if "alt_count" in df.columns:
         df["alt_count"] = df["alt_count"].astype("Int64")
     return df

@@ -38,12 +38,14 @@ def generate_cohort(kind: str, n: int, seed: int, out: str | Path, *,
                     n_metabolites: int = 250,
                     workers: int | None = None,
                     progress: bool = True,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False,
+                    draw_every: int | None = None) -> Path:
     """Write a synthetic cohort of ``n`` patients to ``out`` and return its path.
 
     The same (kind, n, seed, sizes) always gives byte-identical tables and identical image, fragment and
     methylation content, whatever ``workers`` is (default: all cores). ``out`` must be absent or empty;
     ``overwrite=True`` replaces a previous synthetic cohort there (and refuses any other non-empty folder).
+    ``draw_every`` (nsclc-advanced only): a ctDNA draw every this many days instead of before every cycle.
     """
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -56,11 +58,14 @@ def generate_cohort(kind: str, n: int, seed: int, out: str | Path, *,
         raise ValueError("fragments_per_sample must be at least 100")
     if n_metabolites < 20:
         raise ValueError("n_metabolites must be at least 20")
+    if draw_every is not None and (kind != "nsclc-advanced" or int(draw_every) < 1):
+        raise ValueError("draw_every (--draw-every) is a whole number of days >= 1, for --kind nsclc-advanced only")
     planner = importlib.import_module(f"omics_risk.data.synthetic.{kind.replace('-', '_')}").plan
     out = Path(out)
     prepare_out(out, overwrite)
     opts = SynthOptions(tuple(int(x) for x in ct_shape), tuple(float(x) for x in ct_spacing),
-                        int(fragments_per_sample), int(n_metabolites))
+                        int(fragments_per_sample), int(n_metabolites),
+                        draw_every=None if draw_every is None else int(draw_every))
     genome = get_genome(opts.genome_scale)
     fragments.fragment_model(genome)  # build shared tables before workers fork
     methylation.capture_efficiency(genome)

@@ -46,6 +46,9 @@ class SynthOptions:
     fragments_per_sample: int = 80_000
     n_metabolites: int = 250
     genome_scale: int = 120
+    #: nsclc-advanced only: a plasma draw every this many days instead of before every 21-day cycle (None: the
+    #: cycle schedule, byte-identical to earlier cohorts); 1 = daily draws, where monitoring's sampling delay vanishes
+    draw_every: int | None = None
 
 
 @dataclass

@@ -9,7 +9,8 @@ of the diameters) while a resistant clone grows exponentially (doubling time fro
 by target-lesion growth (sum of longest diameters +20% and +5 mm over the nadir) or by a new lesion, at the
 true progression day drawn from the PH model. Progression is seen at the first RECIST assessment after it
 (every 6 weeks, 9 after a year): PFS is interval-censored, as in trials. Plasma ctDNA is drawn before every
-21-day cycle (``c1`` = day 0, ``c2`` = day 21, ...); its tumour fraction follows the viable tumour, with the
+21-day cycle (``c1`` = day 0, ``c2`` = day 21, ...; ``SynthOptions.draw_every`` instead draws every that many days,
+``d1``, ``d2``, ...); its tumour fraction follows the viable tumour, with the
 proliferating resistant clone shedding more per volume (patient-specific ratio), so molecular progression
 (a doubling over the ctDNA nadir, above detection) precedes radiological progression by ~1.5 months (median).
 ~30% of patients shed no detectable ctDNA. RECIST assessments are the ``recist`` table modality (``baseline``,
@@ -266,7 +267,7 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
         day, k = 0.0, 1
         while day <= stop and not no_samples[i]:
             if rcd.random() > (0.05 if k == 1 else 0.08):
-                tp = f"c{k}"
+                tp = f"c{k}" if opts.draw_every is None else f"d{k}"
                 tf_k = float(state(np.array([day]), i)[0][0])
                 row = sample_row(pid, "ctdna", tp, day, "ctdna/variants.csv")
                 obs = ctdna_mod.observe_variants(rcd, panel, tf_k, (2000, 8000))
@@ -277,7 +278,7 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
                 rows.append(row)
                 tsamp.append({"sample_id": row["sample_id"], "tumour_fraction": tf_k,
                               "mean_vaf": float(obs["true_vaf"].mean())})
-            day += CYCLE + (7 if rcd.random() < 0.08 else 0)
+            day += CYCLE + (7 if rcd.random() < 0.08 else 0) if opts.draw_every is None else opts.draw_every
             k += 1
         if job.ct or job.fragments:
             jobs.append(job)
@@ -334,5 +335,6 @@ def plan(n: int, seed: np.random.SeedSequence, opts: SynthOptions, genome: Genom
             "n_progressions_with_molecular_progression": len(shed_lead),
             "ctdna_shedder_fraction": float(np.mean(shedder)),
             "treatment_counts": {k: int(v) for k, v in pd.Series(treatment).value_counts().sort_index().items()},
+            **({"ctdna_draw_every_days": opts.draw_every} if opts.draw_every is not None else {}),
         },
     )
