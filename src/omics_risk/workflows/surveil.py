@@ -210,8 +210,9 @@ def _curves(s: SurveillanceSettings, model: str | None, cohort: Path, onsets: On
         return curves, has, why, None, "the cohort's Kaplan-Meier curve for everyone (no individual information)"
     if s.risk_from == "truth":
         if onsets.risk_truth is None or onsets.source != "truth":
-            raise SurveilInputError("--risk-from truth needs a synthetic cohort with truth/patients.csv "
-                                    "(true_risk_rfs); give --model URI instead")
+            raise SurveilInputError(f"--risk-from truth needs a synthetic cohort whose {TRUTH_FILE} has true_risk_rfs "
+                                    f"and {TRUTH_ONSET} (cohorts of synthetic generator 1.2.0 or later: rewrite it "
+                                    "with `omics-risk synth --overwrite`); give --model URI instead")
         ok = onsets.usable & np.isfinite(onsets.risk_truth)
         curves = np.ones((n, len(times)))
         curves[ok] = curves_from_truth(onsets.onset[ok], end[ok], onsets.risk_truth[ok], times)
