@@ -88,7 +88,7 @@ def _cmd_monitor(args: argparse.Namespace) -> int:
     result = monitor_cohort(args.cohort, args.out, rule=args.rule, overrides=args.set or [], level=args.level,
                             as_of_day=args.as_of, config_dir=args.config_dir, tracking_uri=args.tracking_uri,
                             experiment=args.experiment, grid=not args.no_grid, risk=args.risk,
-                            progress=not args.quiet)
+                            model=args.model, features_dir=args.features, progress=not args.quiet)
     print(result.to_text())
     return 0
 
@@ -375,6 +375,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--risk", type=Path, default=None,
                    help="a model's dynamic risk per draw, CSV sample_id,risk or patient_id,day,risk (e.g. a landmark "
                         "model scored at each landmark): written to samples.csv; the model_risk rule alerts on it")
+    p.add_argument("--model", default=None, metavar="URI",
+                   help="a dynamic train.py run's landmark model (its landmark_model folder or runs:/RUN_ID/"
+                        "landmark_model): its risk within the horizon window at every draw, from what was measured "
+                        "up to the draw (dynamic_risk, model_alert); not with --risk")
+    p.add_argument("--features", type=Path, default=None, metavar="DIR",
+                   help="the cohort's feature store for --model (default COHORT/features; omics-risk extract)")
     p.add_argument("--config-dir", type=Path, default=None,
                    help="folder holding monitor/ (default: the project's configs/ or $OMICS_RISK_CONFIG_DIR)")
     p.add_argument("--tracking-uri", default=None, help="log the summary, report and figures to this MLflow store")

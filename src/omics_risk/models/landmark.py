@@ -7,13 +7,20 @@ row per patient and landmark) and fitting one Cox model with landmark-time inter
 the next ``window`` days (van Houwelingen 2007, Scand J Stat 34:70-85). A patient appears at several landmarks, so
 rows are not independent: the variance is the cluster-robust sandwich by patient, and cross-validation splits by
 patient (:func:`patient_folds`, :meth:`StackedLandmarks.rows_for`).
+
+A fitted model is saved without pickle (:meth:`LandmarkSuperModel.save`): ``config.json`` (settings, Cox
+coefficients, centring, Breslow baseline, landmark range, the run's metadata) and ``pipelines/<i>.skops`` (the
+fitted per-modality pipelines, loaded with the trusted-types allow-list of
+:func:`~omics_risk.models.preprocessing.load_trusted`).
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,8 +30,10 @@ from lifelines.exceptions import ConvergenceError, ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 from sksurv.util import Surv
 
+from omics_risk import __version__
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import ModelCapabilities
+from omics_risk.models.preprocessing import load_trusted, save_trusted
 from omics_risk.models.tabular import (
     CLINICAL,
     BaselineModel,
@@ -36,7 +45,22 @@ from omics_risk.models.tabular import (
     resolve_clinical_types,
 )
 
-__all__ = ["LandmarkSuperModel", "StackedLandmarks", "patient_folds", "ridge_cox_fit", "stack_landmarks"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "LandmarkSuperModel", "StackedLandmarks", "patient_folds", "ridge_cox_fit",
+           "stack_landmarks"]
+
+#: ``config.json``'s ``format`` of a saved landmark super-model, and the newest version this code reads.
+FORMAT, FORMAT_VERSION = "omics-risk-landmark", 1
+
+
+def _plain(value: Any) -> Any:
+    """Tuples, mappings and NumPy scalars as plain JSON values."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 @dataclass
@@ -255,6 +279,12 @@ class LandmarkSuperModel(BaselineModel):
                 duration_col="__time", event_col="__event", cluster_col="__patient", robust=True)
             self.coef_ = self.cph_.params_.copy()
             self.summary_ = self.cph_.summary
+            # what prediction needs, as plain arrays (lifelines' own formulas; a saved model holds only these)
+            self.beta_ = self.coef_.reindex(self.columns_).to_numpy(dtype=np.float64)
+            self.norm_mean_ = self.cph_._norm_mean.reindex(self.columns_).to_numpy(dtype=np.float64)
+            base = self.cph_.baseline_cumulative_hazard_.iloc[:, 0]
+            self.baseline_times_ = base.index.to_numpy(dtype=np.float64)
+            self.baseline_cumhaz_ = base.to_numpy(dtype=np.float64)
             self.task_ = "survival"
             self.n_train_ = len(data)
         return self
@@ -277,8 +307,12 @@ class LandmarkSuperModel(BaselineModel):
                      landmark: float | np.ndarray | None = None) -> np.ndarray:
         """Log relative hazard of each row within the window after its landmark (higher = riskier)."""
         self._check_fitted()
-        X = self._design(self._stacked(data, landmark))[self.columns_]
-        return np.asarray(self.cph_.predict_log_partial_hazard(X), dtype=np.float64).ravel()
+        return self._log_hazard(self._stacked(data, landmark))
+
+    def _log_hazard(self, stacked: StackedLandmarks) -> np.ndarray:
+        """lifelines' ``predict_log_partial_hazard``: the centred design times the coefficients."""
+        X = self._design(stacked)[self.columns_].to_numpy(dtype=np.float64)
+        return (X - self.norm_mean_) @ self.beta_
 
     def predict_survival(self, data: StackedLandmarks | MultimodalData, times: np.ndarray,  # type: ignore[override]
                          landmark: float | np.ndarray | None = None) -> np.ndarray:
@@ -288,8 +322,10 @@ class LandmarkSuperModel(BaselineModel):
         if (times > self.horizon_window_).any() or (times < 0).any():
             raise ValueError(f"{self.name} models the {self.horizon_window_:g} days after a landmark; ask for times "
                              f"in [0, {self.horizon_window_:g}], got {times.min():g}-{times.max():g}")
-        X = self._design(self._stacked(data, landmark))[self.columns_]
-        return np.asarray(self.cph_.predict_survival_function(X, times=times), dtype=np.float64).T
+        # lifelines' predict_survival_function: exp(-H0(t) exp(lp)), H0 linearly interpolated (Breslow)
+        h0 = np.interp(times, self.baseline_times_, self.baseline_cumhaz_)
+        lp = self._log_hazard(self._stacked(data, landmark))
+        return np.exp(-np.outer(np.exp(lp), h0))
 
     def capabilities(self) -> ModelCapabilities:
         return ModelCapabilities(survival=True)
@@ -298,3 +334,60 @@ class LandmarkSuperModel(BaselineModel):
         return {"model": self.name, "modalities": describe_sequence(self.modalities),
                 "include_clinical": self.include_clinical, "penalizer": self.penalizer,
                 "max_features": self.max_features, "max_missing": self.max_missing}
+
+    def risk_within_window(self, data: MultimodalData, landmark: float | np.ndarray) -> np.ndarray:
+        """P(event within ``horizon_window`` days of the landmark): 1 - survival at the window's end."""
+        return 1.0 - self.predict_survival(data, np.array([self.horizon_window_]), landmark=landmark)[:, 0]
+
+    # -- persistence (no pickle)
+    _SETTINGS = ("modalities", "include_clinical", "penalizer", "max_features", "max_missing", "preprocessing",
+                 "clinical_types", "seed")
+
+    def save(self, directory: str | Path, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the fitted model into ``directory`` (layout in the module docstring); ``metadata`` (what the model
+        needs to be applied: modalities, prediction time, longitudinal settings, endpoint, ...) goes into
+        ``config.json`` as given, and comes back as ``metadata_``."""
+        self._check_fitted()
+        root = Path(directory)
+        (root / "pipelines").mkdir(parents=True, exist_ok=True)
+        names = list(self.pipelines_)
+        for i, m in enumerate(names):
+            save_trusted(self.pipelines_[m], root / "pipelines" / f"{i}.skops")
+        config = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "settings": {k: getattr(self, k) for k in self._SETTINGS},
+            "pipelines": names, "columns": self.columns_, "beta": self.beta_.tolist(),
+            "norm_mean": self.norm_mean_.tolist(), "baseline_times": self.baseline_times_.tolist(),
+            "baseline_cumhaz": self.baseline_cumhaz_.tolist(), "landmark_range": list(self.landmark_range_),
+            "horizon_window": float(self.horizon_window_), "penalizer_used": float(self.penalizer_),
+            "n_train": int(self.n_train_), "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
+            "versions": {"omics_risk": __version__},
+        }
+        (root / "config.json").write_text(json.dumps(_plain(config), indent=1))
+        return root
+
+    @classmethod
+    def load(cls, directory: str | Path) -> LandmarkSuperModel:
+        """Rebuild a model written by :meth:`save` (JSON and trusted skops only)."""
+        root = Path(directory)
+        path = root / "config.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"no config.json in {root}: not a saved landmark super-model")
+        cfg = json.loads(path.read_text())
+        if cfg.get("format") != FORMAT or int(cfg.get("format_version", 0)) > FORMAT_VERSION:
+            raise ValueError(f"{path} is not a {FORMAT} model of format version <= {FORMAT_VERSION}")
+        model = cls(**cfg["settings"])
+        model.pipelines_ = {m: load_trusted(root / "pipelines" / f"{i}.skops") for i, m in enumerate(cfg["pipelines"])}
+        model.columns_ = list(cfg["columns"])
+        model.beta_ = np.asarray(cfg["beta"], dtype=np.float64)
+        model.norm_mean_ = np.asarray(cfg["norm_mean"], dtype=np.float64)
+        model.baseline_times_ = np.asarray(cfg["baseline_times"], dtype=np.float64)
+        model.baseline_cumhaz_ = np.asarray(cfg["baseline_cumhaz"], dtype=np.float64)
+        model.landmark_range_ = (float(cfg["landmark_range"][0]), float(cfg["landmark_range"][1]))
+        model.horizon_window_ = float(cfg["horizon_window"])
+        model.penalizer_, model.n_train_ = float(cfg["penalizer_used"]), int(cfg["n_train"])
+        model.coef_ = pd.Series(model.beta_, index=model.columns_)
+        model.metadata_ = dict(cfg.get("metadata") or {})
+        model.task_ = "survival"
+        return model

@@ -19,6 +19,11 @@ Both are evaluated per landmark (:func:`~omics_risk.evaluation.dynamic.landmark_
 (:func:`~omics_risk.evaluation.dynamic.landmark_comparison`), written to ``summary.json`` (``dynamic``), printed,
 and logged to MLflow as ``dynamic/<model>/<landmark>d/<metric>`` when tracking is on. ``task.shuffle_outcome=true``
 permutes the outcomes across patients before anything is built (a null run: C should be near 0.5).
+
+With ``training.final_model`` (the default) the landmark super-model is then fitted on every patient's stacked rows
+and saved (no pickle, :meth:`~omics_risk.models.landmark.LandmarkSuperModel.save`) to ``<output_dir>/landmark_model``
+with what applying it needs (:func:`model_metadata`); a tracked run also logs that folder as the artifact
+``landmark_model`` of its job run. ``omics-risk monitor --model`` scores serial draws with it (docs/time.md).
 """
 
 from __future__ import annotations
@@ -55,14 +60,16 @@ from omics_risk.workflows.longitudinal_inputs import (
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "STATIC", "TIME_VARYING", "DynamicInputs", "dynamic_inputs", "run_dynamic",
-           "shuffled_outcome"]
+__all__ = ["DEFAULT_SETTINGS", "LANDMARK", "MODEL_ARTIFACT", "STATIC", "TIME_VARYING", "DynamicInputs",
+           "dynamic_inputs", "model_metadata", "run_dynamic", "shuffled_outcome"]
 
 #: The landmark super-model, its static comparator and the time-varying Cox model, as named in summary.json and MLflow.
 LANDMARK, STATIC, TIME_VARYING = "landmark_cox", "baseline_only", "time_varying_cox"
 #: LandmarkSuperModel settings of both models (``+dynamic.<name>=...`` on the command line overrides them): a
 #: stronger ridge than the model's default, since the stacked design has 3 columns per feature.
 DEFAULT_SETTINGS: dict[str, Any] = {"penalizer": 1.0, "max_features": 10}
+#: The final landmark super-model's folder in the run's output directory, and its artifact path in MLflow.
+MODEL_ARTIFACT = "landmark_model"
 
 
 @dataclasses.dataclass
@@ -231,6 +238,10 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
         return LandmarkSuperModel(mods, clinical_types=types, seed=seed, **settings)  # type: ignore[arg-type]
 
     oof = _cross_validate(cfg, inp, make)
+    output_dir = Path(cfg.paths.output_dir)
+    final = _final_model(cfg, inp, make, output_dir, model_metadata(
+        cfg, cohort, pt, window, stored=_modalities(cfg, store), inputs=mods, shuffled=shuffled,
+        endpoint=inp.stacked.data.endpoint))
     per = {name: _per_landmark(inp, risk[0]) for name, risk in oof.items()}
     tables = {name: landmark_metrics(inp.landmarks, p, window, n_boot=boot.n, seed=boot.seed)
               for name, p in per.items()}
@@ -246,7 +257,6 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
         models[TIME_VARYING] = {**TimeVaryingCox().describe(), "serial": [q.key for q in quantities],
                                 "fitted_on": "training patients' follow-up from day 0 (start-stop intervals); "
                                              "scored at each landmark from the last values at or before it"}
-    output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     stacked = inp.stacked
     summary = {"task": cfg.task.name, "endpoint": cfg.task.endpoint, "cohort": cohort.spec.name,
@@ -260,17 +270,48 @@ def run_dynamic(cfg: DictConfig, cohort: Cohort, store: Path, pt: PredictionTime
                                           "per_landmark": comparison.to_dict(orient="records")},
                            "comparisons": [{"a": a, "b": STATIC, "per_landmark": t.to_dict(orient="records")}
                                            for a, t in comparisons.items()],
-                           "evaluated_repeat": 0, "bootstrap": boot.as_dict()},
+                           "evaluated_repeat": 0, "bootstrap": boot.as_dict(),
+                           **({"final_model": final} if final else {})},
                "metrics": metrics}
     (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     print(_format(tables, comparison, window, shuffled))
-    _log_to_mlflow(cfg, output_dir, metrics, stacked, cohort)
+    _log_to_mlflow(cfg, output_dir, metrics, stacked, cohort, summary)
     return metrics
 
 
+def model_metadata(cfg: DictConfig, cohort: Cohort, pt: PredictionTime, window: float, *, stored: Sequence[str],
+                   inputs: Sequence[str], shuffled: bool, endpoint: str) -> dict[str, Any]:
+    """What applying the final landmark model needs, saved with it: the stored modalities its inputs are read from
+    (``modalities``; ``inputs`` adds the longitudinal ones), the prediction time (landmarks and slot windows), the
+    longitudinal settings (``task.longitudinal``), the horizon window, the landmarks it was trained on, the
+    endpoint and the training cohort."""
+    lon = cfg.task.get("longitudinal")
+    lon = OmegaConf.to_container(lon, resolve=True) if OmegaConf.is_config(lon) else lon
+    return {"model": LANDMARK, "task": str(cfg.task.name), "endpoint": endpoint, "cohort": cohort.spec.name,
+            "modalities": list(stored), "inputs": list(inputs), "prediction_time": pt.to_config(),
+            "landmarks": [float(s) for s in pt.landmarks], "horizon_window": float(window),
+            "longitudinal": lon or None, "shuffle_outcome": shuffled, "run_name": str(cfg.get("run_name", "")),
+            "risk": f"P(event within {float(window):g} days of the landmark | inputs measured up to it)"}
+
+
+def _final_model(cfg: DictConfig, inp: DynamicInputs, make: Any, output_dir: Path,
+                 metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The landmark super-model fitted on every patient's stacked rows, saved to ``output_dir/landmark_model``
+    (``training.final_model=false``: none)."""
+    if not cfg.training.get("final_model", True):
+        return {}
+    model = make().fit(inp.stacked)
+    out = model.save(output_dir / MODEL_ARTIFACT, metadata=metadata)
+    log.info("final %s fitted on %d stacked rows (%d patients); saved to %s", LANDMARK, len(inp.stacked),
+             len(np.unique(inp.stacked.patient)), out)
+    return {"model": LANDMARK, "model_dir": str(out), "n_rows": len(inp.stacked),
+            "n_patients": len(np.unique(inp.stacked.patient))}
+
+
 def _log_to_mlflow(cfg: DictConfig, output_dir: Path, metrics: Mapping[str, float], stacked: StackedLandmarks,
-                   cohort: Cohort) -> None:
-    """The job run of a tracked dynamic run: its config, the per-landmark metrics and summary.json."""
+                   cohort: Cohort, summary: dict[str, Any]) -> None:
+    """The job run of a tracked dynamic run: its config, the per-landmark metrics, the final landmark model (artifact
+    ``landmark_model``; its ``runs:/`` URI is added to summary.json) and summary.json."""
     if not cfg.tracking.enabled:
         return
     import mlflow  # lazy: mlflow, only when the run is tracked
@@ -283,4 +324,9 @@ def _log_to_mlflow(cfg: DictConfig, output_dir: Path, metrics: Mapping[str, floa
                             tags={"task": cfg.task.name, "cohort": cohort.spec.name, "dynamic": "landmarks"})
     with job:
         mu.safe_log_metrics(metrics)
+        final = summary["dynamic"].get("final_model")
+        if final:
+            mlflow.log_artifacts(final["model_dir"], artifact_path=MODEL_ARTIFACT)
+            final["model_uri"] = f"runs:/{mlflow.active_run().info.run_id}/{MODEL_ARTIFACT}"
+            (output_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
         mlflow.log_artifact(str(output_dir / "summary.json"))

@@ -11,6 +11,8 @@ table, molecular response vs PFS, ctDNA vs RECIST and the rule's grid out of fol
   operating-characteristic curve);
 
 into a fresh folder that replaces ``OUT`` only once everything is written (a failed run leaves ``OUT`` as it was).
+With ``--model`` (the landmark model of a dynamic ``train.py`` run) every draw also gets the model's dynamic risk
+(:mod:`omics_risk.workflows.monitor_model`) and its alert at the ``model_risk`` threshold.
 With a tracking URI the summary metrics, rule settings, report and figures go to MLflow (no patient table).
 """
 
@@ -48,6 +50,7 @@ from omics_risk.monitoring.response import ResponseKM, best_overall_response, ct
 from omics_risk.monitoring.rules import ModelRiskRule, Rule, rule_from_config
 from omics_risk.monitoring.states import draw_states, patient_table
 from omics_risk.progress import progress_bar
+from omics_risk.workflows.monitor_model import DynamicRisk, dynamic_risks, load_landmark_model
 
 __all__ = ["MonitorResult", "compose_monitor_config", "find_config_dir", "monitor_cohort"]
 
@@ -159,8 +162,14 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
                    overrides: Sequence[str] = (), level: str | None = None, as_of_day: float | None = None,
                    config_dir: str | Path | None = None, tracking_uri: str | None = None,
                    experiment: str = "monitoring", grid: bool = True, report: bool = True,
-                   risk: str | Path | None = None, progress: bool = True) -> MonitorResult:
-    """Monitor a cohort's serial draws and write the outputs (see the module docstring)."""
+                   risk: str | Path | None = None, model: str | Path | None = None,
+                   features_dir: str | Path | None = None, progress: bool = True) -> MonitorResult:
+    """Monitor a cohort's serial draws and write the outputs (see the module docstring). ``model``: the landmark
+    model (folder or MLflow URI) scored at every draw, from the cohort's feature store (``features_dir``, default
+    ``COHORT/features``)."""
+    if risk is not None and model is not None:
+        raise ValueError("--model and --risk are mutually exclusive: --model computes the dynamic risk at each draw, "
+                         "--risk reads risks computed elsewhere; pass one of them")
     out = Path(out)
     _check_out(out)
     cfg = compose_monitor_config(rule, overrides, config_dir)
@@ -168,6 +177,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
     if level is not None:
         rule_cfg["level"] = level
     the_rule = rule_from_config(rule_cfg)
+    landmark_model = load_landmark_model(model, tracking_uri) if model is not None else None
     cohort = load_cohort(cohort_dir)
     steps = progress_bar(total=5 if grid and the_rule.grid else 4, desc="monitor", unit="step", disable=not progress)
     try:
@@ -177,9 +187,18 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         endpoint = survival_endpoint(cohort, cfg.endpoint)
         outcomes = outcomes_of(cohort, endpoint)
         model_risk = read_risk(risk, serial.summaries) if risk is not None else None
+        dynamic = None
+        if landmark_model is not None:
+            listed = serial.draws if as_of_day is None else serial.draws[serial.draws["day"] <= as_of_day]
+            mcfg = cfg.get("model") or {}
+            dynamic = dynamic_risks(landmark_model, cohort, listed, features_dir=features_dir,
+                                    grid_days=mcfg.get("grid_days"), max_days=int(mcfg.get("max_days", 200)),
+                                    progress=progress)
+            if isinstance(the_rule, ModelRiskRule):  # the rule alerts on the model's risk
+                model_risk = dynamic.table["dynamic_risk"].reindex(serial.summaries.index)
         if isinstance(the_rule, ModelRiskRule) and model_risk is None:
             raise ValueError(f"rule {the_rule.name} alerts on a model's dynamic risk: pass --risk FILE "
-                             "(sample_id,risk or patient_id,day,risk)")
+                             "(sample_id,risk or patient_id,day,risk) or --model URI (a dynamic run's landmark model)")
         status = serial.patients
         if as_of_day is not None:  # the cut also ends what is known of the outcome: censored at the cut
             late = outcomes["time"] > as_of_day
@@ -192,6 +211,10 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
                                                                       "(--as-of)"))
         draws = draw_states(serial.summaries, the_rule, as_of_day=as_of_day, risk=model_risk)
         patients = patient_table(draws, outcomes, status)
+        threshold = 0.0
+        if dynamic is not None:
+            threshold = _model_threshold(the_rule, cfg, config_dir)
+            patients = _with_model_alert(patients, serial.draws, dynamic, threshold, the_rule.baseline_max_day)
         steps.update()
         n_boot, seed = int(cfg.bootstrap), int(cfg.seed)
         table = lucagen_table(patients, draws, window_days=float(cfg.window_days), n_boot=n_boot, seed=seed)
@@ -206,7 +229,7 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
                                     folds=int(cfg.grid.folds), max_false_alerts=float(cfg.grid.max_false_alerts),
                                     n_boot=n_boot, seed=seed)
             steps.update()
-        notes = list(serial.notes)
+        notes = list(serial.notes) + (dynamic.notes if dynamic is not None else [])
         if not (patients["n_usable_draws"] > 0).any():
             first = patients.loc[patients["status"] == "no_usable_draws", "reason"]
             notes.insert(0, "no patient has a usable draw" + (f" (e.g. {first.iloc[0]})" if len(first) else "")
@@ -217,9 +240,13 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         censored = int(((patients["endpoint_event"] == 0) & (patients["n_usable_draws"] > 0)).sum())
         notes.append(f"{censored} patient(s) without progression are censored at their last draw (monitoring "
                      "follow-up ends there; false alerts are counted over it)")
-        samples = _samples_table(serial.draws, draws, as_of_day)
+        samples = _samples_table(serial.draws, draws, as_of_day, with_risk=risk is not None)
+        if dynamic is not None:
+            samples = _with_dynamic_risk(samples, dynamic, threshold, as_of_day)
         summary = _summary(cohort_dir, the_rule, cfg, endpoint.name if endpoint else None, as_of_day, risk, patients,
                            table, km, recist, grid_result, notes, serial.unlisted_rows)
+        if dynamic is not None:
+            summary["model"] = _model_summary(model, landmark_model, dynamic, threshold)
         figures = _figures(patients, draws, the_rule, grid_result, km, cfg) if report else {}
         out.parent.mkdir(parents=True, exist_ok=True)  # the new folder is built beside OUT: os.replace stays local
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -246,11 +273,61 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
     return result
 
 
-def _samples_table(listed: pd.DataFrame, draws: pd.DataFrame, as_of_day: float | None) -> pd.DataFrame:
+def _model_threshold(rule: Rule, cfg: DictConfig, config_dir: str | Path | None) -> float:
+    """The dynamic risk at which ``model_alert`` fires: the model_risk rule's threshold (``--set
+    rule.threshold=...``) when that is the rule, else ``model.threshold``, else the model_risk rule file's."""
+    if isinstance(rule, ModelRiskRule):
+        return float(rule.threshold)
+    given = (cfg.get("model") or {}).get("threshold")
+    if given is not None:
+        return float(given)
+    return float(compose_monitor_config("model_risk", (), config_dir).rule.threshold)
+
+
+def _with_dynamic_risk(samples: pd.DataFrame, dynamic: DynamicRisk, threshold: float,
+                       as_of_day: float | None) -> pd.DataFrame:
+    """samples.csv with ``model_day``, ``dynamic_risk``, ``model_alert`` (the risk at the draw >= threshold) and
+    ``model_reason`` (why a draw has no risk, or that it is extrapolated) on every row."""
+    t = dynamic.table.reindex(samples["sample_id"])
+    # a draw not handed to the model was drawn after --as-of
+    reason = t["model_reason"].fillna(f"drawn after day {as_of_day} (--as-of): not scored").to_numpy()
+    risk = t["dynamic_risk"].to_numpy(float)
+    alert = np.where(np.isfinite(risk), (np.nan_to_num(risk, nan=-np.inf) >= threshold).astype(float), np.nan)
+    return samples.assign(model_day=t["model_day"].to_numpy(float), dynamic_risk=risk, model_alert=alert,
+                          model_reason=reason)
+
+
+def _with_model_alert(patients: pd.DataFrame, listed: pd.DataFrame, dynamic: DynamicRisk, threshold: float,
+                      baseline_max_day: float) -> pd.DataFrame:
+    """patients.csv with ``model_alert_day``: the first on-treatment draw (after ``baseline_max_day``, as the rules
+    alert) at which the dynamic risk reached the threshold, and ``n_model_scored``, the draws the model scored (NaN
+    / 0 for a patient without)."""
+    t = listed[["patient_id", "sample_id", "day"]].join(dynamic.table["dynamic_risk"], on="sample_id")
+    t["patient_id"] = t["patient_id"].astype(str)
+    hit = t[(t["dynamic_risk"].to_numpy(float) >= threshold) & (t["day"].to_numpy(float) > baseline_max_day)]
+    first = hit.groupby("patient_id")["day"].min()
+    scored = t[t["dynamic_risk"].notna()].groupby("patient_id").size()
+    return patients.assign(model_alert_day=first.reindex(patients.index).to_numpy(float),
+                           n_model_scored=scored.reindex(patients.index).fillna(0).astype(int).to_numpy())
+
+
+def _model_summary(uri: str | Path | None, model: Any, dynamic: DynamicRisk, threshold: float) -> dict[str, Any]:
+    """summary.json's ``model``: where it came from, what it predicts and how the draws were scored."""
+    t = dynamic.table
+    meta = dict(getattr(model, "metadata_", {}) or {})
+    return {"uri": str(uri), "threshold": threshold, "grid_days": dynamic.grid_days,
+            "horizon_window": float(model.horizon_window_), "training_landmarks": list(model.landmark_range_),
+            "metadata": meta, "draws_scored": int(t["dynamic_risk"].notna().sum()),
+            "draws_not_scored": int(t["dynamic_risk"].isna().sum()),
+            "landmark_days_scored": int(t.loc[t["dynamic_risk"].notna(), "model_day"].nunique())}
+
+
+def _samples_table(listed: pd.DataFrame, draws: pd.DataFrame, as_of_day: float | None, *,
+                   with_risk: bool = True) -> pd.DataFrame:
     """Every listed draw: usable ones with their state and alert, the others (unusable, or after ``--as-of``) with
     their reason."""
     cols = ["patient_id", "sample_id", "day", "level", "positive", "ratio_to_baseline", "fold_over_nadir", "state",
-            "rule_fired", "alert"] + (["risk"] if "risk" in draws.columns else [])
+            "rule_fired", "alert"] + (["risk"] if with_risk and "risk" in draws.columns else [])
     d = draws[cols]
     keep = ["patient_id", "sample_id", "day", "state", "reason"]
     unusable = listed[~listed["usable"]].assign(state="unusable")[keep]
