@@ -29,7 +29,19 @@ def main(cfg: DictConfig) -> float:
     metrics = train(cfg)
     if text := run_outputs_text(cfg):  # where summary.json, report.html and the MLflow runs are
         print(text)
-    return float(metrics[cfg.optimized_metric])
+    return objective(metrics, str(cfg.optimized_metric))
+
+
+def objective(metrics: dict[str, float], key: str) -> float:
+    """The sweep objective ``optimized_metric``; NaN, with a note naming the run's own keys, when the run reports no
+    such metric (a dynamic run reports ``dynamic/<model>/<landmark>d/<metric>``), instead of a traceback after a
+    finished run."""
+    if key in metrics:
+        return float(metrics[key])
+    close = sorted(k for k in metrics if k.endswith("/cindex"))[:3]
+    print(f"note: optimized_metric={key} is not a metric of this run; the sweep objective is NaN (set "
+          f"optimized_metric to one of its metrics{', e.g. ' + ', '.join(close) if close else ''})")
+    return float("nan")
 
 
 if __name__ == "__main__":

@@ -86,3 +86,16 @@ def test_evaluate_py_user_errors_are_one_line(tmp_path: Path, args: list[str], e
 def test_hydra_full_error_shows_the_traceback(tmp_path: Path) -> None:
     proc = _run("train.py", "data.root=/nonexistent/cohort", cwd=tmp_path, env={"HYDRA_FULL_ERROR": "1"})
     assert proc.returncode != 0 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+
+
+def test_the_sweep_objective_of_a_run_without_that_metric_is_nan_with_a_note(capsys: pytest.CaptureFixture) -> None:
+    # a dynamic run reports dynamic/<model>/<landmark>d/<metric>, not the default fused/cindex: no traceback after it
+    import importlib.util  # train.py is a script, not a module of the package
+
+    spec = importlib.util.spec_from_file_location("train_script", ROOT / "train.py")
+    train = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(train)
+    assert train.objective({"fused/cindex": 0.71}, "fused/cindex") == 0.71
+    value = train.objective({"dynamic/landmark_cox/0d/cindex": 0.66}, "fused/cindex")
+    assert value != value  # NaN
+    assert "optimized_metric=fused/cindex is not a metric of this run" in capsys.readouterr().out
