@@ -63,8 +63,10 @@ def test_beats_every_base_model_when_the_signal_is_split(split_signal) -> None: 
         assert c_fused > cindex(test, quiet_fit(base, train).predict_risk(test)) + 0.03, base.name
     assert all(model.weights_[n] >= 0 for n in model.names_)
     assert model.weights_["coxnet_a"] > 0.2 and model.weights_["coxnet_b"] > 0.2 and model.weights_["clinical"] > 0.1
-    assert model.weights_["coxnet_noise"] == 0.0  # a modality without signal does not pass the bar
-    assert {"clinical", "coxnet_a", "coxnet_b"} <= set(model.selection_) and "coxnet_noise" not in model.selection_
+    # every base model may speak, shrunk by the penalty the second-level CV chose: a modality without signal stays
+    # far below the two that carry it
+    assert model.shrinkage_ in model.stack["shrinkage"] and set(model.selection_) >= {"clinical", "coxnet_noise"}
+    assert model.weights_["coxnet_noise"] < 0.25 * min(model.weights_["coxnet_a"], model.weights_["coxnet_b"])
     surv = model.predict_survival(test, np.array([30.0, 365.0, 1000.0]))
     assert surv.shape == (len(test), 3) and np.all(np.diff(surv, axis=1) <= 1e-12) and np.all((surv >= 0) & (surv <= 1))
     outs = model.predict_outputs(test, np.array([30.0, 365.0, 1000.0]))
@@ -72,14 +74,26 @@ def test_beats_every_base_model_when_the_signal_is_split(split_signal) -> None: 
     np.testing.assert_allclose(outs["survival"], surv)
 
 
+def test_forward_selection_keeps_the_noise_modality_out(split_signal) -> None:  # type: ignore[no-untyped-def]
+    train = split_signal[0]
+    model = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3, "network": False, "select": True}, **NET), train)
+    assert model.shrinkage_ is None and model.selection_[0] == "clinical"
+    assert {"coxnet_a", "coxnet_b"} <= set(model.selection_) and "coxnet_noise" not in model.selection_
+    assert model.weights_["coxnet_noise"] == 0.0
+    gains = np.diff([score for _, score in model.selection_path_])
+    assert np.all(gains > model.stack["min_gain"])  # each base model that entered passed the bar
+
+
 def test_never_below_the_clinical_backbone_when_the_omics_are_noise() -> None:
     data, _ = make_toy(600, seed=5, weights=(1.0, 0.0, 0.0))
     train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
     fused = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3, "network": False}, **NET), train)
     clinical = quiet_fit(ClinicalCox(clinical_types=TYPES), train)
-    # No omics model passes the cross-validated likelihood bar: the fused model is its clinical backbone, with the
-    # backbone's ranking (the same ClinicalCox refitted on the same patients).
-    assert fused.selection_ == ["clinical"] and fused.weights_["clinical"] > 0.5
+    # No penalty lets the omics beat the backbone alone by the cross-validated likelihood bar: the fused model is its
+    # clinical backbone, with the backbone's ranking (the same ClinicalCox refitted on the same patients).
+    assert fused.shrinkage_ is None and fused.selection_ == ["clinical"] and fused.weights_["clinical"] > 0.5
+    best = max(score for lam, score in fused.shrinkage_path_ if lam is not None)
+    assert best <= fused.shrinkage_path_[0][1] + fused.stack["min_gain"]
     assert all(fused.weights_[c] == 0.0 for c in fused.weights_ if c != "clinical")
     assert cindex(test, fused.predict_risk(test)) == pytest.approx(cindex(test, clinical.predict_risk(test)), abs=1e-12)
 

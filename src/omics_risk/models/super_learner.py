@@ -74,9 +74,13 @@ STACK_DEFAULTS: dict[str, Any] = {
     "coxnet": {},               # ModalityCoxnet settings over the baselines' late-fusion defaults
     "clinical_cox": {},         # ClinicalCox settings over the baselines' defaults
     "preprocessing": {},        # modality -> ModalityCoxnet ``preprocessing`` (kind, or {kind, screening})
-    "meta_penalizer": 0.01,     # ridge penalty of the meta-model (per patient; columns are in SD units)
-    "select": True,             # forward selection of base models from the clinical backbone (second-level CV)
-    "min_gain": 3.32,           # the second-level CV log-likelihood gain a base model must bring to enter
+    "meta_penalizer": 0.01,     # ridge penalty of the clinical backbone's weight (per patient; columns in SD units)
+    # ridge penalties of every other column (base risks, missingness indicators), one chosen by second-level CV; the
+    # clinical backbone alone is always a candidate too, left only for a CV log-likelihood gain above min_gain
+    "shrinkage": [0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0],
+    "select": False,            # true: forward selection from the backbone instead (a base model enters or not)
+    "min_gain": 3.32,           # the second-level CV log-likelihood gain over the backbone alone (or, select=true, of
+                                # each base model that enters) needed to move away from the backbone
     "indicators": True,         # missingness indicators of base models whose modality some patients lack
 }
 
@@ -155,13 +159,15 @@ def linear_base_of(name: str, model: SurvivalModel, data: MultimodalData) -> Lin
 # ------------------------------------------------------------------------------------------- meta-model
 def fit_nonnegative_meta(X: np.ndarray, nonnegative: np.ndarray, *, time: np.ndarray | None = None,
                          event: np.ndarray | None = None, label: np.ndarray | None = None,
-                         penalizer: float = 0.01) -> tuple[np.ndarray, float]:
+                         penalizer: float | np.ndarray = 0.01) -> tuple[np.ndarray, float]:
     """Weights (and, for a binary label, an intercept) minimising the mean Cox negative partial log-likelihood
-    (torchsurv, Efron ties) or the mean logistic loss, plus ``penalizer / 2 * ||w||^2``, with ``w >= 0`` where
-    ``nonnegative`` (L-BFGS-B). torchsurv evaluates the likelihood in float32: weights agree with lifelines' Cox fit
-    to about 1e-3, far below what the out-of-fold risks they are fitted on can resolve."""
+    (torchsurv, Efron ties) or the mean logistic loss, plus ``sum_j penalizer_j / 2 * w_j^2`` (``penalizer``: one
+    value, or one per column), with ``w >= 0`` where ``nonnegative`` (L-BFGS-B). torchsurv evaluates the likelihood
+    in float32: weights agree with lifelines' Cox fit to about 1e-3, far below what the out-of-fold risks they are
+    fitted on can resolve."""
     Xt = torch.as_tensor(np.asarray(X, dtype=np.float64))
     _, p = Xt.shape
+    pen = torch.as_tensor(np.broadcast_to(np.asarray(penalizer, dtype=np.float64), (p,)).copy())
     survival = label is None
     if survival:
         t = torch.as_tensor(np.asarray(time, dtype=np.float64))
@@ -179,7 +185,7 @@ def fit_nonnegative_meta(X: np.ndarray, nonnegative: np.ndarray, *, time: np.nda
                 loss = neg_partial_log_likelihood(lin, e, t, ties_method="efron", reduction="mean")
         else:
             loss = torch.nn.functional.binary_cross_entropy_with_logits(lin + th[p], y)
-        loss = loss + 0.5 * penalizer * (w * w).sum()
+        loss = loss + 0.5 * (pen * w * w).sum()
         loss.backward()
         return float(loss.detach()), th.grad.detach().numpy().astype(np.float64)
 
@@ -393,11 +399,15 @@ class FusedSuperLearner(SurvivalModel):
         # every base risk (higher = worse) enters with a non-negative weight.
         target = ({"time": out.time[rows], "event": out.event[rows]} if survival
                   else {"label": 1.0 - out.label[rows]})
-        self.selection_ = self._select(X, target, out.strata(rows))
+        if self.stack["select"]:
+            self.selection_ = self._select(X, target, out.strata(rows))
+            self.shrinkage_ = None
+        else:
+            self.selection_, self.shrinkage_ = self._shrink(X, target, out.strata(rows))
         cols = _columns_of(X, self.selection_)
         nonneg = np.array([c in self.names_ for c in cols])
         w, self.intercept_ = fit_nonnegative_meta(X[cols].to_numpy(), nonneg, **target,
-                                                  penalizer=float(self.stack["meta_penalizer"]))
+                                                  penalizer=self._penalties(cols, self.shrinkage_))
         self.weights_ = {c: 0.0 for c in X.columns} | {c: float(v) for c, v in zip(cols, w, strict=True)}
         if "clinical" in self.names_ and not any(self.weights_[n] > 0 for n in self.names_):
             # Nothing, not even the backbone, ranks held-out patients better than chance (a tiny or signal-free
@@ -420,8 +430,14 @@ class FusedSuperLearner(SurvivalModel):
         self.fit_seconds_ = _time.perf_counter() - t0
         return self
 
+    def _penalties(self, cols: list[str], shrinkage: float | None) -> np.ndarray:
+        """Ridge penalty per meta column: ``meta_penalizer`` for the clinical backbone, ``shrinkage`` for every other
+        column (``meta_penalizer`` for all when ``shrinkage`` is None: forward selection)."""
+        base = float(self.stack["meta_penalizer"])
+        return np.array([base if shrinkage is None or c == "clinical" else float(shrinkage) for c in cols])
+
     def _cv_score(self, X: pd.DataFrame, cols: list[str], target: Mapping[str, np.ndarray],
-                  splits: list[tuple[np.ndarray, np.ndarray]]) -> float:
+                  splits: list[tuple[np.ndarray, np.ndarray]], shrinkage: float | None = None) -> float:
         """Second-level cross-validated log-likelihood of a meta-model on columns ``cols`` of the out-of-fold risks.
 
         Survival: Verweij & van Houwelingen's cross-validated partial log-likelihood, sum over folds k of
@@ -430,10 +446,10 @@ class FusedSuperLearner(SurvivalModel):
         hundred patients, and on the scale of a likelihood-ratio test."""
         nonneg = np.array([c in self.names_ for c in cols])
         Z = X[cols].to_numpy()
+        pen = self._penalties(cols, shrinkage)
         total = 0.0
         for tr, va in splits:
-            w, b = fit_nonnegative_meta(Z[tr], nonneg, **{k: v[tr] for k, v in target.items()},
-                                        penalizer=float(self.stack["meta_penalizer"]))
+            w, b = fit_nonnegative_meta(Z[tr], nonneg, **{k: v[tr] for k, v in target.items()}, penalizer=pen)
             if "label" in target:
                 eta = Z[va] @ w + b
                 y = target["label"][va]
@@ -473,6 +489,35 @@ class FusedSuperLearner(SurvivalModel):
             chosen, best = [*chosen, top], scores[top]
             self.selection_path_.append((list(chosen), best))
         return chosen
+
+    def _shrink(self, X: pd.DataFrame, target: Mapping[str, np.ndarray],
+                strata: np.ndarray) -> tuple[list[str], float | None]:
+        """How strongly the omics may move the clinical backbone: every base model enters, the backbone's weight is
+        barely penalised and every other column (base risks, missingness indicators) is shrunk by a ridge penalty
+        chosen from ``stack.shrinkage`` by the second-level cross-validated log-likelihood (:meth:`_cv_score`), with
+        the clinical backbone alone as one more candidate. A continuous shrinkage rather than an in-or-out choice: on a
+        few hundred patients forward selection kept one or two modalities whose out-of-fold strength did not transfer
+        to an independent cohort (docs/fused_model.md). The stack leaves the backbone only when its best penalty beats
+        the backbone alone by more than ``stack.min_gain`` (a likelihood-ratio bar at p < 0.01), so on data whose
+        omics carry nothing the fused model is its clinical backbone. Returns the base models that may speak and the
+        chosen penalty (None: the backbone alone)."""
+        splits = inner_splits(strata, int(self.stack["inner_folds"]), self.seed + 1, survival="label" not in target)
+        grid = sorted(float(v) for v in (self.stack["shrinkage"] or []))
+        if any(v <= 0 for v in grid):
+            raise ValueError(f"stack.shrinkage must be positive ridge penalties, got {grid}")
+        path: list[tuple[float | None, float]] = []
+        if "clinical" in self.names_:
+            path.append((None, self._cv_score(X, _columns_of(X, ["clinical"]), target, splits)))
+        if len(self.names_) > 1 or "clinical" not in self.names_:
+            cols = list(X.columns)
+            path += [(lam, self._cv_score(X, cols, target, splits, lam)) for lam in grid]
+        if not path:  # only the backbone, and no grid: nothing to choose
+            return list(self.names_), None
+        self.shrinkage_path_ = path
+        best, score = max(path, key=lambda item: item[1])
+        if path[0][0] is None and best is not None and score <= path[0][1] + float(self.stack["min_gain"]):
+            best = None  # the omics must beat the backbone alone by the likelihood-ratio bar (as forward selection)
+        return (["clinical"], None) if best is None else (list(self.names_), best)
 
     @staticmethod
     def _modality_of(name: str, specs: Mapping[str, Callable[[], SurvivalModel]]) -> str:
