@@ -71,15 +71,16 @@ def _print(summary: dict, title: str, extra: str = "") -> None:
         print("| " + " | ".join(f"{v:.3f}" if isinstance(v, float) else str(v) for v in row) + " |")
 
 
-def tcga(repeats: int = 1) -> None:
+def tcga(repeats: int = 1, models: list[str] | None = None) -> None:
     """Real TCGA LUSC, PFI: 5-fold CV (``repeats`` > 1: repeated with reshuffled folds; pooled C, CIs and paired
-    tests over every repeat, p from the corrected resampled t-test)."""
+    tests over every repeat, p from the corrected resampled t-test). ``models``: only these baselines."""
     cohort = RESULTS / "tcga_lusc"
     if not (cohort / "cohort.yaml").is_file():
         cli(["convert", "tcga-lusc", "--src", str(ROOT.parent / "shared" / "data" / "tcga_lusc"), "--out",
              str(cohort)])
     tag = "" if repeats == 1 else f"_repeats{repeats}"
-    s = _train(["experiment=tcga_lusc", f"data.root={cohort}", f"training.cv.repeats={repeats}"],
+    only = [f"baselines.settings.include=[{','.join(models)}]"] if models else []
+    s = _train(["experiment=tcga_lusc", f"data.root={cohort}", f"training.cv.repeats={repeats}", *only],
                RESULTS / f"run_tcga{tag}")
     (RESULTS / f"training_tcga{tag}.json").write_text(json.dumps(s, indent=1, default=float))
     _print(s, f"TCGA LUSC, progression-free interval ({f'{repeats} x ' if repeats > 1 else ''}5-fold CV)",
@@ -386,6 +387,8 @@ if __name__ == "__main__":
     parser.add_argument("--shuffles", type=int, default=10, help="shuffled: independent outcome permutations")
     parser.add_argument("--cv-repeats", type=int, default=1,
                         help="shuffled: CV repeats per permutation; tcga: repeats of the 5-fold CV")
+    parser.add_argument("--models", nargs="+", default=None,
+                        help="tcga: only these baselines (e.g. clinical_cox reference_stage); default every one")
     parser.add_argument("--jobs", type=int, default=2, help="shuffled: permutations trained side by side")
     parser.add_argument("--no-models", action="store_true", help="learning: the noise-free curve only")
     args = parser.parse_args()
@@ -394,7 +397,7 @@ if __name__ == "__main__":
         if p == "shuffled":
             shuffled(args.shuffles, args.cv_repeats, args.jobs)
         elif p == "tcga":
-            tcga(args.cv_repeats)
+            tcga(args.cv_repeats, args.models)
         elif p == "learning":
             learning(models=not args.no_models)
         else:
