@@ -24,12 +24,15 @@ from omics_risk.evaluation.bootstrap import Estimate
 from omics_risk.evaluation.plot_style import figure_png
 from omics_risk.evaluation.tables import format_p, is_p_value
 
-__all__ = ["estimates_table", "render_html_report", "write_html_report"]
+__all__ = ["estimates_table", "html_table", "package_version", "paragraphs", "png_base64", "render_html_report",
+           "report_environment", "section_anchor", "write_html_report"]
 
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def _environment():
+def report_environment() -> Environment:
+    """The Jinja environment of every report template (package templates, autoescaped: text from configs and cohorts
+    cannot inject markup)."""
     return Environment(
         loader=PackageLoader("omics_risk.evaluation", "templates"),
         autoescape=select_autoescape(["html", "html.j2", "j2"], default=True),
@@ -39,7 +42,8 @@ def _environment():
     )
 
 
-def _version() -> str:
+def package_version() -> str:
+    """omics-risk's installed version, for the report footer ("unknown" in a source checkout)."""
     try:
         return version("omics-risk")
     except Exception:  # not installed (source checkout on sys.path)
@@ -83,14 +87,14 @@ def _cell(value: Any, column: str, digits: int) -> dict[str, Any]:
     return {"text": str(value), "num": False}
 
 
-def _table(frame: pd.DataFrame, digits: int) -> dict[str, Any]:
+def html_table(frame: pd.DataFrame, digits: int) -> dict[str, Any]:
     f = frame if isinstance(frame.index, pd.RangeIndex) else frame.reset_index()
     columns = [str(c) for c in f.columns]
     rows = [[_cell(v, c, digits) for v, c in zip(row, columns, strict=True)] for row in f.itertuples(index=False)]
     return {"columns": columns, "rows": rows}
 
 
-def _anchor(text: str, used: set[str]) -> str:
+def section_anchor(text: str, used: set[str]) -> str:
     base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
     anchor, k = base, 2
     while anchor in used:
@@ -99,7 +103,7 @@ def _anchor(text: str, used: set[str]) -> str:
     return anchor
 
 
-def _png_b64(name: str, fig: Figure | str | Path | bytes) -> str:
+def png_base64(name: str, fig: Figure | str | Path | bytes) -> str:
     if isinstance(fig, Figure):
         data = figure_png(fig)
     elif isinstance(fig, bytes):
@@ -114,7 +118,7 @@ def _png_b64(name: str, fig: Figure | str | Path | bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def _paragraphs(text: str) -> list[str]:
+def paragraphs(text: str) -> list[str]:
     return [p.strip() for p in re.split(r"\n\s*\n", str(text)) if p.strip()]
 
 
@@ -128,20 +132,20 @@ def render_html_report(*, title: str, metrics_table: pd.DataFrame | Mapping[str,
     if not isinstance(metrics_table, pd.DataFrame):
         metrics_table = estimates_table(metrics_table, digits=digits)
     used: set[str] = {"run", "metrics", "figures"}
-    figs = [{"name": str(name), "anchor": _anchor(f"fig-{name}", used), "data": _png_b64(str(name), fig),
+    figs = [{"name": str(name), "anchor": section_anchor(f"fig-{name}", used), "data": png_base64(str(name), fig),
              "caption": (captions or {}).get(name, "")} for name, fig in (figures or {}).items()]
-    secs = [{"title": str(t), "anchor": _anchor(str(t), used), "paragraphs": _paragraphs(body)}
+    secs = [{"title": str(t), "anchor": section_anchor(str(t), used), "paragraphs": paragraphs(body)}
             for t, body in (sections or {}).items()]
     note = metrics_note if metrics_note is not None else (
         "Intervals are 95% percentile bootstrap confidence intervals over patients; p-values below 0.001 are "
         "shown as <0.001. Harrell's and Uno's C and AUCs: 0.5 = random ranking, 1 = perfect.")
-    return _environment().get_template("report.html.j2").render(
+    return report_environment().get_template("report.html.j2").render(
         title=str(title),
-        version=_version(),
+        version=package_version(),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         meta=[(str(k), "–" if v is None else str(v)) for k, v in (meta or {}).items()],
-        metrics=_table(metrics_table, digits),
-        headline=None if headline is None or headline.empty else _table(headline, digits),
+        metrics=html_table(metrics_table, digits),
+        headline=None if headline is None or headline.empty else html_table(headline, digits),
         headline_note=headline_note or "",
         metrics_note=note,
         figures=figs,

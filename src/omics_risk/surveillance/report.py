@@ -4,20 +4,16 @@ markup); figures are embedded PNGs, so the page is one file that opens offline."
 
 from __future__ import annotations
 
-import base64
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
 from matplotlib.figure import Figure
 
-from omics_risk.evaluation.plot_style import figure_png
+from omics_risk.evaluation.report import package_version, paragraphs, png_base64, report_environment, section_anchor
 
 __all__ = ["Block", "render_report"]
 
@@ -53,32 +49,16 @@ def _table(frame: pd.DataFrame, digits: Mapping[str, int]) -> dict[str, Any]:
     return {"columns": cols, "rows": rows}
 
 
-def _anchor(text: str, used: set[str]) -> str:
-    base = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "section"
-    anchor, k = base, 2
-    while anchor in used:
-        anchor, k = f"{base}-{k}", k + 1
-    used.add(anchor)
-    return anchor
-
-
 def render_report(title: str, blocks: Sequence[Block], meta: Mapping[str, Any]) -> str:
     """The HTML text of the report."""
-    env = Environment(loader=PackageLoader("omics_risk.evaluation", "templates"),
-                      autoescape=select_autoescape(["html", "j2"], default=True), undefined=StrictUndefined,
-                      trim_blocks=True, lstrip_blocks=True)
+    env = report_environment()
     used = {"run"}
     out = []
     for b in blocks:
-        out.append({"title": b.title, "anchor": _anchor(b.title, used),
-                    "paragraphs": [p.strip() for p in re.split(r"\n\s*\n", b.text) if p.strip()],
+        out.append({"title": b.title, "anchor": section_anchor(b.title, used), "paragraphs": paragraphs(b.text),
                     "table": None if b.table is None else _table(b.table, b.digits),
-                    "figure": None if b.figure is None else base64.b64encode(figure_png(b.figure)).decode("ascii"),
+                    "figure": None if b.figure is None else png_base64(b.title, b.figure),
                     "caption": b.caption})
-    try:
-        ver = version("omics-risk")
-    except PackageNotFoundError:  # a source checkout on sys.path
-        ver = "unknown"
     return env.get_template("surveil_report.html.j2").render(
-        title=title, version=ver, generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        title=title, version=package_version(), generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         meta=[(str(k), "–" if v is None else str(v)) for k, v in meta.items()], blocks=out)

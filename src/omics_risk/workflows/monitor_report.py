@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from omics_risk.atomic import atomic_write_text
-from omics_risk.evaluation.report import _environment, _png_b64, _table, _version
+from omics_risk.evaluation.report import html_table, package_version, png_base64, report_environment
 from omics_risk.monitoring.grid import GridResult
 from omics_risk.monitoring.lucagen import LucagenTable
 from omics_risk.monitoring.response import ResponseKM
@@ -25,8 +25,8 @@ __all__ = ["write_monitor_report"]
 def _block(title: str, paragraphs: list[str], table: pd.DataFrame | None = None,
            figures: list[tuple[str, Any, str]] = (), digits: int = 3) -> dict[str, Any]:
     return {"title": title, "anchor": re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-"),
-            "paragraphs": paragraphs, "table": None if table is None or table.empty else _table(table, digits),
-            "figures": [{"name": n, "data": _png_b64(n, f), "caption": c} for n, f, c in figures]}
+            "paragraphs": paragraphs, "table": None if table is None or table.empty else html_table(table, digits),
+            "figures": [{"name": n, "data": png_base64(n, f), "caption": c} for n, f, c in figures]}
 
 
 def write_monitor_report(path: Path, *, summary: Mapping[str, Any], table: LucagenTable, km: ResponseKM | None,
@@ -87,8 +87,8 @@ def write_monitor_report(path: Path, *, summary: Mapping[str, Any], table: Lucag
             ("level", rule.level), ("endpoint", summary["endpoint"] or "–"),
             ("as of day", "–" if summary["as_of_day"] is None else summary["as_of_day"]),
             ("patients", ", ".join(f"{k}: {v}" for k, v in pat.items()))]
-    html = _environment().get_template("monitor.html.j2").render(
-        title="Serial ctDNA monitoring", version=_version(),
+    html = report_environment().get_template("monitor.html.j2").render(
+        title="Serial ctDNA monitoring", version=package_version(),
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         meta=[(k, str(v)) for k, v in meta], blocks=blocks)
     atomic_write_text(path, html)
