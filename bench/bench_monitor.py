@@ -17,7 +17,6 @@ Usage: ``PYTHONPATH=src python bench/bench_monitor.py [--n 500] [--n-daily 300] 
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import platform
 import sys
@@ -29,12 +28,10 @@ import numpy as np
 import pandas as pd
 
 from omics_risk.data.readers import read_variant_table
-from omics_risk.data.synthetic.cohort import SynthOptions
-from omics_risk.data.synthetic.genome import get_genome
-from omics_risk.features.ctdna import ctdna_dynamics, sample_summaries
+from omics_risk.features.ctdna import ctdna_dynamics
+from omics_risk.monitoring import truth as truth_mod
 from omics_risk.monitoring.lucagen import lucagen_table
 from omics_risk.monitoring.rules import RiseRule
-from omics_risk.monitoring.states import draw_states, patient_table
 from omics_risk.monitoring.truth import compare_with_truth
 from omics_risk.workflows.monitor import monitor_cohort
 
@@ -44,21 +41,11 @@ HERE = Path(__file__).resolve().parent
 # ------------------------------------------------------------------------------------------ (a) truth agreement
 def monitor_plan(kind: str, n: int, seed: int, rule: RiseRule, **opts: int) -> tuple[dict, dict, float]:
     t0 = time.perf_counter()
-    planner = importlib.import_module(f"omics_risk.data.synthetic.{kind.replace('-', '_')}").plan
-    plan = planner(n, np.random.SeedSequence(seed), SynthOptions(**opts), get_genome(120))
-    plan_s = time.perf_counter() - t0
-    summ = sample_summaries(plan.tables["ctdna/variants.csv"], rule.detection())
-    ep = plan.endpoints[plan.main_endpoint]
-    clin = plan.clinical.set_index("patient_id")
-    outcomes = pd.DataFrame({"time": clin[ep["time"]].astype(float), "event": clin[ep["event"]].astype(float)})
-    n_draws = summ.groupby("patient_id").size().reindex(clin.index).fillna(0).astype(int)
-    status = pd.DataFrame({"status": np.where(n_draws > 0, "ok", "no_draws"), "reason": "", "n_draws": n_draws},
-                          index=clin.index)
-    draws = draw_states(summ, rule)
-    patients = patient_table(draws, outcomes, status)
-    cmp = compare_with_truth(patients, draws, plan.truth_patients.set_index("patient_id"), n_boot=1000, seed=0)
+    patients, draws, truth = truth_mod.monitor_plan(kind, n, seed, rule, **opts)
+    seconds = time.perf_counter() - t0
+    cmp = compare_with_truth(patients, draws, truth, n_boot=1000, seed=0)
     table = lucagen_table(patients, draws, n_boot=1000, seed=0).to_dict()
-    return cmp, table, plan_s
+    return cmp, table, seconds
 
 
 def _ci(d: dict, who: str, pct: bool) -> str:
@@ -95,7 +82,7 @@ def truth_section(n: int, n_daily: int) -> list[str]:
                      f"{'yes' if a['agrees'] else 'no'} | {_ci(b, 'rule', False)} | {_ci(b, 'truth', False)} | "
                      f"{'yes' if b['agrees'] else 'no'} | {cmp['median_onset_lead_days']['truth_value']:.0f} | "
                      f"{fa} |")
-        print(lines[-1], f"(plan {plan_s:.0f} s)", flush=True)
+        print(lines[-1], f"(plan and monitor {plan_s:.0f} s)", flush=True)
     return lines
 
 

@@ -10,29 +10,15 @@ import pytest
 
 from omics_risk.data.synthetic.cohort import SynthOptions
 from omics_risk.data.synthetic.genome import get_genome
-from omics_risk.features.ctdna import sample_summaries
+from omics_risk.monitoring import truth as truth_mod
 from omics_risk.monitoring.rules import RiseRule
-from omics_risk.monitoring.states import draw_states, patient_table
 from omics_risk.monitoring.truth import compare_with_truth, truth_at_draws
 
 
 def monitor_plan(kind: str, n: int, seed: int, rule: RiseRule, **opts: int) -> dict:
     """Monitor a generator plan's variant table (no files written) and compare with its truth."""
-    # lazy: the kind's planner module, picked by name as generate_cohort does
-    import importlib
-
-    planner = importlib.import_module(f"omics_risk.data.synthetic.{kind.replace('-', '_')}").plan
-    plan = planner(n, np.random.SeedSequence(seed), SynthOptions(**opts), get_genome(120))
-    summ = sample_summaries(plan.tables["ctdna/variants.csv"], rule.detection())
-    ep = plan.endpoints[plan.main_endpoint]
-    clin = plan.clinical.set_index("patient_id")
-    outcomes = pd.DataFrame({"time": clin[ep["time"]].astype(float), "event": clin[ep["event"]].astype(float)})
-    n_draws = summ.groupby("patient_id").size().reindex(clin.index).fillna(0).astype(int)
-    status = pd.DataFrame({"status": np.where(n_draws > 0, "ok", "no_draws"), "reason": "", "n_draws": n_draws},
-                          index=clin.index)
-    draws = draw_states(summ, rule)
-    patients = patient_table(draws, outcomes, status)
-    return compare_with_truth(patients, draws, plan.truth_patients.set_index("patient_id"), n_boot=500, seed=0)
+    patients, draws, truth = truth_mod.monitor_plan(kind, n, seed, rule, **opts)
+    return compare_with_truth(patients, draws, truth, n_boot=500, seed=0)
 
 
 def test_nsclc_advanced_every_cycle_agrees_with_truth() -> None:

@@ -16,10 +16,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from omics_risk.data.synthetic import SynthOptions, plan_cohort
 from omics_risk.evaluation.bootstrap import Estimate, bootstrap_indices
+from omics_risk.features.ctdna import sample_summaries
 from omics_risk.monitoring.lucagen import median_estimate, ratio_estimate
+from omics_risk.monitoring.rules import RiseRule
+from omics_risk.monitoring.states import draw_states, patient_table
 
-__all__ = ["compare_with_truth", "read_truth", "truth_at_draws"]
+__all__ = ["compare_with_truth", "monitor_plan", "read_truth", "truth_at_draws"]
 
 
 def read_truth(cohort_dir: str | Path) -> pd.DataFrame:
@@ -77,3 +81,20 @@ def compare_with_truth(patients: pd.DataFrame, draws: pd.DataFrame, truth: pd.Da
                                      else float("nan")}
     out["n"] = {"patients": float(len(p)), "progressions": float(prog.sum())}
     return out
+
+
+def monitor_plan(kind: str, n: int, seed: int, rule: RiseRule,
+                 **opts: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Monitor a synthetic cohort's plan in memory (no files written; ``opts``: SynthOptions such as
+    ``draw_every``): its per-draw states, per-patient table (every patient, ``no_draws`` for those without a draw)
+    and truth, for the truth comparison at sizes where writing the cohort would dominate (tests, bench/)."""
+    plan = plan_cohort(kind, n, seed, SynthOptions(**opts))
+    summ = sample_summaries(plan.tables["ctdna/variants.csv"], rule.detection())
+    ep = plan.endpoints[plan.main_endpoint]
+    clin = plan.clinical.set_index("patient_id")
+    outcomes = pd.DataFrame({"time": clin[ep["time"]].astype(float), "event": clin[ep["event"]].astype(float)})
+    n_draws = summ.groupby("patient_id").size().reindex(clin.index).fillna(0).astype(int)
+    status = pd.DataFrame({"status": np.where(n_draws > 0, "ok", "no_draws"), "reason": "", "n_draws": n_draws},
+                          index=clin.index)
+    draws = draw_states(summ, rule)
+    return patient_table(draws, outcomes, status), draws, plan.truth_patients.set_index("patient_id")

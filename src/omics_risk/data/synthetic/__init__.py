@@ -21,14 +21,25 @@ from pathlib import Path
 import numpy as np
 
 from omics_risk.data.synthetic import fragments, methylation
-from omics_risk.data.synthetic.cohort import GENERATOR_VERSION, SynthOptions, prepare_out, write_cohort
+from omics_risk.data.synthetic.cohort import GENERATOR_VERSION, CohortPlan, SynthOptions, prepare_out, write_cohort
 from omics_risk.data.synthetic.genome import get_genome
 from omics_risk.data.synthetic.imaging import DEFAULT_SHAPE, DEFAULT_SPACING
 
-__all__ = ["GENERATOR_VERSION", "KINDS", "SynthOptions", "generate_cohort"]
+__all__ = ["GENERATOR_VERSION", "KINDS", "SynthOptions", "generate_cohort", "plan_cohort"]
 
 KINDS = ("nsclc-postop", "sclc", "nsclc-advanced")
 MIN_PATIENTS = 10
+
+
+def plan_cohort(kind: str, n: int, seed: int, opts: SynthOptions | None = None) -> CohortPlan:
+    """The plan of a synthetic cohort (tables, truth) without writing any file: the numbers ``omics-risk synth``
+    writes for the same (kind, n, seed, options); for tests and benchmarks where rendering images and fragment files
+    would dominate."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
+    opts = opts or SynthOptions()
+    planner = importlib.import_module(f"omics_risk.data.synthetic.{kind.replace('-', '_')}").plan
+    return planner(int(n), np.random.SeedSequence(int(seed)), opts, get_genome(opts.genome_scale))
 
 
 def generate_cohort(kind: str, n: int, seed: int, out: str | Path, *,
