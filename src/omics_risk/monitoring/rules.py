@@ -138,7 +138,29 @@ def rule_from_config(cfg: Mapping[str, Any]) -> Rule:
     if unknown:
         raise ValueError(f"rule {cfg.get('name', cls.__name__)}: unknown setting(s) {', '.join(unknown)}; "
                          f"{cls.__name__} has {', '.join(sorted(known - {'grid'}))}")
-    return cls(**cfg)
+    return cls(**{k: _checked(cfg.get("name", cls.__name__), k, v, cls) for k, v in cfg.items()})
+
+
+def _checked(rule: str, key: str, value: Any, cls: type) -> Any:
+    """A setting's value with the type its field's default has (a number, a whole number, true/false); one clear
+    line naming the setting otherwise (``--set rule.fold=abc``)."""
+    default = next(f.default for f in dataclasses.fields(cls) if f.name == key)
+    kind = type(default)
+    if value is None or default is dataclasses.MISSING or kind not in (bool, int, float):
+        return value
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    else:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = None
+        if number is not None and not isinstance(value, bool) and (kind is float or number.is_integer()):
+            return kind(number)
+    what = {bool: "true or false", int: "a whole number", float: "a number"}[kind]
+    example = str(default).lower() if kind is bool else default
+    raise ValueError(f"rule {rule}: {key} must be {what}, got {value!r} (e.g. --set rule.{key}={example})")
 
 
 def with_params(rule: Rule, **params: Any) -> Rule:
