@@ -37,3 +37,15 @@ def test_defaults_five_inner_folds_and_a_cheaper_stacker_base() -> None:
     assert models["coxnet_a"].cv_folds == 5 and models["coxnet_a"].one_se is False
     assert models["late_fusion"].base_models["a"].cv_folds == 3
     assert make_baselines(["a"], "survival", {"coxnet": {"one_se": True}})["coxnet_a"].one_se is True
+
+
+def test_a_fixed_alpha_refits_the_chosen_model_without_a_search(toy) -> None:  # type: ignore[no-untyped-def]
+    train, test = toy
+    searched = ModalityCoxnet("a", n_alphas=20).fit(train)
+    fixed = ModalityCoxnet("a", n_alphas=20, fixed_alpha=searched.alpha_).fit(train)
+    assert fixed.alpha_ == pytest.approx(searched.alpha_) and np.isnan(fixed.cv_cindex_)
+    # the same penalty on the same patients: the same coefficients (the path is walked down to it either way)
+    np.testing.assert_allclose(fixed.coef_.to_numpy(), searched.coef_.to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(fixed.predict_risk(test), searched.predict_risk(test), atol=1e-2)
+    stronger = ModalityCoxnet("a", fixed_alpha=10 * searched.alpha_).fit(train)
+    assert stronger.n_selected_ < searched.n_selected_

@@ -14,13 +14,16 @@ fold** (a super learner, van der Laan et al. 2007):
 * ``network``: the multimodal network (:class:`~omics_risk.models.fused.FusedSurvivalModel`: per-modality
   encoders, a MONAI 3D ResNet for CT images, fusion with a presence mask, Cox / discrete / binary heads).
 
-``fit`` (one outer training fold): ``inner_folds`` stratified folds give every base model's out-of-fold risk; each
-risk is centred on its median and scaled by its SD over the patients that have its modality (0 and a missingness
-indicator where absent); the meta-model, a Cox partial likelihood (torchsurv, Efron ties) -- or a logistic loss for
-a binary endpoint -- with a small ridge penalty, is fitted on those columns with **weights >= 0**
-(L-BFGS-B), so a base model whose risk does not help held-out patients gets weight 0 instead of a sign flip that
-overfits; then every base model is refitted on the whole fold. A modality that carries no signal therefore costs
-the clinical backbone little, and one that does is weighted by what it adds beyond the others.
+``fit`` (one outer training fold): each elastic-net base model chooses its alpha once, on the whole fold, and its
+``inner_folds`` copies keep it; the stratified inner folds give every base model's out-of-fold risk; each risk is
+centred on its median and scaled by its SD over the patients that have its modality (0 and a missingness indicator
+where absent); the meta-model, a Cox partial likelihood (torchsurv, Efron ties) -- or a logistic loss for a binary
+endpoint -- is fitted on those columns with **weights >= 0** (L-BFGS-B), so a base model whose risk does not help
+held-out patients gets weight 0 instead of a sign flip that overfits. The clinical backbone's weight is barely
+penalised; every other column is shrunk by a ridge penalty chosen by second-level cross-validation, and the backbone
+alone wins unless the omics beat it by a likelihood-ratio bar (:meth:`FusedSuperLearner._shrink`). Base models with
+a weight are then refitted on the whole fold. A modality that carries no signal therefore costs the clinical backbone
+nothing, and one that does is weighted by what it adds beyond the others.
 
 Saved without pickle (:meth:`save`): the linear base models as JSON coefficients with their fitted preprocessing in
 skops files, the network in its own format (:mod:`omics_risk.models.fused_io`), the weights and the Breslow baseline
@@ -215,6 +218,11 @@ def _columns_of(X: pd.DataFrame, chosen: list[str]) -> list[str]:
     return [c for c in X.columns if c in chosen or c.removesuffix("_missing") in chosen]
 
 
+def _with_fixed_alpha(model: SurvivalModel, alpha: float) -> SurvivalModel:
+    model.fixed_alpha = float(alpha)  # type: ignore[attr-defined]  # a ModalityCoxnet (see _whole_fold_coxnets)
+    return model
+
+
 def _centred_network_risk(net: FusedSurvivalModel, data: MultimodalData, images: ImageProvider | None,
                           raw: np.ndarray | None = None) -> np.ndarray:
     """The network's risk centred on its training median (``raw``: its risk from an earlier forward pass)."""
@@ -318,6 +326,30 @@ class FusedSuperLearner(SurvivalModel):
             specs[f"coxnet_{m}"] = lambda m=m, prep=prep: ModalityCoxnet(m, **coxnet, preprocessing=prep, **common)
         return specs
 
+    def _whole_fold_coxnets(self, d: MultimodalData, specs: Mapping[str, Callable[[], SurvivalModel]]
+                            ) -> tuple[dict[str, LinearBase], dict[str, Callable[[], SurvivalModel]]]:
+        """Each elastic-net base model fitted on the whole fold (its alpha chosen by its own inner CV there), and
+        factories of its inner-fold copies that keep that alpha (``fixed_alpha``): the out-of-fold risks the weights
+        are fitted on then come from the model the stack uses, on the same scale. A base model that cannot be fitted
+        is left out (``dropped_``)."""
+        whole: dict[str, LinearBase] = {}
+        inner = dict(specs)
+        for n, make in specs.items():
+            model = make()
+            if not isinstance(model, ModalityCoxnet):
+                continue
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    model.fit(d)
+            except ValueError as exc:  # InsufficientTrainingData included
+                self.dropped_[n] = str(exc).splitlines()[0]
+                warnings.warn(f"{self.name}: base model '{n}' left out: {self.dropped_[n]}", stacklevel=3)
+                continue
+            whole[n] = linear_base_of(n, model, d)
+            inner[n] = lambda make=make, alpha=model.alpha_: _with_fixed_alpha(make(), alpha)
+        return whole, inner
+
     def _fit_bases(self, d: MultimodalData, specs: Mapping[str, Callable[[], SurvivalModel]], names: list[str],
                    images: ImageProvider | None, *, final: bool,
                    on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> dict[str, Any]:
@@ -367,6 +399,7 @@ class FusedSuperLearner(SurvivalModel):
         names = list(specs) + ([NETWORK] if self.stack["network"] else [])
         if not names:
             raise ValueError("the fused super learner has no base model: enable the network or the clinical table")
+        whole, inner_specs = self._whole_fold_coxnets(d, specs)
         present = np.zeros((len(d), len(names)), dtype=bool)
         oof = np.zeros((len(d), len(names)))
         splits = inner_splits(out.strata(rows), int(self.stack["inner_folds"]), self.seed,
@@ -377,7 +410,7 @@ class FusedSuperLearner(SurvivalModel):
                 if n in self.dropped_:
                     continue
                 try:
-                    base = self._fit_bases(dtr, specs, [n], images, final=False)[n]
+                    base = self._fit_bases(dtr, inner_specs, [n], images, final=False)[n]
                 except ValueError as exc:  # InsufficientTrainingData included: a small inner fold
                     self.dropped_[n] = str(exc).splitlines()[0]
                     warnings.warn(f"{self.name}: base model '{n}' left out: {self.dropped_[n]}", stacklevel=2)
@@ -422,7 +455,8 @@ class FusedSuperLearner(SurvivalModel):
             # also at weight 0 (or left out of the stack) when its binary head answers response, and a CT model
             # keeps its CT network: the 3D encoder is what it is for (attention, base_risks, the CT scores)
             used.append(NETWORK)
-        fitted = self._fit_bases(d, specs, used, images, final=True, on_epoch=on_epoch)
+        fitted = self._fit_bases(d, specs, [n for n in used if n not in whole], images, final=True, on_epoch=on_epoch)
+        fitted.update({n: whole[n] for n in used if n in whole})
         self.bases_ = {n: b for n, b in fitted.items() if isinstance(b, LinearBase)}
         if NETWORK in fitted:
             self.network_model_ = fitted[NETWORK]
