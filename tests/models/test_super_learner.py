@@ -94,6 +94,7 @@ def test_never_below_the_clinical_backbone_when_the_omics_are_noise() -> None:
     assert fused.shrinkage_ is None and fused.selection_ == ["clinical"] and fused.weights_["clinical"] > 0.5
     best = max(score for lam, score in fused.shrinkage_path_ if lam is not None)
     assert best <= fused.shrinkage_path_[0][1] + fused.stack["min_gain"]
+    assert fused.describe()["shrinkage_chosen"] == "backbone"
     assert all(fused.weights_[c] == 0.0 for c in fused.weights_ if c != "clinical")
     assert cindex(test, fused.predict_risk(test)) == pytest.approx(cindex(test, clinical.predict_risk(test)), abs=1e-12)
 

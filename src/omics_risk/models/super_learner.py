@@ -285,6 +285,8 @@ class FusedSuperLearner(SurvivalModel):
         flat["clinical_reference"] = self.clinical_reference
         for k, w in getattr(self, "weights_", {}).items():
             flat[f"weight.{k}"] = round(float(w), 4)
+        if hasattr(self, "shrinkage_") and not self.stack["select"]:  # the chosen penalty; "backbone": it alone
+            flat["shrinkage_chosen"] = "backbone" if self.shrinkage_ is None else float(self.shrinkage_)
         return flat
 
     def capabilities(self) -> ModelCapabilities:
