@@ -92,7 +92,7 @@ def test_surveil_cli_on_a_synthetic_cohort(tmp_path: Path, capsys: pytest.Captur
     summary = json.loads((out / "summary.json").read_text())
     assert summary["onset_source"] == "truth" and summary["n_simulated"] == N - 1
     assert summary["trial"]["experimental"] == "ctdna_triggered"
-    assert "Trade-off" in (out / "report.html").read_text()
+    assert "Trade-off" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_a_real_cohort_gets_imputed_onsets_before_its_detections(tmp_path: Path) -> None:
@@ -108,7 +108,7 @@ def test_a_real_cohort_gets_imputed_onsets_before_its_detections(tmp_path: Path)
     gap = rec - ons.reindex(rec.index)
     assert (gap >= 0).all() and (gap <= 182 + 1e-6).all()  # within the look-back before the observed detection
     assert ons.reindex(clin.loc[clin["rfs_event"] == 0, "patient_id"]).isna().all()
-    assert "IMPUTED" in (out / "report.html").read_text()
+    assert "IMPUTED" in (out / "report.html").read_text(encoding="utf-8")
 
 
 def test_surveil_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
