@@ -49,11 +49,12 @@ from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import ModelCapabilities, SurvivalModel
 from omics_risk.models.device import select_device
 from omics_risk.models.fused_inputs import FusedInputs
-from omics_risk.models.fused_io import load_fused, plain, save_fused
+from omics_risk.models.fused_io import load_fused, save_fused
 from omics_risk.models.fused_training import FusedTraining, breslow_baseline, torch_threads
 from omics_risk.models.heads import discrete_survival
 from omics_risk.models.images import CTImageStore, ImageProvider
 from omics_risk.models.loop import predict_outputs
+from omics_risk.models.saved import plain
 
 __all__ = ["CTImageStore", "FusedSurvivalModel", "ImageProvider", "breslow_baseline"]
 

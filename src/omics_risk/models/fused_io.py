@@ -13,7 +13,6 @@ Apart from the model so that the network code does not carry the file format, an
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,29 +20,16 @@ import numpy as np
 import sklearn
 import skops
 import torch
-from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from omics_risk import __version__
 from omics_risk.models.multimodal import MultimodalSurvivalNet, build_network
 from omics_risk.models.preprocessing import load_preprocessor, save_preprocessor
+from omics_risk.models.saved import plain, read_config
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load_fused", "plain", "read_config", "save_fused"]
+__all__ = ["FORMAT", "FORMAT_VERSION", "load_fused", "save_fused"]
 
 FORMAT = "omics-risk-fused"
 FORMAT_VERSION = 1
-
-
-def plain(value: Any) -> Any:
-    """OmegaConf containers, tuples and numpy scalars as plain JSON-able Python values."""
-    if isinstance(value, DictConfig | ListConfig):
-        value = OmegaConf.to_container(value, resolve=True)
-    if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 def save_fused(model: Any, directory: str | Path) -> Path:
@@ -78,17 +64,6 @@ def save_fused(model: Any, directory: str | Path) -> Path:
     for m, pp in model.preprocessors_.items():
         save_preprocessor(pp, out / "preprocessing" / f"{m}.skops")
     return out
-
-
-def read_config(directory: str | Path, fmt: str, version: int, what: str) -> dict[str, Any]:
-    """A saved model's ``config.json``, checked to be of format ``fmt`` and a version this code reads."""
-    cfg_file = Path(directory) / "config.json"
-    if not cfg_file.is_file():
-        raise FileNotFoundError(f"no config.json in {directory}: not a saved {what}")
-    config = json.loads(cfg_file.read_text())
-    if config.get("format") != fmt or int(config.get("format_version", 0)) > version:
-        raise ValueError(f"{cfg_file} is not a {fmt} model of format version <= {version}")
-    return config
 
 
 def load_fused(cls: type, directory: str | Path) -> Any:

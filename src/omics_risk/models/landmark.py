@@ -34,6 +34,7 @@ from omics_risk import __version__
 from omics_risk.data.multimodal import MultimodalData
 from omics_risk.models.base import ModelCapabilities
 from omics_risk.models.preprocessing import load_trusted, save_trusted
+from omics_risk.models.saved import plain, read_config
 from omics_risk.models.tabular import (
     CLINICAL,
     BaselineModel,
@@ -50,17 +51,6 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "LandmarkSuperModel", "StackedLandmarks",
 
 #: ``config.json``'s ``format`` of a saved landmark super-model, and the newest version this code reads.
 FORMAT, FORMAT_VERSION = "omics-risk-landmark", 1
-
-
-def _plain(value: Any) -> Any:
-    """Tuples, mappings and NumPy scalars as plain JSON values."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
 
 
 @dataclass
@@ -364,19 +354,14 @@ class LandmarkSuperModel(BaselineModel):
             "n_train": int(self.n_train_), "metadata": dict(metadata or getattr(self, "metadata_", {}) or {}),
             "versions": {"omics_risk": __version__},
         }
-        (root / "config.json").write_text(json.dumps(_plain(config), indent=1))
+        (root / "config.json").write_text(json.dumps(plain(config), indent=1))
         return root
 
     @classmethod
     def load(cls, directory: str | Path) -> LandmarkSuperModel:
         """Rebuild a model written by :meth:`save` (JSON and trusted skops only)."""
         root = Path(directory)
-        path = root / "config.json"
-        if not path.is_file():
-            raise FileNotFoundError(f"no config.json in {root}: not a saved landmark super-model")
-        cfg = json.loads(path.read_text())
-        if cfg.get("format") != FORMAT or int(cfg.get("format_version", 0)) > FORMAT_VERSION:
-            raise ValueError(f"{path} is not a {FORMAT} model of format version <= {FORMAT_VERSION}")
+        cfg = read_config(root, FORMAT, FORMAT_VERSION, "landmark super-model")
         model = cls(**cfg["settings"])
         model.pipelines_ = {m: load_trusted(root / "pipelines" / f"{i}.skops") for i, m in enumerate(cfg["pipelines"])}
         model.columns_ = list(cfg["columns"])

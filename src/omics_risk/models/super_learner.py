@@ -54,11 +54,11 @@ from omics_risk.models.baselines import BASELINE_DEFAULTS, LATE_FUSION_BASE_DEFA
 from omics_risk.models.clinical_cox import ClinicalCox
 from omics_risk.models.coxnet import ModalityCoxnet
 from omics_risk.models.fused import FusedSurvivalModel
-from omics_risk.models.fused_io import plain, read_config
 from omics_risk.models.fused_training import breslow_baseline
 from omics_risk.models.images import ImageProvider
 from omics_risk.models.preprocessing import load_trusted, save_trusted
 from omics_risk.models.reference import ClinicalReference
+from omics_risk.models.saved import plain, read_config
 from omics_risk.models.stacking import oof_scales
 from omics_risk.models.tabular import CLINICAL, inner_splits, modality_frame, modality_present, outcome_of
 
