@@ -145,7 +145,8 @@ def _table(rows: list[dict], peer_l1: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", choices=list(PARTS), default=list(PARTS))
+    parser.add_argument("parts", nargs="*", choices=list(PARTS), default=None,
+                        help="cohorts to compare (default: all of them)")
     parser.add_argument("--tcga", type=Path, default=RESULTS / "tcga_lusc", help="converted TCGA LUSC cohort")
     parser.add_argument("--demo", type=Path, default=ROOT / "data" / "demo", help="the demo cohort (make demo)")
     parser.add_argument("--modalities", nargs="*", default=None, help="only these modalities")
@@ -156,7 +157,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     with threadpool_limits(1):
-        for part in args.parts:
+        for part in args.parts or list(PARTS):
             cfg, data, types, name = _data(part, args.tcga if part == "tcga" else args.demo)
             mods = [m for m in (PARTS[part][1] or data.modality_names) if m in data.modality_names]
             for m in [m for m in mods if args.modalities is None or m in args.modalities]:
