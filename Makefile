@@ -14,15 +14,11 @@ DEMO_SEED ?= 7
 DEMO_OUT ?= outputs/demo
 PYTEST_ARGS ?= -n 2 --durations=15  # both CI cores (pytest-xdist); the slowest tests are listed at the end
 
-# Exit 0 when DIR holds the synthetic cohort this generator would make for N and SEED.
+# Exit 0 when DIR holds the synthetic nsclc-postop cohort this generator would make for N and SEED (is_current).
 define DEMO_CURRENT
-import json, sys
-from omics_risk.data.synthetic.cohort import GENERATOR_VERSION
-try:
-    s = json.load(open(sys.argv[1] + "/truth/summary.json"))
-except (OSError, ValueError):
-    sys.exit(1)
-sys.exit(0 if (s.get("generator_version"), s.get("n"), s.get("seed")) == (GENERATOR_VERSION, int(sys.argv[2]), int(sys.argv[3])) else 1)
+import sys
+from omics_risk.data.synthetic import is_current
+sys.exit(0 if is_current(sys.argv[1], kind="nsclc-postop", n=int(sys.argv[2]), seed=int(sys.argv[3])) else 1)
 endef
 export DEMO_CURRENT
 

@@ -41,6 +41,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from cohorts import DEMO, synthetic_cohort  # noqa: E402
+
 from omics_risk.cli import main as cli  # noqa: E402
 from omics_risk.data.contract import load_cohort  # noqa: E402
 from omics_risk.data.multimodal import MultimodalData  # noqa: E402
@@ -52,6 +54,7 @@ from omics_risk.workflows import training as pl  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 TOLERANCE = 0.005  # done when every coxnet_<m> >= the direct scikit-survival model - 0.005
+DEFAULT_DEMO = ROOT / "data" / "demo"
 PARTS = {"tcga": (["experiment=tcga_lusc"], ["rppa", "cnv", "mirna"]), "demo": (["experiment=demo"], None)}
 
 
@@ -148,17 +151,22 @@ def main() -> None:
     parser.add_argument("parts", nargs="*", choices=list(PARTS), default=None,
                         help="cohorts to compare (default: all of them)")
     parser.add_argument("--tcga", type=Path, default=RESULTS / "tcga_lusc", help="converted TCGA LUSC cohort")
-    parser.add_argument("--demo", type=Path, default=ROOT / "data" / "demo", help="the demo cohort (make demo)")
+    parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO,
+                        help="the demo cohort (default data/demo, regenerated when missing or stale)")
     parser.add_argument("--modalities", nargs="*", default=None, help="only these modalities")
     parser.add_argument("--peer-l1", nargs="*", type=float, default=[0.5, 0.9], help="l1_ratio of the direct model")
     parser.add_argument("--jobs", type=int, default=1, help="GridSearchCV n_jobs of the direct model")
     parser.add_argument("--out", type=Path, default=RESULTS / "baselines.json")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
+    # the default demo cohort is (re)generated when stale; a cohort named with --demo is used as it is
+    demo = args.demo
+    if "demo" in (args.parts or list(PARTS)) and args.demo == DEFAULT_DEMO:
+        demo = synthetic_cohort(args.demo, *DEMO)
     rows: list[dict] = []
     with threadpool_limits(1):
         for part in args.parts or list(PARTS):
-            cfg, data, types, name = _data(part, args.tcga if part == "tcga" else args.demo)
+            cfg, data, types, name = _data(part, args.tcga if part == "tcga" else demo)
             mods = [m for m in (PARTS[part][1] or data.modality_names) if m in data.modality_names]
             for m in [m for m in mods if args.modalities is None or m in args.modalities]:
                 row = {"cohort": name, **compare(part, data, cfg, types, m, args.peer_l1, args.jobs)}

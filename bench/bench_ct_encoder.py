@@ -38,10 +38,13 @@ from hydra import compose, initialize_config_dir
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from cohorts import DEMO, synthetic_cohort  # noqa: E402
+
 from omics_risk.data.contract import load_cohort  # noqa: E402
 from omics_risk.features.clinical import clinical_types  # noqa: E402
 from omics_risk.workflows import training as pipeline  # noqa: E402
 
+DEFAULT_DEMO = ROOT / "data" / "demo"
 RESULTS = ROOT / "bench" / "results_ct_encoder.md"
 
 
@@ -69,10 +72,11 @@ def _time_fit(model: object, data: object, images: object) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=ROOT / "data" / "demo")
+    parser.add_argument("--root", type=Path, default=DEFAULT_DEMO)
     parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
-    root = args.root.resolve()
+    # the default demo cohort is (re)generated when missing or stale; a cohort named with --root is used as it is
+    root = synthetic_cohort(args.root, *DEMO).resolve() if args.root == DEFAULT_DEMO else args.root.resolve()
     if not (root / "features" / "manifest.json").is_file():
         sys.exit(f"no feature store in {root}/features: run `make demo` (or `omics-risk extract {root}`) first")
     load_start = os.getloadavg()[0]

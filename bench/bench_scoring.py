@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import mlflow  # noqa: E402
+from cohorts import DEMO, synthetic_cohort  # noqa: E402
 
 from omics_risk.data.contract import load_cohort  # noqa: E402
 from omics_risk.data.multimodal import load_multimodal  # noqa: E402
@@ -52,6 +53,7 @@ from omics_risk.scoring.pyfunc import log_model  # noqa: E402
 from omics_risk.tracking.mlflow_utils import setup_experiment  # noqa: E402
 from omics_risk.workflows.scoring import score_cohort  # noqa: E402
 
+DEFAULT_DEMO = ROOT / "data" / "demo"
 RESULTS = ROOT / "bench" / "results_scoring.md"
 TABULAR = ["cfdna", "ctdna", "methylation", "metabolomics"]
 NETWORK = {"embed_dim": 16, "hidden": (), "dropout": 0.2, "fusion": "gated_attention", "k": 16, "n_members": 1,
@@ -87,12 +89,13 @@ def _run(uri: str, cohort: Path, out: Path, work: Path, workers: int) -> object:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--root", type=Path, default=ROOT / "data" / "demo", help="training cohort with features/")
+    parser.add_argument("--root", type=Path, default=DEFAULT_DEMO, help="training cohort with features/")
     parser.add_argument("--n", type=int, default=200, help="patients of the scored cohort")
     parser.add_argument("--seed", type=int, default=8, help="seed of the scored cohort")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="extraction processes")
     args = parser.parse_args()
-    root = args.root.resolve()
+    # the default demo cohort is (re)generated when missing or stale; a cohort named with --root is used as it is
+    root = synthetic_cohort(args.root, *DEMO).resolve() if args.root == DEFAULT_DEMO else args.root.resolve()
     store = root / "features"
     if not (store / "manifest.json").is_file():
         sys.exit(f"no feature store in {store}: run `make demo` (or `omics-risk extract {root}`) first")

@@ -34,6 +34,8 @@ from threadpoolctl import threadpool_limits
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from cohorts import DEMO, VALIDATION, synthetic_cohort  # noqa: E402
+
 from omics_risk.cli import main as cli  # noqa: E402
 from omics_risk.data.contract import load_cohort  # noqa: E402
 from omics_risk.data.synthetic import nsclc_postop  # noqa: E402
@@ -147,7 +149,7 @@ def shuffled(n_shuffles: int = 10, repeats: int = 1, jobs: int = 2) -> None:
     ``42 + i`` (folds, model seeds). Features are re-extracted once from the first shuffled copy (extraction must
     not read outcomes: the json records how far they are from the demo's own store) and reused by every shuffle.
     """
-    src = ROOT / "data" / "demo"
+    src = synthetic_cohort(ROOT / "data" / "demo", *DEMO)
     base = RESULTS / "demo_shuffled"
     if base.exists():
         shutil.rmtree(base)
@@ -196,10 +198,9 @@ def shuffled(n_shuffles: int = 10, repeats: int = 1, jobs: int = 2) -> None:
 
 
 def external() -> None:
-    val = RESULTS / "nsclc_postop_1000"
-    if not (val / "cohort.yaml").is_file():
-        cli(["synth", "--kind", "nsclc-postop", "--n", "1000", "--seed", "101", "--out", str(val), "--quiet"])
-    s = _train(["experiment=demo", f"data.root={ROOT / 'data' / 'demo'}", f"data.validation_root={val}"],
+    val = synthetic_cohort(RESULTS / "nsclc_postop_1000", *VALIDATION)
+    demo = synthetic_cohort(ROOT / "data" / "demo", *DEMO)
+    s = _train(["experiment=demo", f"data.root={demo}", f"data.validation_root={val}"],
                RESULTS / "run_external")
     oracle = json.loads((val / "truth" / "summary.json").read_text())["oracle_cindex"]["rfs"]
     s["oracle_cindex_validation"] = oracle
@@ -310,9 +311,7 @@ def learning(models: bool = True) -> None:
     Measured side (``models``): every model of the demo experiment fitted on a 1,000-patient training cohort
     (seed 202) and scored on the same validation cohort, next to the 300-patient numbers of ``external``.
     """
-    val = RESULTS / "nsclc_postop_1000"
-    if not (val / "cohort.yaml").is_file():
-        cli(["synth", "--kind", "nsclc-postop", "--n", "1000", "--seed", "101", "--out", str(val), "--quiet"])
+    val = synthetic_cohort(RESULTS / "nsclc_postop_1000", *VALIDATION)
     oracle = json.loads((val / "truth" / "summary.json").read_text())["oracle_cindex"]["rfs"]
     va = _planned(1000, 101)
     clin_va = pd.read_csv(val / "clinical.csv")
@@ -339,10 +338,7 @@ def learning(models: bool = True) -> None:
     (RESULTS / "training_learning.json").write_text(json.dumps(result, indent=1, default=float))
     measured_file = RESULTS / "training_learning_models.json"  # the slow half, kept apart (--no-models reuses it)
     if models:
-        train_root = RESULTS / "nsclc_postop_train1000"
-        if not (train_root / "cohort.yaml").is_file():
-            cli(["synth", "--kind", "nsclc-postop", "--n", "1000", "--seed", "202", "--out", str(train_root),
-                 "--quiet"])
+        train_root = synthetic_cohort(RESULTS / "nsclc_postop_train1000", "nsclc-postop", 1000, 202)
         measured = {"measured_1000": _external_only(train_root, val, RESULTS / "run_learning")}
         ext300 = RESULTS / "training_external.json"
         if ext300.is_file():

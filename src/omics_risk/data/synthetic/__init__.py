@@ -16,6 +16,7 @@ Kinds:
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from omics_risk.data.synthetic.cohort import GENERATOR_VERSION, CohortPlan, Synt
 from omics_risk.data.synthetic.genome import get_genome
 from omics_risk.data.synthetic.imaging import DEFAULT_SHAPE, DEFAULT_SPACING
 
-__all__ = ["GENERATOR_VERSION", "KINDS", "SynthOptions", "generate_cohort", "plan_cohort"]
+__all__ = ["GENERATOR_VERSION", "KINDS", "SynthOptions", "generate_cohort", "is_current", "plan_cohort"]
 
 KINDS = ("nsclc-postop", "sclc", "nsclc-advanced")
 MIN_PATIENTS = 10
@@ -40,6 +41,20 @@ def plan_cohort(kind: str, n: int, seed: int, opts: SynthOptions | None = None) 
     opts = opts or SynthOptions()
     planner = importlib.import_module(f"omics_risk.data.synthetic.{kind.replace('-', '_')}").plan
     return planner(int(n), np.random.SeedSequence(int(seed)), opts, get_genome(opts.genome_scale))
+
+
+def is_current(root: str | Path, *, kind: str, n: int, seed: int) -> bool:
+    """Whether ``root`` holds the cohort this generator writes for (kind, n, seed): its ``truth/summary.json`` names
+    them and the current ``GENERATOR_VERSION``. A cohort synthesised by an older generator keeps its files, so a
+    benchmark or ``make demo`` that reused it would compare models across two different generators."""
+    try:
+        summary = json.loads((Path(root) / "truth" / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    if not isinstance(summary, dict):
+        return False
+    return (summary.get("kind"), summary.get("n"), summary.get("seed"), summary.get("generator_version")) == (
+        kind, int(n), int(seed), GENERATOR_VERSION)
 
 
 def generate_cohort(kind: str, n: int, seed: int, out: str | Path, *,
