@@ -150,3 +150,20 @@ def test_a_cohort_without_a_modality_scores_it_as_absent(split_signal) -> None: 
     assert np.isfinite(risk).all()
     # patients who lacked b anyway score the same; the others now score as if b were missing
     np.testing.assert_allclose(risk[absent_b], model.predict_risk(test)[absent_b], atol=1e-9)
+
+
+def test_the_network_enters_in_sd_units_of_its_own_training_risk(split_signal) -> None:  # type: ignore[no-untyped-def]
+    train, test, model = split_signal
+    # One weight serves every fit of the network (the inner fits and the refit), so each is put in SD units of its
+    # risk on the patients it was trained on: over the refit's training patients that column has SD exactly 1.
+    net = model.network_model_
+    raw = net.predict_risk(train)
+    assert model.network_scale_ == pytest.approx(float(np.std(raw - net.train_median_risk_)), rel=1e-12)
+    assert float(model.base_risks(train)[NETWORK].std(ddof=0)) == pytest.approx(1.0, rel=1e-9)
+    # out of fold, the inner fits' columns were put on the same scale: their spread over held-out patients stays
+    # within a factor 2 of 1 (a raw network's spread moves with where early stopping ended)
+    oof = model.oof_risk_[NETWORK].to_numpy()
+    assert 0.5 < float(np.std(oof)) < 2.0
+    # scores apply that scale: the network's column in the meta design is its base risk
+    np.testing.assert_allclose(model.base_risks(test)[NETWORK],
+                               (net.predict_risk(test) - net.train_median_risk_) / model.network_scale_)

@@ -225,10 +225,19 @@ def _with_fixed_alpha(model: SurvivalModel, alpha: float) -> SurvivalModel:
 
 
 def _centred_network_risk(net: FusedSurvivalModel, data: MultimodalData, images: ImageProvider | None,
-                          raw: np.ndarray | None = None) -> np.ndarray:
-    """The network's risk centred on its training median (``raw``: its risk from an earlier forward pass)."""
+                          raw: np.ndarray | None = None, scale: float = 1.0) -> np.ndarray:
+    """The network's risk centred on its training median, in units of ``scale`` (``raw``: its risk from an earlier
+    forward pass)."""
     risk = raw if raw is not None else net.predict_risk(data, images=images)
-    return risk - net.train_median_risk_
+    return (risk - net.train_median_risk_) / scale
+
+
+def _network_scale(net: FusedSurvivalModel, data: MultimodalData, images: ImageProvider | None) -> float:
+    """SD of a fitted network's risk over its own training patients. Each fit of the network is put in these units
+    before stacking: the spread of its risk moves with where early stopping ended (one inner fit's held-out SD was
+    twice the others' on the demo cohort), and the meta-model has one weight for all of them."""
+    sd = float(np.std(_centred_network_risk(net, data, images)))
+    return sd if sd > 1e-12 else 1.0
 
 
 # ------------------------------------------------------------------------------------------------ model
@@ -373,10 +382,13 @@ class FusedSuperLearner(SurvivalModel):
         return fitted
 
     @staticmethod
-    def _base_risk(base: Any, data: MultimodalData, images: ImageProvider | None) -> tuple[np.ndarray, np.ndarray]:
+    def _base_risk(base: Any, data: MultimodalData, images: ImageProvider | None,
+                   train: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
+        """A base model's risk on ``data`` (a network's in SD units of its risk on its ``train`` patients)."""
         if isinstance(base, LinearBase):
             return base.risk(data)
-        return _centred_network_risk(base, data, images), np.ones(len(data), dtype=bool)
+        scale = _network_scale(base, train, images)
+        return _centred_network_risk(base, data, images, scale=scale), np.ones(len(data), dtype=bool)
 
     def fit(self, data: MultimodalData, images: ImageProvider | None = None,
             on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> FusedSuperLearner:
@@ -392,6 +404,7 @@ class FusedSuperLearner(SurvivalModel):
         self.dropped_: dict[str, str] = {}
         if not self.stack["enabled"]:
             self.network_model_ = self._network().fit(d, images=images, on_epoch=on_epoch)
+            self.network_scale_ = 1.0
             self.names_, self.weights_, self.bases_ = [NETWORK], {NETWORK: 1.0}, {}
             self.base_modality_ = {NETWORK: CLINICAL}
             self.scale_, self.indicators_, self.intercept_ = np.ones(1), [], 0.0
@@ -418,7 +431,7 @@ class FusedSuperLearner(SurvivalModel):
                     self.dropped_[n] = str(exc).splitlines()[0]
                     warnings.warn(f"{self.name}: base model '{n}' left out: {self.dropped_[n]}", stacklevel=2)
                     continue
-                oof[va, i], present[va, i] = self._base_risk(base, dva, images)
+                oof[va, i], present[va, i] = self._base_risk(base, dva, images, dtr)
         keep = [i for i, n in enumerate(names) if n not in self.dropped_]
         if not keep:
             raise InsufficientTrainingData(f"{self.name}: no base model could be fitted in the inner folds "
@@ -463,6 +476,7 @@ class FusedSuperLearner(SurvivalModel):
         self.bases_ = {n: b for n, b in fitted.items() if isinstance(b, LinearBase)}
         if NETWORK in fitted:
             self.network_model_ = fitted[NETWORK]
+            self.network_scale_ = _network_scale(self.network_model_, d, images)
         self._finish(d, out, rows, images)
         self.fit_seconds_ = _time.perf_counter() - t0
         return self
@@ -622,7 +636,7 @@ class FusedSuperLearner(SurvivalModel):
                 present[n] = (modality_present(data, m) if m == CLINICAL or m in data.modalities
                               else np.zeros(len(data), dtype=bool))
             elif n == NETWORK:
-                risks[n] = _centred_network_risk(self.network_model_, data, images, net_risk)
+                risks[n] = _centred_network_risk(self.network_model_, data, images, net_risk, self.network_scale_)
                 present[n] = np.ones(len(data), dtype=bool)
             else:
                 risks[n], present[n] = self.bases_[n].risk(data)
@@ -706,7 +720,7 @@ class FusedSuperLearner(SurvivalModel):
         out = {}
         for n in self.names_:
             if n == NETWORK and getattr(self, "network_model_", None) is not None:
-                out[n] = _centred_network_risk(self.network_model_, data, images)
+                out[n] = _centred_network_risk(self.network_model_, data, images, scale=self.network_scale_)
             elif n in self.bases_:
                 r, p = self.bases_[n].risk(data)
                 out[n] = np.where(p, r, np.nan)
@@ -730,6 +744,7 @@ class FusedSuperLearner(SurvivalModel):
             "intercept": self.intercept_, "scale": self.scale_.tolist(), "indicators": self.indicators_,
             "bases": {n: b.to_json() for n, b in self.bases_.items()}, "dropped": self.dropped_,
             "base_modality": self.base_modality_,
+            "network_scale": getattr(self, "network_scale_", 1.0),
             "train_median_risk": self.train_median_risk_, "feature_manifest": self.feature_manifest_,
             "baseline_times": getattr(self, "baseline_times_", np.empty(0)).tolist(),
             "baseline_cumhaz": getattr(self, "baseline_cumhaz_", np.empty(0)).tolist(),
@@ -759,6 +774,7 @@ class FusedSuperLearner(SurvivalModel):
         if (root / NETWORK / "config.json").is_file():
             model.network_model_ = FusedSurvivalModel.load(root / NETWORK)
             model.preprocessors_ = model.network_model_.preprocessors_
+            model.network_scale_ = float(cfg.get("network_scale", 1.0))  # saved before it existed: unscaled
         model.train_median_risk_ = float(cfg["train_median_risk"])
         if cfg["baseline_times"]:
             model.baseline_times_ = np.asarray(cfg["baseline_times"], dtype=np.float64)
