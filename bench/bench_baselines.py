@@ -148,7 +148,8 @@ def _table(rows: list[dict], peer_l1: list[float]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", choices=list(PARTS), default=None,
+    # no argparse choices: with nargs="*" it checks the empty list against them and refuses a run naming no cohort
+    parser.add_argument("parts", nargs="*", metavar="{" + ",".join(PARTS) + "}",
                         help="cohorts to compare (default: all of them)")
     parser.add_argument("--tcga", type=Path, default=RESULTS / "tcga_lusc", help="converted TCGA LUSC cohort")
     parser.add_argument("--demo", type=Path, default=DEFAULT_DEMO,
@@ -158,6 +159,8 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="GridSearchCV n_jobs of the direct model")
     parser.add_argument("--out", type=Path, default=RESULTS / "baselines.json")
     args = parser.parse_args()
+    if unknown := sorted(set(args.parts) - set(PARTS)):
+        parser.error(f"unknown cohort(s) {', '.join(unknown)}; choose from {', '.join(PARTS)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
     # the default demo cohort is (re)generated when stale; a cohort named with --demo is used as it is
     demo = args.demo

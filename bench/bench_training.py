@@ -379,7 +379,8 @@ def learning(models: bool = True) -> None:
 if __name__ == "__main__":
     parts = {"tcga": tcga, "shuffled": shuffled, "external": external, "learning": learning}
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="*", choices=list(parts), default=list(parts))
+    # no argparse choices: with nargs="*" it checks the default list against them and refuses a run naming no part
+    parser.add_argument("parts", nargs="*", metavar="{" + ",".join(parts) + "}", help="default: every part")
     parser.add_argument("--shuffles", type=int, default=10, help="shuffled: independent outcome permutations")
     parser.add_argument("--cv-repeats", type=int, default=1,
                         help="shuffled: CV repeats per permutation; tcga: repeats of the 5-fold CV")
@@ -388,8 +389,10 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=2, help="shuffled: permutations trained side by side")
     parser.add_argument("--no-models", action="store_true", help="learning: the noise-free curve only")
     args = parser.parse_args()
+    if unknown := sorted(set(args.parts) - set(parts)):
+        parser.error(f"unknown part(s) {', '.join(unknown)}; choose from {', '.join(parts)}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    for p in args.parts:
+    for p in args.parts or list(parts):
         if p == "shuffled":
             shuffled(args.shuffles, args.cv_repeats, args.jobs)
         elif p == "tcga":
