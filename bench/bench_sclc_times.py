@@ -24,8 +24,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +31,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from cohorts import synthetic_cohort  # bench/cohorts.py
 from hydra import compose, initialize_config_dir
 from sklearn.metrics import roc_auc_score
 
@@ -62,12 +61,7 @@ def cohort_dir(args: argparse.Namespace) -> Path:
     if args.cohort is not None:
         return args.cohort.resolve()
     root = (args.work / f"sclc_n{args.n}_seed{args.seed}").resolve()
-    if not (root / "truth" / "summary.json").is_file():
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, (str(ROOT / "src"),
-                                                                         os.environ.get("PYTHONPATH"))))}
-        subprocess.run([sys.executable, "-m", "omics_risk.cli", "synth", "--kind", "sclc", "--n", str(args.n),
-                        "--seed", str(args.seed), "--out", str(root), "--overwrite", "--quiet"], check=True, env=env)
-    return root
+    return synthetic_cohort(root, "sclc", args.n, args.seed)  # regenerated when left by an older generator
 
 
 def run(root: Path, out: Path, overrides: list[str]) -> dict[str, Any]:

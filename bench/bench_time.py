@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cohorts import synthetic_cohort  # bench/cohorts.py
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 
@@ -63,15 +65,11 @@ def _env() -> dict[str, str]:
 
 
 def cohort_dir(args: argparse.Namespace) -> Path:
-    """The cohort to train on: ``--cohort``, else one generated (once) with ``omics-risk synth``."""
+    """The cohort to train on: ``--cohort``, else one generated with ``omics-risk synth`` (once per generator)."""
     if args.cohort is not None:
         return args.cohort.resolve()
     root = (args.work / f"{args.kind}_n{args.n}_seed{args.seed}").resolve()
-    if not (root / "truth" / "summary.json").is_file():
-        cmd = [_python(), "-m", "omics_risk.cli", "synth", "--kind", args.kind, "--n", str(args.n), "--seed",
-               str(args.seed), "--out", str(root), "--overwrite", "--quiet"]
-        subprocess.run(cmd, check=True, env=_env(), cwd=ROOT)
-    return root
+    return synthetic_cohort(root, args.kind, args.n, args.seed)  # regenerated when left by an older generator
 
 
 def train_run(cohort: Path, task: str, overrides: list[str], out: Path) -> tuple[dict[str, Any], list[str], float]:

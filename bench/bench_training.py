@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from hydra import compose, initialize_config_dir
 from sklearn.model_selection import StratifiedKFold
 from sksurv.linear_model import CoxPHSurvivalAnalysis
@@ -104,6 +105,11 @@ def _shuffled_copy(src: Path, dst: Path, seed: int) -> None:
             (dst / entry.name).symlink_to(entry.resolve(), target_is_directory=True)
         else:
             shutil.copy2(entry, dst / entry.name)
+    # the linked data folders lead outside the copy: declare the source cohort as a data root (the contract refuses a
+    # link out of the cohort folder otherwise)
+    spec = yaml.safe_load((dst / "cohort.yaml").read_text())
+    spec["data_roots"] = [*spec.get("data_roots", []), str(src.resolve())]
+    (dst / "cohort.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
     clinical = pd.read_csv(src / "clinical.csv", dtype=str, keep_default_na=False)
     perm = np.random.default_rng(seed).permutation(len(clinical))
     for col in ("rfs_time", "rfs_event", "os_time", "os_event"):
@@ -121,8 +127,8 @@ def _shuffled_run(i: int, cohort: Path, features: Path, out: Path, repeats: int)
     """One shuffle's ``train(cfg)`` with every baseline (its table goes to ``out/train.log``, not the console)."""
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "train.log", "w") as log, contextlib.redirect_stdout(log):
-        return _train(["data=cohort", f"data.root={cohort}", f"data.features_dir={features}", "extract.run=false",
-                       "task=rfs", "baselines=default", f"seed={42 + i}", f"training.cv.repeats={repeats}"], out)
+        return _train(["experiment=demo", f"data.root={cohort}", f"data.features_dir={features}", "extract.run=false",
+                       f"seed={42 + i}", f"training.cv.repeats={repeats}"], out)
 
 
 def _features_vs(store: Path, reference: Path) -> dict[str, float]:
