@@ -140,7 +140,11 @@ def _features_vs(store: Path, reference: Path) -> dict[str, float]:
         if b is None or not a.index.equals(b.index) or not a.columns.equals(b.columns):
             diff[ref.stem] = float("nan")
             continue
-        x, y = a.to_numpy(dtype=float), b.to_numpy(dtype=float)
+        text = [c for c in a.columns if not pd.api.types.is_numeric_dtype(a[c])]  # ids, timepoints of *.samples
+        if not a[text].equals(b[text]):
+            diff[ref.stem] = float("nan")
+            continue
+        x, y = a.drop(columns=text).to_numpy(dtype=float), b.drop(columns=text).to_numpy(dtype=float)
         same_nan = np.array_equal(np.isnan(x), np.isnan(y))
         diff[ref.stem] = float(np.nanmax(np.abs(x - y), initial=0.0)) if same_nan else float("nan")
     return diff
@@ -157,8 +161,10 @@ def shuffled(n_shuffles: int = 10, repeats: int = 1, jobs: int = 2) -> None:
     """
     src = synthetic_cohort(ROOT / "data" / "demo", *DEMO)
     base = RESULTS / "demo_shuffled"
-    if base.exists():
-        shutil.rmtree(base)
+    if base.exists():  # the feature store stays: extraction's own cache knows when its input files changed
+        for entry in base.iterdir():
+            if entry.name != "features":
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
     t0 = time.perf_counter()
     cohorts = [base / f"cohort_{i}" for i in range(n_shuffles)]
     for i, dst in enumerate(cohorts):
