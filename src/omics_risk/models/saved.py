@@ -1,8 +1,10 @@
 """Plain JSON for saved models: the helpers every model that saves without pickle shares (the fused network, the super
-learner, the landmark super-model), in a module that imports no model code."""
+learner, the landmark super-model) and the scoring settings saved beside them, in a module that imports no model
+code."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -15,9 +17,11 @@ __all__ = ["plain", "read_config"]
 
 
 def plain(value: Any) -> Any:
-    """OmegaConf containers, tuples and numpy scalars as plain JSON-able Python values."""
+    """OmegaConf containers, dataclasses, tuples and numpy scalars as plain JSON-able Python values."""
     if isinstance(value, DictConfig | ListConfig):
         value = OmegaConf.to_container(value, resolve=True)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

@@ -8,7 +8,6 @@ patient's row.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from omics_risk.data.timing import PredictionTime
 from omics_risk.evaluation.riskgroups import RiskGroups
 from omics_risk.features.clinical import clinical_types
 from omics_risk.models.base import SurvivalModel
+from omics_risk.models.saved import plain
 from omics_risk.scoring.frames import RISK_GROUPS, FeatureManifest, model_manifest
 from omics_risk.scoring.predict import DEFAULT_HORIZONS, score
 from omics_risk.scoring.shift import training_ranges
@@ -84,19 +84,6 @@ def cohort_profile(cohort: Any, modalities: Sequence[str] = ()) -> dict[str, Any
             "formats": formats, "sample_days": days}
 
 
-def _plain_json(value: Any) -> Any:
-    """Dataclasses, tuples and numpy scalars as JSON-able values."""
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        value = dataclasses.asdict(value)
-    if isinstance(value, Mapping):
-        return {str(k): _plain_json(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain_json(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
-
-
 def scoring_settings(
     model: SurvivalModel,
     frame: pd.DataFrame,
@@ -148,10 +135,10 @@ def scoring_settings(
     if prediction_time is not None:
         out["prediction_time"] = {"config": prediction_time.to_config(), "describe": prediction_time.describe()}
         if longitudinal:
-            out["longitudinal"] = _plain_json(longitudinal)
+            out["longitudinal"] = plain(longitudinal)
         if derived:
             out["derived_inputs"] = derived
     if ct_config is not None:
-        out["ct"] = _plain_json(ct_config)
+        out["ct"] = plain(ct_config)
     return out
 
