@@ -4,6 +4,7 @@ binary endpoint, and a save / load round trip without pickle."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -15,7 +16,7 @@ from test_baselines import TYPES, make_toy
 
 from omics_risk.models.base import capabilities_of
 from omics_risk.models.baselines import ClinicalCox, ModalityCoxnet
-from omics_risk.models.super_learner import NETWORK, FusedSuperLearner, fit_nonnegative_meta
+from omics_risk.models.super_learner import NETWORK, ForestBase, FusedSuperLearner, fit_nonnegative_meta
 
 NET = {"epochs": 40, "patience": 8, "n_members": 1, "k": 8, "seed": 0, "clinical_types": TYPES, "device": "cpu"}
 
@@ -167,3 +168,35 @@ def test_the_network_enters_in_sd_units_of_its_own_training_risk(split_signal) -
     # scores apply that scale: the network's column in the meta design is its base risk
     np.testing.assert_allclose(model.base_risks(test)[NETWORK],
                                (net.predict_risk(test) - net.train_median_risk_) / model.network_scale_)
+
+
+@pytest.fixture(scope="module")
+def u_shaped():  # type: ignore[no-untyped-def]
+    """A modality whose effect no linear model can see: risk rises with |u| (both tails), on top of the clinical part."""
+    n = 700
+    rng = np.random.default_rng(3)
+    U = rng.normal(size=(n, 8))
+    data, truth = make_toy(n, seed=3, weights=(1.0, 0.0, 0.0), extra={"u": U})
+    lp = truth["clinical"].to_numpy() + 1.5 * (np.abs(U[:, 0]) > 1.0)
+    t, c = rng.exponential(365 * np.exp(-lp)), rng.exponential(365 * 3, n)
+    data = dataclasses.replace(data, time=np.minimum(t, c), event=(t <= c).astype(float))
+    return data.subset(np.arange(500)), data.subset(np.arange(500, n))
+
+
+def test_a_forest_base_brings_in_what_no_linear_model_sees(u_shaped, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    train, test = u_shaped
+    stack = {"inner_folds": 3, "network": False, "rsf": {"n_estimators": 60}}
+    with_forests = quiet_fit(FusedSuperLearner(stack=stack, **NET), train)
+    linear_only = quiet_fit(FusedSuperLearner(stack={**stack, "forests": False}, **NET), train)
+    assert "rsf_u" in with_forests.names_ and not any(n.startswith("rsf_") for n in linear_only.names_)
+    # the forest on u carries the U-shaped effect; the elastic-net model on u cannot
+    assert with_forests.weights_["rsf_u"] > 2 * with_forests.weights_["coxnet_u"]
+    assert with_forests.weights_["rsf_u"] > max(with_forests.weights_[f"rsf_{m}"] for m in ("a", "b", "noise"))
+    assert cindex(test, with_forests.predict_risk(test)) > cindex(test, linear_only.predict_risk(test)) + 0.03
+    # saved without pickle: the trees in skops next to the pipeline, the same scores after loading
+    assert isinstance(with_forests.bases_["rsf_u"], ForestBase)
+    with_forests.save(tmp_path / "m")
+    assert (tmp_path / "m" / "bases" / "rsf_u.forest.skops").is_file() and not list(tmp_path.rglob("*.pkl"))
+    loaded = FusedSuperLearner.load(tmp_path / "m")
+    np.testing.assert_allclose(loaded.predict_risk(test), with_forests.predict_risk(test), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(loaded.base_risks(test)["rsf_u"], with_forests.base_risks(test)["rsf_u"], atol=1e-9)

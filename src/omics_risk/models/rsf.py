@@ -22,7 +22,9 @@ class ModalityRSF(ModalityModel):
     Preprocessing: as for Coxnet without scaling (trees do not need it), optional univariate pre-screening
     to ``screen_features`` inside ``fit``. Risk = the forest's summed cumulative hazard (scikit-survival's
     ``predict``), or 1 - P(response). ``n_jobs`` defaults to 1 so that folds run in parallel do not
-    oversubscribe the cores; raise it when folds run one after another.
+    oversubscribe the cores; raise it when folds run one after another. ``low_memory`` (survival): the trees keep
+    only each leaf's summed cumulative hazard, enough for ``predict_risk`` but not for survival curves; the fused
+    super learner's forest base models use it, so that a saved model stays a few MB.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class ModalityRSF(ModalityModel):
         clinical_types: Mapping[str, Any] | None = None,
         task: str = "auto",
         random_state: int = 0,
+        low_memory: bool = False,
     ):
         self.modality = modality
         self.n_estimators = n_estimators
@@ -55,6 +58,7 @@ class ModalityRSF(ModalityModel):
         self.clinical_types = clinical_types
         self.task = task
         self.random_state = random_state
+        self.low_memory = low_memory
         self.name = f"rsf_{modality}"
 
     def fit(self, data: MultimodalData) -> ModalityRSF:
@@ -73,8 +77,10 @@ class ModalityRSF(ModalityModel):
                 n_jobs=self.n_jobs,
                 random_state=self.random_state,
             )
-            forest = RandomSurvivalForest if out.task == "survival" else RandomForestClassifier
-            self.model_ = forest(**kw).fit(Xt, y)
+            if out.task == "survival":
+                self.model_ = RandomSurvivalForest(**kw, low_memory=self.low_memory).fit(Xt, y)
+            else:
+                self.model_ = RandomForestClassifier(**kw).fit(Xt, y)
             self._finish(data, out, rows)
         return self
 
@@ -100,4 +106,5 @@ class ModalityRSF(ModalityModel):
             "preprocessing": self.preprocessing,
             "task": self.task,
             "random_state": self.random_state,
+            "low_memory": self.low_memory,
         }

@@ -53,10 +53,19 @@ BaseSpec = SurvivalModel | Callable[[], SurvivalModel] | Mapping[str, Any]
 
 def oof_scales(oof: np.ndarray, present: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str]]:
     """Each base model's SD of out-of-fold risk over the patients that have its modality (1 when constant), and the
-    base models whose modality some but not all patients lack (they get a missingness indicator column)."""
+    base models whose modality some but not all patients lack (they get a missingness indicator column). Two base
+    models of one modality (an elastic-net Cox model and a forest) share one indicator, the first's: identical
+    columns would only split one weight between them."""
     sd = np.array([oof[present[:, j], j].std() if present[:, j].sum() > 1 else 0.0 for j in range(len(names))])
     n = len(oof)
-    return np.where(sd > 1e-12, sd, 1.0), [m for j, m in enumerate(names) if 0 < (~present[:, j]).sum() < n]
+    indicators: list[str] = []
+    patterns: list[np.ndarray] = []
+    for j, m in enumerate(names):
+        absent = ~present[:, j]
+        if 0 < absent.sum() < n and not any(np.array_equal(absent, seen) for seen in patterns):
+            indicators.append(m)
+            patterns.append(absent)
+    return np.where(sd > 1e-12, sd, 1.0), indicators
 
 
 def build_model(spec: BaseSpec) -> SurvivalModel:

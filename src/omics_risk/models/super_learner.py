@@ -11,6 +11,8 @@ fold** (a super learner, van der Laan et al. 2007):
 * ``reference``: the cohort's declared clinical reference column (stage; ``clinical_reference``), when given;
 * ``coxnet_<m>``: one elastic-net Cox model per omics modality (:class:`~omics_risk.models.coxnet.ModalityCoxnet`,
   alpha by inner cross-validation);
+* ``rsf_<m>``: one random survival forest per omics modality (:class:`~omics_risk.models.rsf.ModalityRSF`), for
+  what a linear model cannot see (``stack.forests``; a random forest classifier for a binary endpoint);
 * ``network``: the multimodal network (:class:`~omics_risk.models.fused.FusedSurvivalModel`: per-modality
   encoders, a MONAI 3D ResNet for CT images, fusion with a presence mask, Cox / discrete / binary heads).
 
@@ -26,7 +28,7 @@ a weight are then refitted on the whole fold. A modality that carries no signal 
 nothing, and one that does is weighted by what it adds beyond the others.
 
 Saved without pickle (:meth:`save`): the linear base models as JSON coefficients with their fitted preprocessing in
-skops files, the network in its own format (:mod:`omics_risk.models.fused_io`), the weights and the Breslow baseline
+skops files, the forests (leaf risks only) in skops files, the network in its own format (:mod:`omics_risk.models.fused_io`), the weights and the Breslow baseline
 hazard in JSON. A survival task's response probability (``task.response``) comes from the network's binary head.
 """
 
@@ -58,11 +60,13 @@ from omics_risk.models.fused_training import breslow_baseline
 from omics_risk.models.images import ImageProvider
 from omics_risk.models.preprocessing import load_trusted, save_trusted
 from omics_risk.models.reference import ClinicalReference
+from omics_risk.models.rsf import ModalityRSF
 from omics_risk.models.saved import plain, read_config
 from omics_risk.models.stacking import oof_scales
 from omics_risk.models.tabular import CLINICAL, inner_splits, modality_frame, modality_present, outcome_of
 
-__all__ = ["FORMAT", "STACK_DEFAULTS", "FusedSuperLearner", "LinearBase", "fit_nonnegative_meta", "linear_base_of"]
+__all__ = ["FORMAT", "STACK_DEFAULTS", "ForestBase", "FusedSuperLearner", "LinearBase", "TableBase", "base_of",
+           "fit_nonnegative_meta"]
 
 FORMAT = "omics-risk-fused-super-learner"
 FORMAT_VERSION = 1
@@ -75,6 +79,8 @@ STACK_DEFAULTS: dict[str, Any] = {
     "network": True,            # the multimodal network as a base model
     "network_inner_members": 1,  # ensemble members of the network inside the inner folds (the refit keeps n_members)
     "coxnet": {},               # ModalityCoxnet settings over the baselines' late-fusion defaults
+    "forests": True,            # a random survival forest per omics modality as a base model too (rsf_<m>)
+    "rsf": {},                  # ModalityRSF settings over the baselines' defaults
     "clinical_cox": {},         # ClinicalCox settings over the baselines' defaults
     "preprocessing": {},        # modality -> ModalityCoxnet ``preprocessing`` (kind, or {kind, screening})
     "meta_penalizer": 0.01,     # ridge penalty of the clinical backbone's weight (per patient; columns in SD units)
@@ -89,25 +95,23 @@ STACK_DEFAULTS: dict[str, Any] = {
 }
 
 
-# ----------------------------------------------------------------------------------------- linear bases
-@dataclass
-class LinearBase:
-    """A fitted linear base model: risk = transform(modality table) @ coef - centre (0 where the modality is
-    absent, as a missingness indicator carries those patients).
+# ------------------------------------------------------------------------------------------ table bases
+class TableBase:
+    """A fitted base model that reads one table: risk = score(transform(table)) - centre, 0 where the modality is
+    absent (a missingness indicator carries those patients).
 
     ``transformer`` is the model's own fitted preprocessing (a ClinicalEncoder for the clinical table, whose output
     ``columns`` are kept; else a scikit-learn pipeline); ``centre`` is the median raw risk of its training patients,
-    so the risks of models fitted on different inner folds are on one scale. ``sign`` is -1 for a logistic model
-    (risk = minus the response logit)."""
+    so the risks of models fitted on different inner folds are on one scale."""
 
     name: str
     modality: str
     transformer: Any
-    coef: np.ndarray
-    intercept: float = 0.0
-    centre: float = 0.0
-    columns: list[str] | None = None
-    sign: float = 1.0
+    centre: float
+    columns: list[str] | None
+
+    def _score(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
+        raise NotImplementedError
 
     def raw(self, data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
         """Uncentred risk for the patients that have the modality, and the presence mask (a table the data does not
@@ -121,8 +125,7 @@ class LinearBase:
         X = self.transformer.transform(frame)
         if self.columns is not None:
             X = X[self.columns]
-        X = np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-        return self.sign * (X @ self.coef + self.intercept), present
+        return self._score(np.nan_to_num(np.asarray(X, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)), present
 
     def risk(self, data: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
         """Centred risk of every patient of ``data`` (0 where absent) and the presence mask."""
@@ -131,30 +134,79 @@ class LinearBase:
         out[present] = vals - self.centre
         return out, present
 
+
+@dataclass
+class LinearBase(TableBase):
+    """A linear base model (clinical Cox, the clinical reference, elastic-net Cox): score = X @ coef + intercept,
+    times ``sign`` = -1 for a logistic model (risk = minus the response logit)."""
+
+    name: str
+    modality: str
+    transformer: Any
+    coef: np.ndarray
+    intercept: float = 0.0
+    centre: float = 0.0
+    columns: list[str] | None = None
+    sign: float = 1.0
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        return self.sign * (X @ self.coef + self.intercept)
+
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "modality": self.modality, "coef": self.coef.tolist(),
+        return {"kind": "linear", "name": self.name, "modality": self.modality, "coef": self.coef.tolist(),
                 "intercept": self.intercept, "centre": self.centre, "columns": self.columns, "sign": self.sign}
 
 
-def linear_base_of(name: str, model: SurvivalModel, data: MultimodalData) -> LinearBase:
-    """The :class:`LinearBase` form of a fitted ClinicalCox, ClinicalReference or ModalityCoxnet (centred on the
-    median risk of ``data``, its training patients)."""
+#: bounds of a forest's risk before its log (summed cumulative hazard) or logit (P(no response)): a leaf without
+#: events, or a forest whose every tree votes one way, would otherwise give an infinite column
+_FOREST_EPS = 1e-3
+
+
+@dataclass
+class ForestBase(TableBase):
+    """A random forest base model on one omics table (``rsf_<m>``, :class:`~omics_risk.models.rsf.ModalityRSF`):
+    the trees find what a linear model cannot (thresholds, interactions). Score = the log of the survival forest's
+    summed cumulative hazard, or the logit of P(no response) for a binary endpoint: a log-scale risk, as the linear
+    base models' are, for the Cox (or logistic) meta-model."""
+
+    name: str
+    modality: str
+    transformer: Any
+    forest: Any
+    centre: float = 0.0
+    columns: list[str] | None = None
+
+    def _score(self, X: np.ndarray) -> np.ndarray:
+        if hasattr(self.forest, "predict_proba"):  # a classifier: the last class is response
+            p = np.clip(1.0 - self.forest.predict_proba(X)[:, -1], _FOREST_EPS, 1.0 - _FOREST_EPS)
+            return np.log(p / (1.0 - p))
+        return np.log(np.maximum(np.asarray(self.forest.predict(X), dtype=np.float64), _FOREST_EPS))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": "forest", "name": self.name, "modality": self.modality, "centre": self.centre,
+                "columns": self.columns}
+
+
+def base_of(name: str, model: SurvivalModel, data: MultimodalData) -> TableBase:
+    """The :class:`TableBase` form of a fitted ClinicalCox, ClinicalReference, ModalityCoxnet or ModalityRSF
+    (centred on the median risk of ``data``, its training patients)."""
+    binary = getattr(model, "task_", "survival") != "survival"
+    base: TableBase
     if isinstance(model, ClinicalReference):
-        binary = model.task_ != "survival"
         base = LinearBase(name, CLINICAL, model.pipeline_, model.coef_.to_numpy(dtype=np.float64),
                           float(model.model_.intercept_[0]) if binary else 0.0, sign=-1.0 if binary else 1.0)
     elif isinstance(model, ClinicalCox):
-        binary = model.task_ != "survival"
         clf = getattr(model, "clf_", None)
         base = LinearBase(name, CLINICAL, model.encoder_, model.coef_.to_numpy(dtype=np.float64),
                           float(clf.intercept_[0]) if binary and clf is not None else 0.0,
                           columns=list(model.columns_), sign=-1.0 if binary else 1.0)
     elif isinstance(model, ModalityCoxnet):
-        binary = model.task_ != "survival"
         base = LinearBase(name, model.modality, model.pipeline_, model.coef_.to_numpy(dtype=np.float64),
                           float(model.model_.intercept_[0]) if binary else 0.0, sign=-1.0 if binary else 1.0)
+    elif isinstance(model, ModalityRSF):
+        base = ForestBase(name, model.modality, model.pipeline_, model.model_)
     else:
-        raise TypeError(f"{type(model).__name__} has no linear form for the fused super learner")
+        raise TypeError(f"{type(model).__name__} cannot be a base model of the fused super learner")
     vals, _ = base.raw(data)
     base.centre = float(np.median(vals)) if len(vals) else 0.0
     return base
@@ -242,7 +294,7 @@ def _network_scale(net: FusedSurvivalModel, data: MultimodalData, images: ImageP
 
 # ------------------------------------------------------------------------------------------------ model
 class FusedSuperLearner(SurvivalModel):
-    """Clinical backbone + per-modality elastic-net Cox + the multimodal network, stacked with non-negative weights
+    """Clinical backbone + per-modality elastic-net Cox and random survival forests + the multimodal network, stacked with non-negative weights
     fitted out of fold (module docstring).
 
     Args:
@@ -252,7 +304,7 @@ class FusedSuperLearner(SurvivalModel):
             ``clinical_types``, ``seed``, ``device`` and, for a response task, ``response_label`` / ``heads``).
 
     Fitted attributes: ``weights_`` (per base model, in SD units of its out-of-fold risk), ``bases_`` (name ->
-    :class:`LinearBase`), ``network_model_``, ``scale_``, ``indicators_``, ``oof_risk_``, ``dropped_`` (base models
+    :class:`TableBase`), ``network_model_``, ``scale_``, ``indicators_``, ``oof_risk_``, ``dropped_`` (base models
     that could not be fitted, with the reason), ``modalities_``, ``feature_manifest_``, Breslow ``baseline_times_`` /
     ``baseline_cumhaz_``.
     """
@@ -320,11 +372,14 @@ class FusedSuperLearner(SurvivalModel):
             settings["progress"] = progress
         return FusedSurvivalModel(**settings)
 
-    def _linear_specs(self, data: MultimodalData, task: str) -> dict[str, Callable[[], SurvivalModel]]:
+    def _table_specs(self, data: MultimodalData, task: str) -> dict[str, Callable[[], SurvivalModel]]:
+        """Factories of the base models that read one table: clinical Cox, the reference, and per omics modality an
+        elastic-net Cox model and (``stack.forests``) a random survival forest."""
         common = {"task": task, "random_state": self.seed, "clinical_types": self.clinical_types}
         cox = {**BASELINE_DEFAULTS["clinical_cox"], **dict(self.stack["clinical_cox"] or {})}
         coxnet = {**BASELINE_DEFAULTS["coxnet"], **LATE_FUSION_BASE_DEFAULTS["coxnet"],
                   **dict(self.stack["coxnet"] or {})}
+        forest = {**BASELINE_DEFAULTS["rsf"], **dict(self.stack["rsf"] or {}), "low_memory": True}
         wanted = self.network_settings.get("modalities")
         omics = [m for m in data.modality_names if m != CLINICAL and (wanted is None or m in wanted)
                  and not (self.use_ct_images and m == self.network_settings.get("ct_modality", "ct"))]
@@ -336,15 +391,19 @@ class FusedSuperLearner(SurvivalModel):
         for m in omics:
             prep = dict(self.stack["preprocessing"] or {}).get(m, "auto")
             specs[f"coxnet_{m}"] = lambda m=m, prep=prep: ModalityCoxnet(m, **coxnet, preprocessing=prep, **common)
+        if self.stack["forests"]:
+            for m in omics:
+                prep = dict(self.stack["preprocessing"] or {}).get(m, "auto")
+                specs[f"rsf_{m}"] = lambda m=m, prep=prep: ModalityRSF(m, **forest, preprocessing=prep, **common)
         return specs
 
     def _whole_fold_coxnets(self, d: MultimodalData, specs: Mapping[str, Callable[[], SurvivalModel]]
-                            ) -> tuple[dict[str, LinearBase], dict[str, Callable[[], SurvivalModel]]]:
+                            ) -> tuple[dict[str, TableBase], dict[str, Callable[[], SurvivalModel]]]:
         """Each elastic-net base model fitted on the whole fold (its alpha chosen by its own inner CV there), and
         factories of its inner-fold copies that keep that alpha (``fixed_alpha``): the out-of-fold risks the weights
         are fitted on then come from the model the stack uses, on the same scale. A base model that cannot be fitted
         is left out (``dropped_``)."""
-        whole: dict[str, LinearBase] = {}
+        whole: dict[str, TableBase] = {}
         inner = dict(specs)
         for n, make in specs.items():
             model = make()
@@ -358,7 +417,7 @@ class FusedSuperLearner(SurvivalModel):
                 self.dropped_[n] = str(exc).splitlines()[0]
                 warnings.warn(f"{self.name}: base model '{n}' left out: {self.dropped_[n]}", stacklevel=3)
                 continue
-            whole[n] = linear_base_of(n, model, d)
+            whole[n] = base_of(n, model, d)
             inner[n] = lambda make=make, alpha=model.alpha_: _with_fixed_alpha(make(), alpha)
         return whole, inner
 
@@ -378,14 +437,14 @@ class FusedSuperLearner(SurvivalModel):
                         warnings.simplefilter("ignore")
                     fitted[n] = net.fit(d, **kw)
             else:
-                fitted[n] = linear_base_of(n, specs[n]().fit(d), d)
+                fitted[n] = base_of(n, specs[n]().fit(d), d)
         return fitted
 
     @staticmethod
     def _base_risk(base: Any, data: MultimodalData, images: ImageProvider | None,
                    train: MultimodalData) -> tuple[np.ndarray, np.ndarray]:
         """A base model's risk on ``data`` (a network's in SD units of its risk on its ``train`` patients)."""
-        if isinstance(base, LinearBase):
+        if isinstance(base, TableBase):
             return base.risk(data)
         scale = _network_scale(base, train, images)
         return _centred_network_risk(base, data, images, scale=scale), np.ones(len(data), dtype=bool)
@@ -411,7 +470,7 @@ class FusedSuperLearner(SurvivalModel):
             self._finish(d, out, rows, images)
             self.fit_seconds_ = _time.perf_counter() - t0
             return self
-        specs = self._linear_specs(d, out.task)
+        specs = self._table_specs(d, out.task)
         names = list(specs) + ([NETWORK] if self.stack["network"] else [])
         if not names:
             raise ValueError("the fused super learner has no base model: enable the network or the clinical table")
@@ -473,7 +532,7 @@ class FusedSuperLearner(SurvivalModel):
             used.append(NETWORK)
         fitted = self._fit_bases(d, specs, [n for n in used if n not in whole], images, final=True, on_epoch=on_epoch)
         fitted.update({n: whole[n] for n in used if n in whole})
-        self.bases_ = {n: b for n, b in fitted.items() if isinstance(b, LinearBase)}
+        self.bases_ = {n: b for n, b in fitted.items() if isinstance(b, TableBase)}
         if NETWORK in fitted:
             self.network_model_ = fitted[NETWORK]
             self.network_scale_ = _network_scale(self.network_model_, d, images)
@@ -729,12 +788,15 @@ class FusedSuperLearner(SurvivalModel):
     # ------------------------------------------------------------------------------------------ save/load
     def save(self, directory: str | Path) -> Path:
         """Write the fitted model (no pickle): ``config.json`` (settings, weights, scales, manifest, Breslow),
-        ``bases/<name>.skops`` (fitted preprocessing of each linear base), ``network/`` (the network's own layout)."""
+        ``bases/<name>.skops`` (fitted preprocessing of each table base; a forest's trees in
+        ``bases/<name>.forest.skops``), ``network/`` (the network's own layout)."""
         self._check_fitted()
         root = Path(directory)
         (root / "bases").mkdir(parents=True, exist_ok=True)
         for n, base in self.bases_.items():
             save_trusted(base.transformer, root / "bases" / f"{n}.skops")
+            if isinstance(base, ForestBase):
+                save_trusted(base.forest, root / "bases" / f"{n}.forest.skops")
         if getattr(self, "network_model_", None) is not None:
             self.network_model_.save(root / NETWORK)
         config = {
@@ -767,10 +829,16 @@ class FusedSuperLearner(SurvivalModel):
         model.base_modality_ = dict(cfg["base_modality"])
         model.bases_ = {}
         for n, spec in cfg["bases"].items():
-            model.bases_[n] = LinearBase(
-                spec["name"], spec["modality"], load_trusted(root / "bases" / f"{n}.skops"),
-                np.asarray(spec["coef"], dtype=np.float64), float(spec["intercept"]), float(spec["centre"]),
-                None if spec["columns"] is None else list(spec["columns"]), float(spec["sign"]))
+            transformer = load_trusted(root / "bases" / f"{n}.skops")
+            columns = None if spec["columns"] is None else list(spec["columns"])
+            if spec.get("kind", "linear") == "forest":
+                model.bases_[n] = ForestBase(spec["name"], spec["modality"], transformer,
+                                             load_trusted(root / "bases" / f"{n}.forest.skops"),
+                                             float(spec["centre"]), columns)
+            else:
+                model.bases_[n] = LinearBase(
+                    spec["name"], spec["modality"], transformer, np.asarray(spec["coef"], dtype=np.float64),
+                    float(spec["intercept"]), float(spec["centre"]), columns, float(spec["sign"]))
         if (root / NETWORK / "config.json").is_file():
             model.network_model_ = FusedSurvivalModel.load(root / NETWORK)
             model.preprocessors_ = model.network_model_.preprocessors_
