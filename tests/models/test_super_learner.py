@@ -172,7 +172,7 @@ def test_the_network_enters_in_sd_units_of_its_own_training_risk(split_signal) -
 
 @pytest.fixture(scope="module")
 def u_shaped():  # type: ignore[no-untyped-def]
-    """A modality whose effect no linear model can see: risk rises with |u| (both tails), on top of the clinical part."""
+    """A modality whose effect no linear model can see: risk rises with |u| (both tails), beside the clinical part."""
     n = 700
     rng = np.random.default_rng(3)
     U = rng.normal(size=(n, 8))

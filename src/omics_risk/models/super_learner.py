@@ -28,8 +28,9 @@ a weight are then refitted on the whole fold. A modality that carries no signal 
 nothing, and one that does is weighted by what it adds beyond the others.
 
 Saved without pickle (:meth:`save`): the linear base models as JSON coefficients with their fitted preprocessing in
-skops files, the forests (leaf risks only) in skops files, the network in its own format (:mod:`omics_risk.models.fused_io`), the weights and the Breslow baseline
-hazard in JSON. A survival task's response probability (``task.response``) comes from the network's binary head.
+skops files, the forests (leaf risks only) in skops files, the network in its own format
+(:mod:`omics_risk.models.fused_io`), the weights and the Breslow baseline hazard in JSON. A survival task's response
+probability (``task.response``) comes from the network's binary head.
 """
 
 from __future__ import annotations
@@ -294,8 +295,8 @@ def _network_scale(net: FusedSurvivalModel, data: MultimodalData, images: ImageP
 
 # ------------------------------------------------------------------------------------------------ model
 class FusedSuperLearner(SurvivalModel):
-    """Clinical backbone + per-modality elastic-net Cox and random survival forests + the multimodal network, stacked with non-negative weights
-    fitted out of fold (module docstring).
+    """Clinical backbone + per-modality elastic-net Cox and random survival forests + the multimodal network,
+    stacked with non-negative weights fitted out of fold (module docstring).
 
     Args:
         stack: :data:`STACK_DEFAULTS` overrides (``enabled=False``: the network alone).
