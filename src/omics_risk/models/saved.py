@@ -1,12 +1,13 @@
 """Plain JSON for saved models: the helpers every model that saves without pickle shares (the fused network, the super
-learner, the landmark super-model) and the scoring settings saved beside them, in a module that imports no model
-code."""
+learner, the landmark super-model), the scoring settings saved beside them and the summaries of ``omics-risk monitor``
+and ``surveil``, in a module that imports no model code."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,18 +17,26 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 __all__ = ["plain", "read_config"]
 
 
-def plain(value: Any) -> Any:
-    """OmegaConf containers, dataclasses, tuples and numpy scalars as plain JSON-able Python values."""
+def plain(value: Any, *, finite: bool = False, custom: Callable[[Any], Any] | None = None) -> Any:
+    """OmegaConf containers, dataclasses, tuples and numpy scalars as plain JSON-able Python values.
+
+    ``finite``: NaN and infinite floats become None (JSON has no NaN; a summary a person or another tool reads says
+    null). ``custom``: applied to every value first, for a type with its own JSON form (it returns the value unchanged
+    when it does not apply)."""
+    if custom is not None:
+        value = custom(value)
     if isinstance(value, DictConfig | ListConfig):
         value = OmegaConf.to_container(value, resolve=True)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = dataclasses.asdict(value)
     if isinstance(value, Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        return {str(k): plain(v, finite=finite, custom=custom) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
+        return [plain(v, finite=finite, custom=custom) for v in value]
     if isinstance(value, np.generic):
-        return value.item()
+        value = value.item()
+    if finite and isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

@@ -36,6 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from omics_risk.atomic import atomic_path
 from omics_risk.data.contract import load_cohort
 from omics_risk.evaluation.plot_style import figure_png
+from omics_risk.models.saved import plain
 from omics_risk.monitoring.grid import GridResult, rule_grid
 from omics_risk.monitoring.inputs import outcomes_of, read_risk, serial_draws, survival_endpoint
 from omics_risk.monitoring.lucagen import LucagenTable, lucagen_table
@@ -139,20 +140,6 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _json_safe(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, float | np.floating):
-        return None if not np.isfinite(x) else float(x)
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
-
-
 def _csv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False, lineterminator="\n", float_format="%.6g")
@@ -253,7 +240,8 @@ def monitor_cohort(cohort_dir: str | Path, out: str | Path, *, rule: str | None 
         try:
             _csv(samples, tmp / "samples.csv")
             _csv(patients.reset_index(), tmp / "patients.csv")
-            (tmp / "summary.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n", encoding="utf-8")
+            text = json.dumps(plain(summary, finite=True), indent=2) + "\n"
+            (tmp / "summary.json").write_text(text, encoding="utf-8")
             if report:
                 # lazy: the report module pulls jinja2; a --no-report run does not need it
                 from omics_risk.workflows.monitor_report import write_monitor_report

@@ -31,6 +31,7 @@ from omics_risk.atomic import atomic_path, atomic_write_text
 from omics_risk.data.spec import CLINICAL_FILE, SPEC_FILE, SurvivalEndpoint, parse_spec
 from omics_risk.evaluation.bootstrap import Estimate
 from omics_risk.evaluation.plot_style import figure_png
+from omics_risk.models.saved import plain
 from omics_risk.progress import progress_bar
 from omics_risk.surveillance.onset import (
     TRUTH_ONSET,
@@ -446,17 +447,10 @@ def _trial(stats: Mapping[str, ScheduleStats], s: SurveillanceSettings, notes: l
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def _jsonable(v: Any) -> Any:
+def _estimate_json(v: Any) -> Any:
+    """A bootstrap estimate in the summary's form (value, ci_low, ci_high, n_boot); anything else unchanged."""
     if isinstance(v, Estimate):
         return {"value": v.value, "ci_low": v.low, "ci_high": v.high, "n_boot": v.n_boot}
-    if isinstance(v, dict):
-        return {k: _jsonable(x) for k, x in v.items()}
-    if isinstance(v, list | tuple):
-        return [_jsonable(x) for x in v]
-    if isinstance(v, float | np.floating):
-        return float(v) if math.isfinite(v) else None
-    if isinstance(v, np.integer):
-        return int(v)
     return v
 
 
@@ -496,7 +490,8 @@ def _write(r: SurveilResult, out: Path, long: pd.DataFrame, strata: pd.DataFrame
                "trial": r.trial, "settings": s.as_dict(), "notes": r.notes,
                "files": {k: str(v) for k, v in p.items()}}
     p["summary"] = out / "summary.json"
-    atomic_write_text(p["summary"], json.dumps(_jsonable(summary), indent=1, default=str))
+    summary_json = plain(summary, finite=True, custom=_estimate_json)
+    atomic_write_text(p["summary"], json.dumps(summary_json, indent=1, default=str))
     p["report"] = out / "report.html"
     atomic_write_text(p["report"], _report(r, strata, margins, stats, low, texts, s, model, tradeoff, power_fig))
 
