@@ -83,7 +83,7 @@ STACK_DEFAULTS: dict[str, Any] = {
     "forests": True,            # a random survival forest per omics modality as a base model too (rsf_<m>)
     "rsf": {},                  # ModalityRSF settings over the baselines' defaults
     "clinical_cox": {},         # ClinicalCox settings over the baselines' defaults
-    "preprocessing": {},        # modality -> ModalityCoxnet ``preprocessing`` (kind, or {kind, screening})
+    "preprocessing": {},        # modality -> the table bases' ``preprocessing`` (kind, or {kind, screening})
     "meta_penalizer": 0.01,     # ridge penalty of the clinical backbone's weight (per patient; columns in SD units)
     # ridge penalties of every other column (base risks, missingness indicators), one chosen by second-level CV; the
     # clinical backbone alone is always a candidate too, left only for a CV log-likelihood gain above min_gain
