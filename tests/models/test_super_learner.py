@@ -18,6 +18,8 @@ from omics_risk.models.base import capabilities_of
 from omics_risk.models.baselines import ClinicalCox, ModalityCoxnet
 from omics_risk.models.super_learner import NETWORK, ForestBase, FusedSuperLearner, fit_nonnegative_meta
 
+#: the stack of these tests: 3 inner folds, small forests (the forest base has its own test)
+FAST = {"inner_folds": 3, "rsf": {"n_estimators": 25}}
 NET = {"epochs": 40, "patience": 8, "n_members": 1, "k": 8, "seed": 0, "clinical_types": TYPES, "device": "cpu"}
 
 
@@ -35,7 +37,7 @@ def quiet_fit(model, data):  # type: ignore[no-untyped-def]
 def split_signal():  # type: ignore[no-untyped-def]
     data, _ = make_toy(600, seed=11, weights=(0.7, 1.0, 1.0))
     train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
-    return train, test, quiet_fit(FusedSuperLearner(stack={"inner_folds": 3}, **NET), train)
+    return train, test, quiet_fit(FusedSuperLearner(stack=FAST, **NET), train)
 
 
 def test_meta_weights_match_lifelines_and_clip_a_harmful_column() -> None:
@@ -77,7 +79,8 @@ def test_beats_every_base_model_when_the_signal_is_split(split_signal) -> None: 
 
 def test_forward_selection_keeps_the_noise_modality_out(split_signal) -> None:  # type: ignore[no-untyped-def]
     train = split_signal[0]
-    model = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3, "network": False, "select": True}, **NET), train)
+    stack = {**FAST, "network": False, "forests": False, "select": True}  # the linear bases: one step per modality
+    model = quiet_fit(FusedSuperLearner(stack=stack, **NET), train)
     assert model.shrinkage_ is None and model.selection_[0] == "clinical"
     assert {"coxnet_a", "coxnet_b"} <= set(model.selection_) and "coxnet_noise" not in model.selection_
     assert model.weights_["coxnet_noise"] == 0.0
@@ -88,7 +91,7 @@ def test_forward_selection_keeps_the_noise_modality_out(split_signal) -> None:  
 def test_never_below_the_clinical_backbone_when_the_omics_are_noise() -> None:
     data, _ = make_toy(600, seed=5, weights=(1.0, 0.0, 0.0))
     train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
-    fused = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3, "network": False}, **NET), train)
+    fused = quiet_fit(FusedSuperLearner(stack={**FAST, "network": False}, **NET), train)
     clinical = quiet_fit(ClinicalCox(clinical_types=TYPES), train)
     # No penalty lets the omics beat the backbone alone by the cross-validated likelihood bar: the fused model is its
     # clinical backbone, with the backbone's ranking (the same ClinicalCox refitted on the same patients).
@@ -115,7 +118,7 @@ def test_binary_endpoint_stacks_logistic_models_with_non_negative_weights() -> N
     data, _ = make_toy(600, seed=2, binary=True, weights=(0.7, 1.2, 1.2))
     train, test = data.subset(np.arange(420)), data.subset(np.arange(420, 600))
     net = {**NET, "heads": ["binary"]}
-    model = quiet_fit(FusedSuperLearner(stack={"inner_folds": 3}, **net), train)
+    model = quiet_fit(FusedSuperLearner(stack=FAST, **net), train)
     assert capabilities_of(model).response and not capabilities_of(model).survival
     p = model.predict_response(test)
     assert np.all((p > 0) & (p < 1))
