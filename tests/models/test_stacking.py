@@ -16,7 +16,7 @@ from sksurv.metrics import concordance_index_censored
 from test_baselines import TYPES, make_toy
 
 from omics_risk.models.baselines import ClinicalCox, ModalityCoxnet, ModalityRSF
-from omics_risk.models.stacking import LateFusionStacker, build_model, model_present
+from omics_risk.models.stacking import LateFusionStacker, build_model, model_present, oof_scales
 
 
 def cindex(data, risk) -> float:  # type: ignore[no-untyped-def]
@@ -159,3 +159,14 @@ def test_constant_base_model_is_left_out_of_the_meta_model() -> None:
     ).fit(data)
     assert model.design_columns_ == ["risk_a"] and list(model.meta_coef_.index) == ["risk_a"]
     assert np.isfinite(model.predict_risk(data)).all()
+
+
+def test_two_base_models_of_one_modality_share_one_missingness_indicator() -> None:
+    rng = np.random.default_rng(0)
+    oof = rng.normal(size=(40, 4)) * np.array([1.0, 2.0, 3.0, 0.5])
+    has_a, has_b = rng.random(40) > 0.3, rng.random(40) > 0.2
+    present = np.column_stack([np.ones(40, bool), has_a, has_a, has_b])
+    scale, indicators = oof_scales(oof, present, ["clinical", "coxnet_a", "rsf_a", "coxnet_b"])
+    # the forest on a has the elastic-net model's missingness pattern: one column, named after the first
+    assert indicators == ["coxnet_a", "coxnet_b"]
+    np.testing.assert_allclose(scale[2], oof[has_a, 2].std())
