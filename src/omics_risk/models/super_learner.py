@@ -382,20 +382,20 @@ class FusedSuperLearner(SurvivalModel):
                   **dict(self.stack["coxnet"] or {})}
         forest = {**BASELINE_DEFAULTS["rsf"], **dict(self.stack["rsf"] or {}), "low_memory": True}
         wanted = self.network_settings.get("modalities")
+        given = dict(self.stack["preprocessing"] or {})
         omics = [m for m in data.modality_names if m != CLINICAL and (wanted is None or m in wanted)
                  and not (self.use_ct_images and m == self.network_settings.get("ct_modality", "ct"))]
+        prep = {m: given.get(m, "auto") for m in omics}  # per omics modality, for its elastic-net model and forest
         specs: dict[str, Callable[[], SurvivalModel]] = {}
         if self.network_settings.get("use_clinical", True):
             specs["clinical"] = lambda: ClinicalCox(**cox, **common)
             if self.clinical_reference:
                 specs["reference"] = lambda: ClinicalReference(self.clinical_reference, **common)
-        for m in omics:
-            prep = dict(self.stack["preprocessing"] or {}).get(m, "auto")
-            specs[f"coxnet_{m}"] = lambda m=m, prep=prep: ModalityCoxnet(m, **coxnet, preprocessing=prep, **common)
+        for m in prep:
+            specs[f"coxnet_{m}"] = lambda m=m: ModalityCoxnet(m, **coxnet, preprocessing=prep[m], **common)
         if self.stack["forests"]:
-            for m in omics:
-                prep = dict(self.stack["preprocessing"] or {}).get(m, "auto")
-                specs[f"rsf_{m}"] = lambda m=m, prep=prep: ModalityRSF(m, **forest, preprocessing=prep, **common)
+            for m in prep:
+                specs[f"rsf_{m}"] = lambda m=m: ModalityRSF(m, **forest, preprocessing=prep[m], **common)
         return specs
 
     def _whole_fold_coxnets(self, d: MultimodalData, specs: Mapping[str, Callable[[], SurvivalModel]]
